@@ -1,0 +1,41 @@
+"""naa-guard: membership-inference privacy gates for diffusion models."""
+
+from __future__ import annotations
+
+from naa_guard.errors import (
+    AuditInvalidError,
+    DataError,
+    EnvironmentUnavailableError,
+    InsufficientSamplesError,
+    NaaGuardError,
+    NonFiniteScoreError,
+    PolicyError,
+    TargetError,
+)
+from naa_guard.policy import Policy, load_policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditInvalidError",
+    "AuditResult",
+    "DataError",
+    "EnvironmentUnavailableError",
+    "InsufficientSamplesError",
+    "NaaGuardError",
+    "NonFiniteScoreError",
+    "Policy",
+    "PolicyError",
+    "TargetError",
+    "__version__",
+    "audit",
+    "load_policy",
+]
+
+
+def __getattr__(name: str):  # the audit engine imports torch: load it only when asked for
+    if name in ("audit", "AuditResult"):
+        from naa_guard import audit as audit_module
+
+        return getattr(audit_module, name)
+    raise AttributeError(f"module 'naa_guard' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""What every attack shares: per-sample seeded noise and the deterministic DDIM step.
+
+Imported lazily (inside ``score``) so that loading a policy never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+# Each sample's key is its role code times this plus its index in the full source set, so
+# members, non-members and the control set never share noise streams.
+ROLE_STRIDE = 1 << 40
+ROLE_CODES = {"members": 1, "nonmembers": 2, "control": 3}
+
+
+def sample_keys(role: str, indices: "list[int] | torch.Tensor") -> torch.Tensor:
+    """Return the int64 noise keys of samples of ``role`` at these source indices."""
+    base = ROLE_CODES[role] * ROLE_STRIDE
+    return torch.as_tensor(indices, dtype=torch.int64) + base
+
+
+def _stream_seed(seed: int, key: int, stream: str) -> int:
+    digest = hashlib.blake2b(f"{seed}:{key}:{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def seeded_noise(
+    keys: torch.Tensor, shape: tuple[int, ...], seed: int, stream: str, device: torch.device
+) -> torch.Tensor:
+    """Return standard-normal noise of ``(len(keys), *shape)``, one independent draw per key.
+
+    Drawn on the CPU from a generator seeded by (seed, key, stream), so the noise of a sample is
+    the same whatever the batch, the batch size or the device.
+    """
+    generator = torch.Generator(device="cpu")
+    draws = []
+    for key in keys.tolist():
+        generator.manual_seed(_stream_seed(seed, int(key), stream))
+        draws.append(torch.randn(shape, generator=generator, dtype=torch.float32))
+    return torch.stack(draws).to(device)
+
+
+def ddim_step(
+    x: torch.Tensor, eps: torch.Tensor, abar_from: torch.Tensor, abar_to: torch.Tensor
+) -> torch.Tensor:
+    """Return the deterministic DDIM move of ``x`` from one timestep to another.
+
+    ``x0_hat = (x - sqrt(1 - a_from) eps) / sqrt(a_from)``, then
+    ``x' = sqrt(a_to) x0_hat + sqrt(1 - a_to) eps``. Moving to a larger timestep is the DDIM
+    inversion step; to a smaller one, the denoising step.
+    """
+    x0_hat = (x - (1 - abar_from).sqrt() * eps) / abar_from.sqrt()
+    return abar_to.sqrt() * x0_hat + (1 - abar_to).sqrt() * eps
+
+
+def forward_noise(x0: torch.Tensor, abar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Return ``sqrt(abar) x0 + sqrt(1 - abar) eps``: the closed-form forward noising."""
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps

@@ -1,0 +1,308 @@
+"""The audit runner: policy in, scores, metrics and gate verdicts out.
+
+``audit(policy)`` loads the sample sets, scores every sample with every listed attack (batched,
+under ``inference_mode``, with per-sample seeded noise so a score never depends on the batch
+size), computes the leakage metrics and applies the policy's gates. Scores can be cached by a
+content hash, so an unchanged model and data set re-gate without loading the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from naa_guard import __version__
+from naa_guard.attacks import ATTACKS, Attack
+from naa_guard.data import SampleSet, files_digest, load_samples
+from naa_guard.errors import NonFiniteScoreError, TargetError
+from naa_guard.metrics import FPR_LEVELS, LeakageReport, evaluate, min_nonmembers_for
+from naa_guard.policy import Policy
+from naa_guard.targets import ModelInfo, Target, load_target, read_model_info
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
+
+
+class ScoreCache(Protocol):
+    """Stores an attack's scores by content key (the pytest plugin keeps one in its cache dir)."""
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None: ...
+
+    def put(self, key: str, scores: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """One attack's scores and leakage metrics."""
+
+    name: str
+    params: dict[str, Any]
+    queries_per_sample: int
+    seconds: float
+    member_scores: np.ndarray
+    nonmember_scores: np.ndarray
+    leakage: LeakageReport
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form: headline metrics first, then the full leakage report."""
+        metrics = self.leakage.metrics
+        return {
+            "auc": self.leakage.auc,
+            "leak_auc": self.leakage.leak_auc,
+            "direction": self.leakage.direction,
+            "auc_ci": list(metrics["auc"].ci),
+            "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"].value,
+            "tpr_at_0_1pct_fpr": metrics["tpr_at_0_1pct_fpr"].value,
+            "asr": metrics["asr"].value,
+            "queries_per_sample": self.queries_per_sample,
+            "params": self.params,
+            "seconds": self.seconds,
+            "cached": self.cached,
+            "metrics": self.leakage.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate: an attack's metric against the policy's limit."""
+
+    attack: str
+    metric: str
+    value: float
+    ci: tuple[float, float]
+    limit: float
+    decision: str  # "point" or "upper_ci": which number was compared with the limit
+    direction: str
+    status: str  # "pass", "fail", or "error" (the metric cannot be resolved)
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def label(self) -> str:
+        return GATE_LABELS[self.metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form of the gate."""
+        return {
+            "attack": self.attack, "metric": self.metric, "value": self.value, "ci": list(self.ci),
+            "limit": self.limit, "decision": self.decision, "direction": self.direction,
+            "status": self.status, "passed": self.passed, "message": self.message,
+        }  # fmt: skip
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit produced: per-attack scores and metrics, and gate verdicts."""
+
+    name: str
+    policy_path: str | None
+    n_members: int
+    n_nonmembers: int
+    attacks: dict[str, AttackResult]
+    gates: list[GateResult]
+    device: str | None
+    dtype: str
+    seed: int
+    limit: int | None
+    model_loaded: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Return True when every gate passed."""
+        return all(gate.passed for gate in self.gates)
+
+    @property
+    def errored(self) -> bool:
+        """Return True when some gate could not be decided."""
+        return any(gate.status == "error" for gate in self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON report."""
+        return {
+            "name": self.name,
+            "policy": self.policy_path,
+            "naa_guard_version": __version__,
+            "n_members": self.n_members,
+            "n_nonmembers": self.n_nonmembers,
+            "limit": self.limit,
+            "device": self.device,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
+            "gates": [gate.to_dict() for gate in self.gates],
+            "warnings": self.warnings,
+            "passed": self.passed,
+        }
+
+
+def _direction_words(direction: str) -> str:
+    return "members score higher" if direction == "members_higher" else "members score LOWER (reversed signal)"
+
+
+def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[GateResult]:
+    """Return the verdict of every enabled gate of the policy for one attack's leakage."""
+    thresholds = policy.thresholds
+    gates = []
+    for metric, limit in thresholds.limits().items():
+        measured = leakage.metrics[metric]
+        compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
+        ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
+        counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
+        what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
+        basis = " (upper CI bound)" if thresholds.decision == "upper_ci" else ""
+        if metric in FPR_LEVELS and not measured.resolvable:
+            needed = min_nonmembers_for(FPR_LEVELS[metric])
+            status = "error"
+            message = (
+                f"{name} {GATE_LABELS[metric]} cannot be resolved with {leakage.n_nonmembers} non-members: "
+                f"it rests on fewer than 10 false positives. Provide at least {needed} non-members, "
+                f"or set thresholds.{metric}: null to drop this gate."
+            )
+        elif compared > limit:
+            status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}"
+        else:
+            status, message = "pass", f"{what} within limit {limit:.3f}{basis}"
+        gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message))
+    return gates
+
+
+def _batches(samples: SampleSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(samples), batch_size):
+        yield samples.images[start : start + batch_size], samples.indices[start : start + batch_size]
+
+
+def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str, *, batch_size: int, seed: int, progress: Any = None) -> np.ndarray:
+    """Return the attack's float64 score of every sample in the set, batch by batch."""
+    import torch
+
+    from naa_guard.attacks.common import sample_keys
+
+    scores: list[np.ndarray] = []
+    offset = 0
+    for images, indices in _batches(samples, batch_size):
+        x0 = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
+        keys = sample_keys(role, indices)
+        try:
+            with torch.inference_mode():
+                batch_scores = attack.score(target, x0, keys, seed).detach().to("cpu", torch.float64).numpy()
+        except NonFiniteScoreError as exc:
+            raise NonFiniteScoreError(f"attack {attack.name}, {role} batch starting at {samples.names[offset]}: {exc}") from None
+        bad = np.flatnonzero(~np.isfinite(batch_scores))
+        if bad.size:
+            names = [samples.names[offset + i] for i in bad[:5]]
+            raise NonFiniteScoreError(
+                f"attack {attack.name} gave non-finite scores for {bad.size} {role} sample(s), e.g. {', '.join(names)}. "
+                f"The model's predictions are degenerate for these images; check the checkpoint, or use runtime.dtype: float32."
+            )
+        scores.append(batch_scores)
+        offset += len(indices)
+        if progress is not None:
+            progress.update(len(indices))
+    return np.concatenate(scores)
+
+
+def cache_key(info: ModelInfo, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None) -> str:
+    """Return the content hash under which an attack's scores are cached."""
+    model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
+    material = {
+        "naa_guard": __version__,
+        "model": files_digest(model_files),
+        "members": files_digest(members.files),
+        "nonmembers": files_digest(nonmembers.files),
+        "attack": attack.describe(),
+        "seed": policy.runtime.seed,
+        "dtype": policy.runtime.dtype,
+        "limit": limit,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _progress(total: int, description: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _check_timesteps(attack: Attack, target: Target) -> None:
+    steps = len(target.alphas_cumprod)
+    if attack.max_timestep >= steps:
+        raise TargetError(
+            f"attack {attack.name} queries timestep {attack.max_timestep}, but the model's schedule has "
+            f"only {steps} timesteps (0..{steps - 1}). Lower the attack's timestep in attacks.{attack.name}."
+        )
+
+
+def audit(
+    policy: Policy,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    score_cache: ScoreCache | None = None,
+    target: Target | None = None,
+) -> AuditResult:
+    """Return the audit of ``policy``: every listed attack scored, measured and gated.
+
+    ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
+    ``target`` replaces loading the policy's model (used by tests and custom loaders).
+    """
+    runtime = policy.runtime.model_copy(update={k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v is not None})
+    policy = policy.model_copy(update={"runtime": runtime})
+    limit = limit if limit is not None else policy.data.limit
+    seed = runtime.seed
+
+    info = read_model_info(policy.model.path, policy.model.unet_subfolder)
+    size, channels = (target.sample_size, target.in_channels) if target is not None else (info.sample_size, info.in_channels)
+    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
+    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
+
+    model_loaded = False
+    results: dict[str, AttackResult] = {}
+    for name, params in policy.attacks.items():
+        attack = ATTACKS[name](params)
+        key = cache_key(info, policy, attack, members, nonmembers, limit) if score_cache is not None else None
+        cached = score_cache.get(key) if score_cache is not None and key is not None else None
+        started = time.perf_counter()
+        if cached is not None:
+            member_scores, nonmember_scores = cached["members"], cached["nonmembers"]
+        else:
+            if target is None:
+                target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
+                model_loaded = True
+            _check_timesteps(attack, target)
+            with _progress(len(members) + len(nonmembers), f"{policy.name}: {name}", progress) as bar:
+                member_scores = score_samples(attack, target, members, "members", batch_size=runtime.batch_size, seed=seed, progress=bar)
+                nonmember_scores = score_samples(attack, target, nonmembers, "nonmembers", batch_size=runtime.batch_size, seed=seed, progress=bar)
+            if score_cache is not None and key is not None:
+                score_cache.put(key, {"members": member_scores, "nonmembers": nonmember_scores})
+        seconds = time.perf_counter() - started
+        leakage = evaluate(member_scores, nonmember_scores, confidence=policy.thresholds.confidence, seed=seed)
+        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached is not None)
+
+    gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
+    return AuditResult(
+        name=policy.name,
+        policy_path=str(policy.source) if policy.source else None,
+        n_members=len(members),
+        n_nonmembers=len(nonmembers),
+        attacks=results,
+        gates=gates,
+        device=str(target.device) if target is not None else None,
+        dtype=runtime.dtype,
+        seed=seed,
+        limit=limit,
+        model_loaded=model_loaded,
+    )

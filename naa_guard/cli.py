@@ -1,0 +1,113 @@
+"""The ``naa-guard`` command: audit a policy, run the demo, print the policy schema.
+
+Exit codes: 0 all gates pass, 1 a gate fails, 2 the policy or the audit is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from naa_guard.errors import NaaGuardError
+
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from naa_guard.audit import audit
+    from naa_guard.policy import load_policy
+    from naa_guard.report import format_table, write_reports
+
+    policy = load_policy(args.policy)
+    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"JSON report: {args.json}")
+    if policy.report.dir is not None:
+        for path in write_reports(result, policy.report.dir):
+            print(f"report: {path}")
+    if result.errored:
+        return EXIT_INVALID
+    return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from naa_guard.audit import audit
+    from naa_guard.demo import build_demo
+    from naa_guard.policy import load_policy
+    from naa_guard.report import format_table, write_reports
+
+    started = time.perf_counter()
+    print(f"naa-guard demo: training a small DDPM on scikit-learn's digits in {args.out} ...", flush=True)
+    artifacts = build_demo(Path(args.out), progress=not args.quiet)
+    trained = time.perf_counter() - started
+    print(f"trained and saved in {trained:.0f}s; auditing ...", flush=True)
+    policy = load_policy(artifacts.policy)
+    result = audit(policy, progress=not args.quiet)
+    print(format_table(result))
+    written = write_reports(result, artifacts.root / "report")
+    print()
+    print(f"model:       {artifacts.model}")
+    print(f"members:     {artifacts.members} ({result.n_members} digits the model was trained on)")
+    print(f"non-members: {artifacts.nonmembers} ({result.n_nonmembers} held-out digits)")
+    print(f"policy:      {artifacts.policy}")
+    print(f"reports:     {', '.join(str(p) for p in written)}")
+    print(f"total time:  {time.perf_counter() - started:.0f}s")
+    print("The demo model memorises its training digits, so its gates are expected to FAIL.")
+    print(f"Re-run the audit with: naa-guard audit {artifacts.policy}")
+    return EXIT_PASS
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from naa_guard.policy import policy_schema
+
+    print(json.dumps(policy_schema(), indent=2))
+    return EXIT_PASS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``naa-guard`` command."""
+    parser = argparse.ArgumentParser(prog="naa-guard", description="Membership-inference privacy gates for diffusion models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("audit", help="audit a policy file; exit 1 when a gate fails")
+    run.add_argument("policy", help="path to a policy YAML file")
+    run.add_argument("--device", help="override runtime.device (auto, cpu, cuda, cuda:N, mps)")
+    run.add_argument("--batch-size", type=int, help="override runtime.batch_size")
+    run.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
+    run.add_argument("--json", help="write the JSON report to this path")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_cmd_audit)
+
+    demo = commands.add_parser("demo", help="train a small leaky model on bundled digits and audit it")
+    demo.add_argument("--out", default="naa-guard-demo", help="output folder (default: ./naa-guard-demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_cmd_demo)
+
+    schema = commands.add_parser("schema", help="print the JSON schema of policy files")
+    schema.set_defaults(handler=_cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = build_parser().parse_args(argv)
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"naa-guard: error: --{name.replace('_', '-')} must be at least 1 (got {value}).", file=sys.stderr)
+            return EXIT_INVALID
+    try:
+        return args.handler(args)
+    except NaaGuardError as exc:
+        print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Load a sample set (members, non-members or a control set) into model-ready arrays.
+
+A source is an image folder, a ``.npy`` / ``.npz`` array file, or a ``.csv`` / ``.jsonl``
+manifest. Every format goes through the same preprocessing, so identical pixels give identical
+float32 bytes: the member / non-member overlap check relies on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from naa_guard.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "load_samples", "sample_digests"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
+MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
+_FLOAT_SIZES = (2, 4, 8)  # float16/32/64 bytes; checked by kind so big-endian files pass
+_ARRAY_CHANNELS = (1, 3, 4)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601, as PIL's "L"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing ndarray fields with == is ambiguous
+class SampleSet:
+    """A loaded sample set: preprocessed images plus where each one came from."""
+
+    images: np.ndarray  # float32, (N, C, H, W), in [-1, 1]
+    names: tuple[str, ...]
+    indices: np.ndarray  # int64, index in the full source before `limit`
+    captions: tuple[str | None, ...]
+    source: Path
+    files: tuple[Path, ...]
+
+    def __len__(self) -> int:
+        """Return the number of samples."""
+        return int(self.images.shape[0])
+
+
+def load_samples(
+    source: str | Path,
+    *,
+    size: int,
+    channels: int,
+    limit: int | None = None,
+    seed: int = 0,
+    role: str = "members",
+    allow_outside: bool = False,
+) -> SampleSet:
+    """Return the sample set at `source`, preprocessed to float32 (N, channels, size, size)."""
+    _check_arguments(size, channels, limit, role)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(
+            f"The {role} source {path} does not exist (looked for {path.absolute()}). "
+            "Fix: check the path for a typo, or give an absolute path to an image folder, "
+            "a .npy / .npz array file or a .csv / .jsonl manifest."
+        )
+    is_folder, suffix = path.is_dir(), path.suffix.lower()
+    if not is_folder and suffix in ARRAY_SUFFIXES:
+        return _load_array_file(path, size, channels, limit, seed, role)
+    if not is_folder and suffix not in MANIFEST_SUFFIXES:
+        raise DataError(
+            f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
+            f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
+            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
+            "source at one of these (a single image must be put in a folder)."
+        )
+    entries = _list_folder(path, role) if is_folder else _list_manifest(path, role, allow_outside)
+    indices = _choose(len(entries), limit, seed)
+    chosen = [entries[i] for i in indices]  # only these are decoded
+    # A folder's listing decides which file gets which index (and so its noise seed), so a
+    # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
+    if is_folder:
+        files = tuple(e.file for e in entries)
+    else:
+        files = (path, *dict.fromkeys(e.file for e in chosen))
+    return SampleSet(
+        images=_stack([_decode_image(e.file, size, channels, role) for e in chosen]),
+        names=tuple(e.name for e in chosen),
+        indices=indices,
+        captions=tuple(e.caption for e in chosen),
+        source=path,
+        files=files,
+    )
+
+
+def sample_digests(images: np.ndarray) -> list[str]:
+    """Return the sha256 hex digest of each sample's float32 bytes (one per leading index)."""
+    as_f32 = np.ascontiguousarray(images, dtype=np.float32)
+    return [hashlib.sha256(sample.tobytes()).hexdigest() for sample in as_f32]
+
+
+def files_digest(files: Iterable[Path]) -> str:
+    """Return one sha256 hex digest over the (name, size, content) of `files`, sorted by path."""
+    digest = hashlib.sha256()
+    # Sorted so the key does not depend on the caller's order; the bare name (not the full
+    # path) is hashed so that moving the whole data folder keeps the cache valid.
+    for file in sorted((Path(f) for f in files), key=lambda p: p.as_posix()):
+        try:
+            size = file.stat().st_size
+            digest.update(f"{file.name}\0{size}\0".encode())
+            with file.open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DataError(
+                f"Cannot read {file} to fingerprint the data ({exc.strerror or exc}). "
+                "Fix: make sure the file still exists and is readable; it may have been "
+                "moved or deleted after the sample set was loaded."
+            ) from exc
+    return digest.hexdigest()
+
+
+# --- arguments and subsampling ------------------------------------------------------------
+
+
+def _check_arguments(size: int, channels: int, limit: int | None, role: str) -> None:
+    """Return None; raise DataError if size, channels or limit are unusable."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise DataError(
+            f"Image size for the {role} set must be a positive integer, got {size!r}. "
+            "Fix: set the size to the model's input resolution (e.g. 32 or 64)."
+        )
+    if channels not in (1, 3):
+        raise DataError(
+            f"Channel count for the {role} set must be 1 (grayscale) or 3 (RGB), got "
+            f"{channels!r}. Fix: set it to the model's number of input channels."
+        )
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise DataError(
+            f"limit for the {role} set must be a positive integer or omitted, got {limit!r}. "
+            "Fix: remove the limit to use every sample, or give how many to draw (>= 1)."
+        )
+
+
+def _choose(count: int, limit: int | None, seed: int) -> np.ndarray:
+    """Return the sorted int64 source indices kept: all of them, or a seeded subset of `limit`."""
+    if limit is None or limit >= count:
+        return np.arange(count, dtype=np.int64)
+    chosen = np.random.default_rng(seed).choice(count, size=limit, replace=False)
+    return np.sort(chosen).astype(np.int64)  # sorted: keep the source's order
+
+
+# --- image folders ------------------------------------------------------------------------
+
+
+_Row = tuple[int, str, str | None]  # a manifest row: (line number, path as written, caption)
+
+
+class _Entry(NamedTuple):
+    """One image file of a folder or manifest, before decoding."""
+
+    name: str  # relative posix path
+    file: Path
+    caption: str | None
+
+
+def _list_folder(folder: Path, role: str) -> list[_Entry]:
+    """Return the image files under `folder`, recursively, sorted by relative posix path."""
+    found: list[_Entry] = []
+    # Hidden entries are skipped: macOS "._x.png" sidecars and ".ipynb_checkpoints" copies
+    # carry image suffixes but are not samples. Symlinked folders are not descended (no loops).
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                file = Path(root) / name
+                found.append(_Entry(file.relative_to(folder).as_posix(), file, None))
+    if not found:
+        raise DataError(
+            f"The {role} folder {folder} contains no images (searched recursively, hidden "
+            f"files skipped). Expected files ending in {', '.join(IMAGE_EXTENSIONS)} (any "
+            "case). Fix: point the source at the folder that holds the images, or convert "
+            "them to one of these formats."
+        )
+    return sorted(found, key=lambda entry: entry.name)
+
+
+# --- single images ------------------------------------------------------------------------
+
+
+def _decode_image(file: Path, size: int, channels: int, role: str) -> np.ndarray:
+    """Return the image in `file` as uint8 (channels, size, size)."""
+    try:
+        with Image.open(file) as img:
+            img.load()
+            mode = img.mode
+            if mode.startswith(("I", "F")):
+                raise DataError(
+                    f"Image {file} in the {role} set has the high-bit-depth mode '{mode}'; "
+                    "expected 8 bits per channel (L, RGB, RGBA, P, ...). Fix: save it as an "
+                    "8-bit image; naa-guard does not guess how to scale it down."
+                )
+            return _prepare(img, size, channels)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
+        raise DataError(
+            f"Cannot decode image {file} in the {role} set ({type(exc).__name__}: {exc}). "
+            "Fix: re-export or remove the file; it is corrupt, truncated or not an image "
+            "despite its suffix."
+        ) from exc
+
+
+def _prepare(img: Image.Image, size: int, channels: int) -> np.ndarray:
+    """Return `img` converted to the channel mode and fitted to size x size, as uint8 (C, H, W)."""
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # via RGBA: palette transparency would otherwise warn
+    img = img.convert("L" if channels == 1 else "RGB")  # alpha is dropped, not composited
+    img = _fit(img, size)
+    pixels = np.asarray(img, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def _fit(img: Image.Image, size: int) -> Image.Image:
+    """Return `img` with its shorter side resized to `size` (bicubic) and center-cropped square."""
+    width, height = img.size
+    if (width, height) == (size, size):
+        return img
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Return uint8 (C, H, W) images stacked and scaled to float32 (N, C, H, W) in [-1, 1]."""
+    batch = np.stack(images).astype(np.float32)
+    return batch / np.float32(127.5) - np.float32(1.0)
+
+
+# --- array files --------------------------------------------------------------------------
+
+
+def _load_array_file(
+    file: Path, size: int, channels: int, limit: int | None, seed: int, role: str
+) -> SampleSet:
+    """Return the sample set stored in a .npy or .npz file."""
+    array = _read_array(file, role)
+    _check_layout(array, file, role)
+    indices = _choose(array.shape[0], limit, seed)
+    try:
+        chosen = np.asarray(array[indices])  # memory-mapped .npy: reads only these samples
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"Cannot read the samples of {file} for the {role} set ({exc}). "
+            "Fix: the file is probably truncated; write it again with np.save / np.savez."
+        ) from exc
+    if chosen.dtype == np.uint8:
+        images = _stack([_prepare(_uint8_to_pil(sample), size, channels) for sample in chosen])
+    else:
+        _check_float_values(chosen, file, role)
+        images = np.stack([_prepare_float(sample, size, channels) for sample in chosen])
+    return SampleSet(
+        images=images,
+        names=tuple(f"{file.name}[{i}]" for i in indices),
+        indices=indices,
+        captions=(None,) * len(indices),
+        source=file,
+        files=(file,),
+    )
+
+
+def _read_array(file: Path, role: str) -> np.ndarray:
+    """Return the array in a .npy file (memory-mapped) or the image array of a .npz file."""
+    try:
+        if file.suffix.lower() == ".npy":
+            return np.load(file, mmap_mode="r", allow_pickle=False)
+        with np.load(file, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if "images" in keys:
+                return archive["images"]
+            if len(keys) == 1:
+                return archive[keys[0]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"Cannot read the array file {file} for the {role} set ({exc}). Fix: write it "
+            "with np.save / np.savez from a numeric array (object arrays and pickles are "
+            "refused for safety)."
+        ) from exc
+    raise DataError(
+        f"The .npz file {file} for the {role} set holds {len(keys)} arrays "
+        f"({', '.join(keys) or 'none'}) and none is named 'images'. "
+        "Fix: save the images under the key 'images' (np.savez(path, images=x)) or keep a "
+        "single array in the file."
+    )
+
+
+def _check_layout(array: np.ndarray, file: Path, role: str) -> None:
+    """Return None; raise DataError if dtype, rank, channels or sample count are wrong."""
+    where = f"The array in {file} ({role} set) has shape {array.shape} and dtype {array.dtype}"
+    if array.dtype == np.uint8:
+        if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in _ARRAY_CHANNELS):
+            raise DataError(
+                f"{where}; uint8 arrays must be N,H,W or channels-last N,H,W,C with C in 1, 3, 4. "
+                "Fix: for a channels-first uint8 array use a.transpose(0, 2, 3, 1)."
+            )
+    elif array.dtype.kind == "f" and array.dtype.itemsize in _FLOAT_SIZES:
+        if array.ndim != 4 or array.shape[1] not in _ARRAY_CHANNELS:
+            raise DataError(
+                f"{where}; float arrays must be channels-first N,C,H,W with C in 1, 3, 4 and "
+                "values in [0, 1]. Fix: for a channels-last array use a.transpose(0, 3, 1, 2); "
+                "for a single-channel N,H,W array use a[:, None]."
+            )
+    else:
+        raise DataError(
+            f"{where}; expected uint8 (0..255, N,H,W or N,H,W,C) or float16/32/64 "
+            "(values in [0, 1], N,C,H,W). Fix: convert it, e.g. a.astype(np.uint8) for "
+            "0..255 integers or (a / a.max()).astype(np.float32) for other ranges."
+        )
+    if array.shape[0] == 0 or 0 in array.shape[1:]:
+        raise DataError(
+            f"{where}: it holds no samples (or an empty dimension). Fix: point the {role} "
+            "source at a file that contains at least one image."
+        )
+
+
+def _check_float_values(array: np.ndarray, file: Path, role: str) -> None:
+    """Return None; raise DataError if a float array has non-finite values or leaves [0, 1]."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(np.argwhere(~finite)[0][0])
+        raise DataError(
+            f"The float array in {file} ({role} set) contains NaN or infinite values "
+            f"({int((~finite).sum())} of them, first in sample {bad}); expected finite values "
+            "in [0, 1]. Fix: clean or drop those samples before saving."
+        )
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(
+            f"The float array in {file} ({role} set) has values in [{low:g}, {high:g}]; "
+            "expected [0, 1]. Fix: rescale it, e.g. (a + 1) / 2 for data in [-1, 1] or a / 255 "
+            "for 0..255, or save 0..255 data as uint8."
+        )
+
+
+def _uint8_to_pil(sample: np.ndarray) -> Image.Image:
+    """Return a uint8 H,W or H,W,C sample as a PIL image (L, RGB or RGBA)."""
+    if sample.ndim == 3 and sample.shape[2] == 1:
+        sample = sample[:, :, 0]
+    # Through PIL like image files, so a png folder and its .npy dump give identical bytes.
+    return Image.fromarray(np.ascontiguousarray(sample))
+
+
+def _prepare_float(sample: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Return a float C,H,W sample in [0, 1] as float32 (channels, size, size) in [-1, 1]."""
+    data = _convert_channels(sample.astype(np.float64), channels)
+    if data.shape[1:] != (size, size):
+        # PIL's float mode "F" resizes without quantizing to 8 bits; bicubic may overshoot.
+        planes = [np.asarray(_fit(Image.fromarray(p.astype(np.float32)), size)) for p in data]
+        data = np.clip(np.stack(planes), 0.0, 1.0)
+    return (2.0 * data - 1.0).astype(np.float32)
+
+
+def _convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
+    """Return C,H,W `data` with `channels` channels: alpha dropped, luma for 1, repeat for 3."""
+    if data.shape[0] == 4:
+        data = data[:3]
+    if channels == 1 and data.shape[0] == 3:
+        return np.tensordot(_LUMA, data, axes=1)[None]
+    if channels == 3 and data.shape[0] == 1:
+        return np.repeat(data, 3, axis=0)
+    return data
+
+
+# --- manifests ----------------------------------------------------------------------------
+
+
+def _list_manifest(manifest: Path, role: str, allow_outside: bool) -> list[_Entry]:
+    """Return the rows of a .csv / .jsonl manifest, each file checked to exist."""
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports add a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"Cannot read the {role} manifest {manifest} ({exc}). "
+            "Fix: make it a readable UTF-8 text file."
+        ) from exc
+    csv_form = manifest.suffix.lower() == ".csv"
+    rows = _parse_csv(text, manifest, role) if csv_form else _parse_jsonl(text, manifest, role)
+    if not rows:
+        raise DataError(
+            f"The {role} manifest {manifest} lists no samples. "
+            "Fix: add one row per image with at least a 'path' value."
+        )
+    # Every row is checked (a cheap stat) so that errors do not depend on the seed.
+    return [_resolve_row(manifest, row, role, allow_outside) for row in rows]
+
+
+def _parse_csv(text: str, manifest: Path, role: str) -> list[_Row]:
+    """Return (line, path, caption) for each data row of a CSV manifest with a header."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[_Row] = []
+    try:
+        header = reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        if "path" not in header:
+            raise DataError(
+                f"The {role} manifest {manifest} has no 'path' column (line 1 header: "
+                f"{', '.join(header) or 'empty'}). Fix: add a header line whose columns "
+                "include 'path' (and optionally 'caption'), one image per row."
+            )
+        for record in reader:
+            path = (record.get("path") or "").strip()
+            rows.append((reader.line_num, path, record.get("caption") or None))
+    except csv.Error as exc:
+        raise DataError(
+            f"Line {reader.line_num} of the {role} manifest {manifest} is not valid CSV ({exc}). "
+            "Fix: correct that line (quote fields that hold commas or newlines)."
+        ) from exc
+    return rows
+
+
+def _parse_jsonl(text: str, manifest: Path, role: str) -> list[_Row]:
+    """Return (line, path, caption) for each non-blank line of a JSON-lines manifest."""
+    rows: list[_Row] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing newline) carry no sample
+        where = f"Line {number} of the {role} manifest {manifest}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where} is not valid JSON ({exc.msg} at column {exc.colno}). Fix: write one "
+                'JSON object per line, e.g. {"path": "img/0001.png", "caption": "a cat"}.'
+            ) from exc
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            raise DataError(
+                f"{where} is {line.strip()[:80]!r}; expected a JSON object with a string "
+                "'path' key. Fix: add the image path under \"path\" on that line."
+            )
+        caption = record.get("caption")
+        if caption is not None and not isinstance(caption, str):
+            raise DataError(
+                f"{where} has a caption of type {type(caption).__name__}; expected a string "
+                "or null. Fix: quote the caption or remove it."
+            )
+        rows.append((number, record["path"].strip(), caption))
+    return rows
+
+
+def _resolve_row(manifest: Path, row: _Row, role: str, allow_outside: bool) -> _Entry:
+    """Return the entry for a manifest row, its file checked to exist (and to stay inside)."""
+    line, raw, caption = row
+    where = f"Line {line} of the {role} manifest {manifest}"
+    if not raw:
+        raise DataError(f"{where} has an empty 'path'. Fix: give the image path on that line.")
+    file = Path(os.path.normpath(manifest.parent / raw))
+    root = manifest.parent.resolve()
+    # resolve() follows symlinks, so a link inside the folder cannot reach outside it either.
+    if not allow_outside and not file.resolve().is_relative_to(root):
+        raise DataError(
+            f"{where} points to '{raw}', which resolves to {file.resolve()}, outside the "
+            f"manifest's folder {root}; a manifest may only reach files under its own folder. "
+            "Fix: move the images under that folder (or the manifest above them), or pass "
+            "allow_outside=True if this is intended."
+        )
+    if not file.is_file():
+        raise DataError(
+            f"{where} points to '{raw}', but no file exists at {file} (paths are relative to "
+            "the manifest's folder). Fix: correct the path or restore the file."
+        )
+    return _Entry(Path(os.path.relpath(file, manifest.parent)).as_posix(), file, caption)

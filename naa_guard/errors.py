@@ -1,0 +1,59 @@
+"""The exceptions naa-guard raises.
+
+Every error a user can meet is a :class:`NaaGuardError`; its message says what went wrong, where
+(file, key or sample), what was found against what was expected, and how to fix it::
+
+    NaaGuardError                 base class; the CLI maps it to exit code 2
+    ├── PolicyError               the policy file is missing, unreadable or does not validate
+    ├── TargetError               the model folder cannot be loaded or cannot score these images
+    ├── DataError                 a member / non-member / control set cannot be loaded
+    ├── InsufficientSamplesError  too few samples to resolve a requested metric
+    ├── AuditInvalidError         the audit ran but its verdict cannot be trusted
+    │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
+    └── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditInvalidError",
+    "DataError",
+    "EnvironmentUnavailableError",
+    "InsufficientSamplesError",
+    "NaaGuardError",
+    "NonFiniteScoreError",
+    "PolicyError",
+    "TargetError",
+]
+
+
+class NaaGuardError(Exception):
+    """Raised for any problem naa-guard reports to a user (never for a bug of its own)."""
+
+
+class PolicyError(NaaGuardError):
+    """Raised when a policy file is missing, is not valid YAML, or fails validation."""
+
+
+class TargetError(NaaGuardError):
+    """Raised when the model folder cannot be loaded, is unsupported, or cannot take the images."""
+
+
+class DataError(NaaGuardError):
+    """Raised when a sample set is missing, empty, unreadable or inconsistent."""
+
+
+class InsufficientSamplesError(NaaGuardError):
+    """Raised when a gate asks for a metric that the sample counts cannot resolve."""
+
+
+class AuditInvalidError(NaaGuardError):
+    """Raised when the audit ran but its verdict would not be trustworthy (overlap, shift, bias)."""
+
+
+class NonFiniteScoreError(AuditInvalidError):
+    """Raised when the model's predictions or an attack's scores contain NaN or infinity."""
+
+
+class EnvironmentUnavailableError(NaaGuardError):
+    """Raised when the policy or command asks for a device this machine does not have."""

@@ -1,0 +1,238 @@
+"""Policy files: the YAML a team writes, validated into a :class:`Policy`.
+
+Paths resolve relative to the policy file, ``${NAME}`` expands from the environment, unknown keys
+are rejected, and every validation error names the file, the key path, what was found and what is
+allowed (``naa-guard schema`` prints the JSON schema).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from naa_guard.attacks import ATTACKS, AttackParams
+from naa_guard.errors import PolicyError
+
+POLICY_VERSION = 1
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
+    base = (info.context or {}).get("base_dir")
+    if path is None or base is None or path.is_absolute():
+        return path
+    return (Path(base) / path).resolve()
+
+
+class ModelSection(_Section):
+    """Where the checkpoint is and how it may be loaded."""
+
+    path: Path = Field(description="diffusers folder (model_index.json, or unet/ + scheduler/), relative to the policy file")
+    unet_subfolder: str | None = Field(None, description="UNet subfolder, e.g. unet_ema; default: unet")
+    allow_pickle: bool = Field(False, description="allow pickle weights (.bin/.pt/.ckpt); they can run code")
+
+    _resolve_path = field_validator("path")(_resolve)
+
+
+class DataSection(_Section):
+    """The member and non-member sample sets."""
+
+    members: Path = Field(description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
+    nonmembers: Path = Field(description="same forms: held-out images from the same distribution")
+    limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
+
+    _resolve_paths = field_validator("members", "nonmembers")(_resolve)
+
+
+class Thresholds(_Section):
+    """Gate limits: a gate fails when its metric is above its limit; null disables it."""
+
+    auc: float | None = Field(0.60, ge=0.5, le=1.0, description="limit on the leak AUC")
+    tpr_at_1pct_fpr: float | None = Field(0.05, ge=0.0, le=1.0)
+    tpr_at_0_1pct_fpr: float | None = Field(None, ge=0.0, le=1.0)
+    decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
+
+    def limits(self) -> dict[str, float]:
+        """Return the enabled gates: metric name -> limit."""
+        names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class Runtime(_Section):
+    """Where and how the model runs."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    batch_size: int = Field(64, ge=1, le=65_536)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError("unknown device; allowed: auto, cpu, cuda, cuda:N (e.g. cuda:0), mps")
+        return device
+
+
+class ReportSection(_Section):
+    """Where reports go."""
+
+    dir: Path | None = Field(None, description="folder for JSON and Markdown reports, relative to the policy file")
+
+    _resolve_dir = field_validator("dir")(_resolve)
+
+
+class AttackParamsError(ValueError):
+    """Carries the nested errors of one attack's parameters, so they keep their key paths."""
+
+    def __init__(self, errors: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg, _ in errors))
+        self.errors = errors
+
+
+class Policy(_Section):
+    """A validated version-1 policy file."""
+
+    version: Literal[1] = Field(description="policy schema version; must be 1")
+    name: str = Field(min_length=1, description="a name for reports and test ids")
+    model: ModelSection
+    data: DataSection
+    attacks: dict[str, Any] = Field(
+        default_factory=lambda: {"naa": {}},
+        description="attack name -> its parameters ({} for defaults); only listed attacks run",
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    runtime: Runtime = Field(default_factory=Runtime)
+    report: ReportSection = Field(default_factory=ReportSection)
+    source: Path | None = Field(None, exclude=True, description="the file this policy was read from")
+
+    @field_validator("attacks")
+    @classmethod
+    def _validate_attacks(cls, attacks: dict[str, Any]) -> dict[str, AttackParams]:
+        if not attacks:
+            raise ValueError(f"no attack listed; list at least one of: {', '.join(sorted(ATTACKS))}")
+        validated: dict[str, AttackParams] = {}
+        errors: list[tuple[tuple[Any, ...], str, Any]] = []
+        for name, params in attacks.items():
+            if name not in ATTACKS:
+                errors.append(((name,), f"unknown attack; known attacks: {', '.join(sorted(ATTACKS))}", name))
+                continue
+            try:
+                validated[name] = ATTACKS[name].Params.model_validate(params or {})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    errors.append(((name, *err["loc"]), _describe(err, ATTACKS[name].Params, err["loc"]), err.get("input")))
+        if errors:
+            raise AttackParamsError(errors)
+        return validated
+
+
+def _expand_env(value: Any, where: str, source: Path) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env(item, f"{where}.{key}" if where else str(key), source) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, f"{where}[{i}]", source) for i, item in enumerate(value)]
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise PolicyError(
+                    f"{source}: {where}: environment variable ${{{name}}} is not set. "
+                    f"Set it before running, or write the value into the policy."
+                )
+            return os.environ[name]
+
+        return _ENV_PATTERN.sub(substitute, value)
+    return value
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Return the keys allowed at the parent of ``loc`` when it is a known section."""
+    for key in loc[:-1]:
+        field = model.model_fields.get(str(key))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return sorted(name for name in model.model_fields if name != "source")
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key{hint}"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _format(exc: ValidationError, source: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        nested = err.get("ctx", {}).get("error")
+        if isinstance(nested, AttackParamsError):
+            items = [((*err["loc"], *loc), msg, found) for loc, msg, found in nested.errors]
+        else:
+            items = [(err["loc"], _describe(err, Policy, err["loc"]), err.get("input"))]
+        for loc, msg, found in items:
+            key = ".".join(map(str, loc)) or "(top level)"
+            found_text = "" if err["type"] == "missing" else f" (found: {found!r})"
+            lines.append(f"  - {key}: {msg}{found_text}")
+    lines.insert(0, f"{source}: the policy is invalid ({len(lines)} problem(s)):")
+    lines.append("Fix these keys in the policy file; `naa-guard schema` prints every allowed key.")
+    return "\n".join(lines)
+
+
+def parse_policy(raw: Any, source: Path) -> Policy:
+    """Return the validated policy from already-parsed YAML content read from ``source``."""
+    if not isinstance(raw, dict):
+        raise PolicyError(
+            f"{source}: a policy must be a YAML mapping with keys version, name, model, data, ...; "
+            f"found {type(raw).__name__}. See policies/demo.naa.yaml for an example."
+        )
+    raw = _expand_env(raw, "", source)
+    raw.setdefault("name", source.name.split(".")[0])
+    try:
+        policy = Policy.model_validate(raw, context={"base_dir": source.parent.resolve()})
+    except ValidationError as exc:
+        raise PolicyError(_format(exc, source)) from None
+    return policy.model_copy(update={"source": source.resolve()})
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Return the validated policy read from a YAML file."""
+    source = Path(path)
+    if not source.is_file():
+        raise PolicyError(
+            f"{source}: policy file not found (looked for {source.resolve()}). "
+            f"Check the path, or run `naa-guard demo` to write an example policy."
+        )
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}. Fix the syntax at the line shown.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{source}: cannot read the policy file: {exc}.") from None
+    return parse_policy(raw, source)
+
+
+def policy_schema() -> dict[str, Any]:
+    """Return the JSON schema of version-1 policy files."""
+    schema = Policy.model_json_schema()
+    schema["properties"].pop("source", None)
+    schema["properties"]["attacks"]["properties"] = {
+        name: attack.Params.model_json_schema() for name, attack in sorted(ATTACKS.items())
+    }
+    schema["properties"]["attacks"]["additionalProperties"] = False
+    return schema

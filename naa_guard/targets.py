@@ -1,0 +1,220 @@
+"""Targets: the model under audit, as a noise predictor with its noise schedule.
+
+A :class:`Target` is anything with ``alphas_cumprod``, ``sample_size``, ``in_channels`` and
+``predict_noise(x_t, t)``. :func:`load_target` builds one from a local pixel-space diffusers folder
+(a pipeline folder with ``model_index.json``, or bare ``unet/`` + ``scheduler/`` subfolders),
+offline, from safetensors unless the policy allows pickle files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
+
+if TYPE_CHECKING:
+    import torch
+
+SAFE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+class Target(Protocol):
+    """What an attack needs from a model."""
+
+    alphas_cumprod: torch.Tensor  # float32, on the target's device
+    sample_size: int
+    in_channels: int
+    device: torch.device
+
+    def predict_noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Return the model's epsilon prediction (float32) for ``x`` at timestep ``t``."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What can be read from a model folder without loading its weights."""
+
+    root: Path
+    unet_dir: Path
+    scheduler_dir: Path
+    unet_config: dict[str, Any]
+    weight_files: tuple[Path, ...]
+    sample_size: int
+    in_channels: int
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"{path}: cannot read this JSON config ({exc}). Re-save the model with save_pretrained.") from None
+
+
+def read_model_info(path: Path, unet_subfolder: str | None = None) -> ModelInfo:
+    """Return the model folder's layout and UNet geometry, without importing torch."""
+    root = Path(path)
+    if not root.is_dir():
+        raise TargetError(
+            f"model folder {root} does not exist or is not a folder. Point model.path at a diffusers "
+            f"folder (with model_index.json, or unet/ and scheduler/ subfolders), relative to the policy file."
+        )
+    index = root / "model_index.json"
+    if index.is_file() and "vae" in _read_json(index):
+        raise TargetError(
+            f"{root}: this is a latent diffusion pipeline (model_index.json lists a vae); naa-guard "
+            f"audits pixel-space models (e.g. DDPMPipeline folders) only for now."
+        )
+    unet_dir = root / (unet_subfolder or "unet")
+    scheduler_dir = root / "scheduler"
+    for needed, key in ((unet_dir, "model.unet_subfolder" if unet_subfolder else "model.path"), (scheduler_dir, "model.path")):
+        if not needed.is_dir():
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise TargetError(
+                f"{root}: missing subfolder {needed.name}/ (found: {', '.join(present) or 'no subfolders'}). "
+                f"A diffusers model folder needs unet/ (or the folder named by model.unet_subfolder) and "
+                f"scheduler/; check {key}, or save the pipeline with save_pretrained."
+            )
+    config_file = unet_dir / "config.json"
+    if not config_file.is_file():
+        raise TargetError(f"{unet_dir}: no config.json. Save the UNet with save_pretrained.")
+    config = _read_json(config_file)
+    if not (scheduler_dir / "scheduler_config.json").is_file():
+        raise TargetError(f"{scheduler_dir}: no scheduler_config.json. Save the scheduler with save_pretrained.")
+    sample_size = config.get("sample_size")
+    if isinstance(sample_size, (list, tuple)):
+        if len(set(sample_size)) != 1:
+            raise TargetError(f"{config_file}: non-square sample_size {sample_size} is not supported; only square images.")
+        sample_size = sample_size[0]
+    if not isinstance(sample_size, int) or sample_size < 1:
+        raise TargetError(
+            f"{config_file}: sample_size is {sample_size!r}; expected a positive int so images can be "
+            f"resized to the model's input. Set it in the UNet config."
+        )
+    in_channels = config.get("in_channels")
+    if not isinstance(in_channels, int) or in_channels not in (1, 3, 4):
+        raise TargetError(f"{config_file}: in_channels is {in_channels!r}; expected 1, 3 or 4 image channels.")
+    weights = tuple(sorted(p for p in unet_dir.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)))
+    return ModelInfo(root, unet_dir, scheduler_dir, config, weights, sample_size, in_channels)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """Return the torch device for ``auto`` (cuda, then mps, then cpu) or an explicit name."""
+    import torch
+
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EnvironmentUnavailableError(
+                f"runtime.device is {requested!r} but this machine has no CUDA device. Use device: auto "
+                f"(falls back to the CPU) or run where a GPU is available."
+            )
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise EnvironmentUnavailableError(
+                f"runtime.device is {requested!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    if requested == "mps" and not has_mps:
+        raise EnvironmentUnavailableError("runtime.device is 'mps' but MPS is not available here. Use device: auto.")
+    return torch.device(requested)
+
+
+class DiffusersTarget:
+    """A pixel-space diffusers UNet and its scheduler's noise schedule."""
+
+    def __init__(self, unet: Any, alphas_cumprod: torch.Tensor, prediction_type: str, device: torch.device, dtype: torch.dtype) -> None:
+        import torch
+
+        self.unet = unet.to(device=device, dtype=dtype).eval()
+        self.device = device
+        self.dtype = dtype
+        self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.prediction_type = prediction_type
+        self.sample_size = int(self.unet.config.sample_size if isinstance(self.unet.config.sample_size, int) else self.unet.config.sample_size[0])
+        self.in_channels = int(self.unet.config.in_channels)
+        self.forward_calls = 0  # model forward passes, one per batch
+        self.sample_queries = 0  # samples passed through the model, summed over calls
+
+    def predict_noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Return the epsilon prediction (float32) at integer timestep ``t``; v is converted."""
+        import torch
+
+        timesteps = torch.full((x.shape[0],), int(t), device=self.device, dtype=torch.long)
+        with torch.inference_mode():
+            out = self.unet(x.to(self.dtype), timesteps).sample.float()
+        self.forward_calls += 1
+        self.sample_queries += x.shape[0]
+        if self.prediction_type == "v_prediction":
+            abar = self.alphas_cumprod[int(t)]
+            out = abar.sqrt() * out + (1 - abar).sqrt() * x
+        bad = ~torch.isfinite(out.flatten(start_dim=1)).all(dim=1)
+        if bad.any():
+            raise NonFiniteScoreError(
+                f"the model returned NaN or infinite noise predictions at timestep {t} for "
+                f"{int(bad.sum())} of {x.shape[0]} samples (batch rows {bad.nonzero().flatten().tolist()[:5]}). "
+                f"Check the checkpoint (a diverged or fp16-overflowing model), or use runtime.dtype: float32."
+            )
+        return out
+
+
+def _check_weights(info: ModelInfo, allow_pickle: bool) -> tuple[bool, str | None]:
+    """Return (use_safetensors, variant), refusing pickle weights unless allowed."""
+    names = {p.name for p in info.weight_files}
+    if SAFE_WEIGHTS[0] in names:
+        return True, None
+    if SAFE_WEIGHTS[1] in names:
+        return True, "fp16"
+    pickles = sorted(p.name for p in info.weight_files if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not allow_pickle:
+        raise TargetError(
+            f"{info.unet_dir}: only pickle weights found ({', '.join(pickles)}); loading a pickle can "
+            f"run arbitrary code, so naa-guard refuses it. Convert the weights to safetensors "
+            f"(save_pretrained(..., safe_serialization=True)), or set model.allow_pickle: true if you "
+            f"trust this file."
+        )
+    if not pickles:
+        raise TargetError(
+            f"{info.unet_dir}: no weights found; expected {SAFE_WEIGHTS[0]}. Save the UNet with save_pretrained."
+        )
+    return False, "fp16" if any(".fp16." in name for name in pickles) and not any(".fp16." not in n for n in pickles) else None
+
+
+def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> DiffusersTarget:
+    """Return the loaded target for a model folder, offline, on the requested device and dtype."""
+    import diffusers
+    import torch
+
+    torch_device = resolve_device(device)
+    torch_dtype = getattr(torch, dtype)
+    use_safetensors, variant = _check_weights(info, allow_pickle)
+    unet_class = getattr(diffusers, str(info.unet_config.get("_class_name", "UNet2DModel")), None)
+    if unet_class is not diffusers.UNet2DModel:
+        raise TargetError(
+            f"{info.unet_dir}: UNet class {info.unet_config.get('_class_name')!r} is not supported; "
+            f"naa-guard audits pixel-space UNet2DModel checkpoints."
+        )
+    scheduler_config = _read_json(info.scheduler_dir / "scheduler_config.json")
+    prediction_type = scheduler_config.get("prediction_type", "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise TargetError(
+            f"{info.scheduler_dir}: prediction_type {prediction_type!r} is not supported; "
+            f"expected one of {', '.join(PREDICTION_TYPES)} (the attacks need a noise prediction)."
+        )
+    try:
+        unet = unet_class.from_pretrained(
+            info.unet_dir, local_files_only=True, use_safetensors=use_safetensors, variant=variant, torch_dtype=torch_dtype
+        )
+        scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name", "DDPMScheduler")), diffusers.DDPMScheduler)
+        scheduler = scheduler_class.from_pretrained(info.scheduler_dir, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TargetError(f"{info.root}: loading the model failed: {exc}") from None
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is None:
+        raise TargetError(f"{info.scheduler_dir}: scheduler {type(scheduler).__name__} has no alphas_cumprod schedule.")
+    return DiffusersTarget(unet, torch.as_tensor(alphas_cumprod), prediction_type, torch_device, torch_dtype)
