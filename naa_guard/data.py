@@ -158,9 +158,6 @@ def _choose(count: int, limit: int | None, seed: int) -> np.ndarray:
 # --- image folders ------------------------------------------------------------------------
 
 
-_Row = tuple[int, str, str | None]  # a manifest row: (line number, path as written, caption)
-
-
 class _Entry(NamedTuple):
     """One image file of a folder or manifest, before decoding."""
 
@@ -379,6 +376,9 @@ def _convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
 
 
 # --- manifests ----------------------------------------------------------------------------
+
+
+_Row = tuple[int, str, str | None]  # a manifest row: (line number, path as written, caption)
 
 
 def _list_manifest(manifest: Path, role: str, allow_outside: bool) -> list[_Entry]:

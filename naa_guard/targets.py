@@ -96,8 +96,8 @@ def read_model_info(path: Path, unet_subfolder: str | None = None) -> ModelInfo:
             f"resized to the model's input. Set it in the UNet config."
         )
     in_channels = config.get("in_channels")
-    if not isinstance(in_channels, int) or in_channels not in (1, 3, 4):
-        raise TargetError(f"{config_file}: in_channels is {in_channels!r}; expected 1, 3 or 4 image channels.")
+    if not isinstance(in_channels, int) or in_channels not in (1, 3):
+        raise TargetError(f"{config_file}: in_channels is {in_channels!r}; expected 1 (grayscale) or 3 (RGB) image channels.")
     weights = tuple(sorted(p for p in unet_dir.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)))
     return ModelInfo(root, unet_dir, scheduler_dir, config, weights, sample_size, in_channels)
 
@@ -131,7 +131,9 @@ class DiffusersTarget:
     def __init__(self, unet: Any, alphas_cumprod: torch.Tensor, prediction_type: str, device: torch.device, dtype: torch.dtype) -> None:
         import torch
 
-        self.unet = unet.to(device=device, dtype=dtype).eval()
+        if next(unet.parameters()).dtype != dtype:
+            unet = unet.to(dtype=dtype)
+        self.unet = unet.to(device=device).eval()
         self.device = device
         self.dtype = dtype
         self.alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -206,14 +208,19 @@ def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str)
             f"{info.scheduler_dir}: prediction_type {prediction_type!r} is not supported; "
             f"expected one of {', '.join(PREDICTION_TYPES)} (the attacks need a noise prediction)."
         )
+    previous_verbosity = diffusers.logging.get_verbosity()
+    diffusers.logging.set_verbosity_error()  # its hints (install accelerate, ...) are noise in a gate's output
     try:
         unet = unet_class.from_pretrained(
-            info.unet_dir, local_files_only=True, use_safetensors=use_safetensors, variant=variant, torch_dtype=torch_dtype
+            info.unet_dir, local_files_only=True, use_safetensors=use_safetensors, variant=variant,
+            torch_dtype=torch_dtype, low_cpu_mem_usage=False,
         )
         scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name", "DDPMScheduler")), diffusers.DDPMScheduler)
         scheduler = scheduler_class.from_pretrained(info.scheduler_dir, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise TargetError(f"{info.root}: loading the model failed: {exc}") from None
+    finally:
+        diffusers.logging.set_verbosity(previous_verbosity)
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is None:
         raise TargetError(f"{info.scheduler_dir}: scheduler {type(scheduler).__name__} has no alphas_cumprod schedule.")

@@ -43,7 +43,9 @@ def _corrupt(path: Path) -> Path:
 
 
 def test_folder_reads_every_format_recursively_in_sorted_order(tmp_path: Path) -> None:
-    formats = {"b.png": "PNG", "a.JPG": "JPEG", "c.jpeg": "JPEG", "sub/d.webp": "WEBP", "e.BMP": "BMP"}
+    formats = {
+        "b.png": "PNG", "a.JPG": "JPEG", "c.jpeg": "JPEG", "sub/d.webp": "WEBP", "e.BMP": "BMP"
+    }
     for name, fmt in formats.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         _rgb(200).save(tmp_path / name, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
@@ -80,7 +82,8 @@ def test_value_range_is_exactly_minus_one_to_one(tmp_path: Path) -> None:
     Image.fromarray(img).save(tmp_path / "x.png")
     out = load_samples(tmp_path, size=4, channels=1).images
     assert out.min() == -1.0 and out.max() == 1.0
-    assert np.array_equal(out[0, 0, :, 0], [-1.0] * 4) and np.array_equal(out[0, 0, :, 3], [1.0] * 4)
+    assert np.array_equal(out[0, 0, :, 0], [-1.0] * 4)
+    assert np.array_equal(out[0, 0, :, 3], [1.0] * 4)
 
 
 def test_non_square_image_is_resized_on_short_side_and_center_cropped(tmp_path: Path) -> None:
@@ -245,6 +248,16 @@ def test_float_nchw_npy(tmp_path: Path) -> None:
     assert np.allclose(gray, 2 * (0.299 + 0.587 * 0.5) - 1, atol=1e-6)
 
 
+def test_float_rgba_drops_alpha(tmp_path: Path) -> None:
+    data = np.zeros((1, 4, 4, 4), np.float16)
+    data[:, 0], data[:, 3] = 1.0, 0.25  # red, mostly transparent
+    np.save(tmp_path / "f.npy", data)
+    out = load_samples(tmp_path / "f.npy", size=4, channels=3).images
+    assert np.all(out[0, 0] == 1.0) and np.all(out[0, 1:] == -1.0)
+    gray = load_samples(tmp_path / "f.npy", size=4, channels=1).images
+    assert np.allclose(gray, 2 * 0.299 - 1, atol=1e-6)
+
+
 def test_float_array_resized_stays_in_range(tmp_path: Path) -> None:
     data = np.zeros((1, 1, 3, 5), np.float64)
     data[..., 3:] = 1.0  # a sharp edge: bicubic upscaling overshoots it on both sides
@@ -259,7 +272,8 @@ def test_float_array_resized_stays_in_range(tmp_path: Path) -> None:
 
 def test_csv_manifest_with_captions_keeps_row_order(tmp_path: Path) -> None:
     _folder(tmp_path / "img", 3)
-    (tmp_path / "m.csv").write_text("path,caption\nimg/02.png,a dog\nimg/00.png,\n./img/01.png,\"a, b\"\n")
+    rows = 'path,caption\nimg/02.png,a dog\nimg/00.png,\n./img/01.png,"a, b"\n'
+    (tmp_path / "m.csv").write_text(rows)
     samples = load_samples(tmp_path / "m.csv", size=8, channels=3)
     assert samples.names == ("img/02.png", "img/00.png", "img/01.png")
     assert samples.captions == ("a dog", None, "a, b")
@@ -275,7 +289,7 @@ def test_csv_header_names_are_stripped(tmp_path: Path) -> None:
 
 def test_jsonl_manifest(tmp_path: Path) -> None:
     _folder(tmp_path / "img", 2)
-    lines = [json.dumps({"path": "img/01.png", "caption": "x"}), "", json.dumps({"path": "img/00.png"})]
+    lines = [json.dumps({"path": "img/01.png", "caption": "x"}), "", '{"path": "img/00.png"}']
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     samples = load_samples(tmp_path / "m.jsonl", size=8, channels=3)
     assert samples.names == ("img/01.png", "img/00.png") and samples.captions == ("x", None)
@@ -298,7 +312,8 @@ def test_manifest_path_outside_its_folder_is_refused_unless_allowed(tmp_path: Pa
     (tmp_path / "sub").mkdir()
     manifest = tmp_path / "sub" / "m.jsonl"
     manifest.write_text(json.dumps({"path": "../outside.png"}) + "\n")
-    with pytest.raises(DataError, match=r"(?s)Line 1.*\.\./outside\.png.*outside.*allow_outside=True"):
+    pattern = r"(?s)Line 1.*\.\./outside\.png.*outside.*allow_outside=True"
+    with pytest.raises(DataError, match=pattern):
         load_samples(manifest, size=8, channels=3, role="nonmembers")
     samples = load_samples(manifest, size=8, channels=3, allow_outside=True)
     assert len(samples) == 1 and samples.names == ("../outside.png",)
@@ -367,7 +382,8 @@ def test_unsupported_suffix_lists_supported_forms(tmp_path: Path) -> None:
 
 def test_empty_folder_names_folder_and_extensions(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no images here")
-    with pytest.raises(DataError, match=r"(?s)nonmembers folder .* contains no images.*\.png.*\.webp"):
+    pattern = r"(?s)nonmembers folder .* contains no images.*\.png.*\.webp"
+    with pytest.raises(DataError, match=pattern):
         load_samples(tmp_path, size=8, channels=3, role="nonmembers")
 
 
@@ -417,7 +433,7 @@ def test_npz_with_several_arrays_none_named_images(tmp_path: Path) -> None:
 
 def test_wrong_rank(tmp_path: Path) -> None:
     _save_and_expect(tmp_path, np.zeros((4, 4), np.uint8), r"(?s)shape \(4, 4\).*N,H,W")
-    _save_and_expect(tmp_path, np.zeros((2, 4, 4), np.float32), r"(?s)float arrays must be.*N,C,H,W")
+    _save_and_expect(tmp_path, np.zeros((2, 4, 4), np.float32), r"(?s)float arrays.*N,C,H,W")
 
 
 def test_wrong_channel_axis_hints_transpose(tmp_path: Path) -> None:
@@ -441,7 +457,8 @@ def test_float_non_finite(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.bool_, np.int64])
 def test_other_dtypes_are_refused(tmp_path: Path, dtype: type) -> None:
-    _save_and_expect(tmp_path, np.zeros((2, 4, 4), dtype), r"(?s)dtype.*expected uint8.*float16/32/64")
+    pattern = r"(?s)dtype.*expected uint8.*float16/32/64"
+    _save_and_expect(tmp_path, np.zeros((2, 4, 4), dtype), pattern)
 
 
 def test_zero_samples(tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""Shared test helpers: tiny random diffusers models and generated sample sets, made in tmp_path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OVERFIT = FIXTURES / "overfit_digits"
+
+
+def make_tiny_model(folder: Path, *, sample_size: int = 8, channels: int = 1, prediction_type: str = "epsilon", seed: int = 0, index: bool = True) -> Path:
+    """Save a tiny random UNet2DModel + DDPMScheduler as a diffusers folder and return it."""
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
+        layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )  # fmt: skip
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+    if index:
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
+    else:
+        unet.save_pretrained(folder / "unet", safe_serialization=True)
+        scheduler.save_pretrained(folder / "scheduler")
+    return folder
+
+
+def make_images(path: Path, n: int, *, size: int = 8, seed: int = 0, channels: int | None = None) -> Path:
+    """Write ``n`` random uint8 images (``N, H, W`` or ``N, H, W, C``) to an .npz and return its path."""
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size) if channels is None else (n, size, size, channels)
+    np.savez(path, images=rng.integers(0, 256, size=shape, dtype=np.uint8))
+    return path
+
+
+def write_policy(path: Path, body: str) -> Path:
+    """Write a dedented policy YAML and return its path."""
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_setup(tmp_path: Path) -> Path:
+    """Return a policy file over a tiny random model and two random 24-image sets."""
+    make_tiny_model(tmp_path / "model")
+    make_images(tmp_path / "members.npz", 24, seed=1)
+    make_images(tmp_path / "nonmembers.npz", 24, seed=2)
+    return write_policy(
+        tmp_path / "tiny.naa.yaml",
+        """
+        version: 1
+        name: tiny
+        model: {path: ./model}
+        data: {members: ./members.npz, nonmembers: ./nonmembers.npz}
+        attacks: {naa: {}}
+        thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}
+        runtime: {device: cpu, batch_size: 8, seed: 0}
+        """,
+    )
