@@ -18,8 +18,8 @@ DEMO_STEPS = 800
 DEMO_SEED = 0
 
 DEMO_POLICY = """\
-# naa-guard demo policy: written by `naa-guard demo`; edit the limits and re-run
-#   naa-guard audit {policy}
+# naa-guard demo policy (written by `naa-guard demo`). Audit it with `naa-guard audit <this file>`
+# or `pytest <this file>`; a gate fails when its metric is above its limit.
 version: 1
 name: demo
 model:
@@ -36,6 +36,11 @@ thresholds:
   tpr_at_1pct_fpr: 0.05
 runtime: {{device: auto, batch_size: 256, seed: 0}}
 """
+
+
+def demo_policy_text(folder: str) -> str:
+    """Return the demo policy with paths into ``folder`` (relative to where the policy lies)."""
+    return DEMO_POLICY.format(model=f"{folder}/model", members=f"{folder}/members.npz", nonmembers=f"{folder}/nonmembers.npz")
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def build_demo(out: Path, *, n_members: int = DEMO_MEMBERS, steps: int = DEMO_ST
     np.savez_compressed(artifacts.members, images=members)
     np.savez_compressed(artifacts.nonmembers, images=nonmembers)
     artifacts.policy.write_text(
-        DEMO_POLICY.format(policy=artifacts.policy, model="./model", members="./members.npz", nonmembers="./nonmembers.npz"),
+        demo_policy_text("."),
         encoding="utf-8",
     )
     return artifacts

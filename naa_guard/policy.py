@@ -109,6 +109,7 @@ class Policy(_Section):
     data: DataSection
     attacks: dict[str, Any] = Field(
         default_factory=lambda: {"naa": {}},
+        validate_default=True,
         description="attack name -> its parameters ({} for defaults); only listed attacks run",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 SAFE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+# Model calls are padded to a multiple of this many samples. Batched kernels may round a sample's
+# output differently for different batch shapes (about 1e-6); padding keeps the shapes in a
+# family whose per-sample results match, so scores are identical whatever runtime.batch_size is.
+PAD_MULTIPLE = 16
 
 
 class Target(Protocol):
@@ -147,9 +151,14 @@ class DiffusersTarget:
         """Return the epsilon prediction (float32) at integer timestep ``t``; v is converted."""
         import torch
 
-        timesteps = torch.full((x.shape[0],), int(t), device=self.device, dtype=torch.long)
+        count = x.shape[0]
+        padded = -count % PAD_MULTIPLE
+        model_input = x.to(self.dtype)
+        if padded:
+            model_input = torch.cat([model_input, model_input.new_zeros((padded, *x.shape[1:]))])
+        timesteps = torch.full((count + padded,), int(t), device=self.device, dtype=torch.long)
         with torch.inference_mode():
-            out = self.unet(x.to(self.dtype), timesteps).sample.float()
+            out = self.unet(model_input, timesteps).sample[:count].float()
         self.forward_calls += 1
         self.sample_queries += x.shape[0]
         if self.prediction_type == "v_prediction":
