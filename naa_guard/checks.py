@@ -295,8 +295,8 @@ def check_control(scores: dict[str, tuple[np.ndarray, np.ndarray]], control: Sam
             f"{c.attack} AUC {c.auc:.3f} (CI {c.ci[0]:.3f}-{c.ci[1]:.3f}, allowed 0.5 +- {c.tolerance:.3f})" for c in failed
         )
         raise AuditInvalidError(
-            f"the null control failed: the control set {control.source} ({len(control)} images the model "
-            f"never saw) is told apart from the non-members by {details}; a set the model never saw must "
+            f"the null control failed: the control set {control.source} ({len(control)} images declared unseen by the "
+            f"model) is told apart from the non-members by {details}; a set the model never saw must "
             f"score like the non-members (AUC 0.5 within the CI half-width + checks.control_margin {margin:g}). "
             f"The pipeline is biased, so member AUCs would not measure membership. Fix: make the control "
             f"and the non-members two random held-out parts of one source with the same preprocessing, and "
