@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
+from naa_guard.checks import ValidityReport, check_control, check_samples
 from naa_guard.data import SampleSet, files_digest, load_samples
-from naa_guard.errors import NonFiniteScoreError, TargetError
+from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
+from naa_guard.loader import load_custom_target, loader_identity
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, evaluate, min_nonmembers_for
-from naa_guard.policy import Policy
-from naa_guard.targets import ModelInfo, Target, load_target, read_model_info
+from naa_guard.policy import Policy, Runtime
+from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -50,6 +53,7 @@ class AttackResult:
     nonmember_scores: np.ndarray
     leakage: LeakageReport
     cached: bool = False
+    control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -83,6 +87,7 @@ class GateResult:
     direction: str
     status: str  # "pass", "fail", or "error" (the metric cannot be resolved)
     message: str
+    warning: str | None = None  # e.g. an unresolvable TPR gate evaluated under thresholds.unresolvable: warn
 
     @property
     def passed(self) -> bool:
@@ -97,7 +102,8 @@ class GateResult:
         return {
             "attack": self.attack, "metric": self.metric, "value": self.value, "ci": list(self.ci),
             "limit": self.limit, "decision": self.decision, "direction": self.direction,
-            "status": self.status, "passed": self.passed, "message": self.message,
+            "ci_width": self.ci[1] - self.ci[0], "status": self.status, "passed": self.passed,
+            "message": self.message, "warning": self.warning,
         }  # fmt: skip
 
 
@@ -117,6 +123,7 @@ class AuditResult:
     limit: int | None
     model_loaded: bool
     warnings: list[str] = field(default_factory=list)
+    checks: ValidityReport | None = None  # overlap, distribution shift and null control results
 
     @property
     def passed(self) -> bool:
@@ -143,6 +150,7 @@ class AuditResult:
             "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
             "gates": [gate.to_dict() for gate in self.gates],
             "warnings": self.warnings,
+            "checks": self.checks.to_dict() if self.checks is not None else None,
             "passed": self.passed,
         }
 
@@ -159,22 +167,27 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[Ga
         measured = leakage.metrics[metric]
         compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
         ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
+        if metric == "auc":  # how far the AUC can be trusted, next to the value gated on
+            ci_text += f", CI width {measured.ci[1] - measured.ci[0]:.3f}"
         counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
         what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
         basis = " (upper CI bound)" if thresholds.decision == "upper_ci" else ""
+        warning = None
         if metric in FPR_LEVELS and not measured.resolvable:
-            needed = min_nonmembers_for(FPR_LEVELS[metric])
-            status = "error"
-            message = (
+            warning = (
                 f"{name} {GATE_LABELS[metric]} cannot be resolved with {leakage.n_nonmembers} non-members: "
-                f"it rests on fewer than 10 false positives. Provide at least {needed} non-members, "
-                f"or set thresholds.{metric}: null to drop this gate."
+                f"it rests on fewer than 10 false positives. Provide at least {min_nonmembers_for(FPR_LEVELS[metric])} "
+                f"non-members, or set thresholds.{metric}: null to drop this gate"
             )
+        if warning is not None and thresholds.unresolvable == "error":
+            status, message, warning = "error", f"{warning}, or thresholds.unresolvable: warn to gate on it anyway.", None
         elif compared > limit:
             status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}"
         else:
             status, message = "pass", f"{what} within limit {limit:.3f}{basis}"
-        gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message))
+        if warning is not None:
+            message += f" (warning: not resolvable with {leakage.n_nonmembers} non-members)"
+        gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message, warning))
     return gates
 
 
@@ -198,7 +211,9 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
             with torch.inference_mode():
                 batch_scores = attack.score(target, x0, keys, seed).detach().to("cpu", torch.float64).numpy()
         except NonFiniteScoreError as exc:
-            raise NonFiniteScoreError(f"attack {attack.name}, {role} batch starting at {samples.names[offset]}: {exc}") from None
+            rows = getattr(exc, "batch_rows", None) or range(len(indices))
+            names = ", ".join(samples.names[offset + row] for row in list(rows)[:5])
+            raise NonFiniteScoreError(f"attack {attack.name}, {role} sample(s) {names}{' ...' if len(rows) > 5 else ''}: {exc}") from None
         bad = np.flatnonzero(~np.isfinite(batch_scores))
         if bad.size:
             names = [samples.names[offset + i] for i in bad[:5]]
@@ -213,12 +228,20 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
     return np.concatenate(scores)
 
 
-def cache_key(info: ModelInfo, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None) -> str:
-    """Return the content hash under which an attack's scores are cached."""
-    model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
+def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
+    """Return the content hash under which an attack's scores are cached (None: not cacheable).
+
+    A custom loader's model is identified by the loader string and the files under model.path;
+    without a path it has no identity, so its scores are not cached.
+    """
+    if info is not None:
+        model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
+        model = files_digest(model_files)
+    elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
+        return None
     material = {
         "naa_guard": __version__,
-        "model": files_digest(model_files),
+        "model": model,
         "members": files_digest(members.files),
         "nonmembers": files_digest(nonmembers.files),
         "attack": attack.describe(),
@@ -226,6 +249,8 @@ def cache_key(info: ModelInfo, policy: Policy, attack: Attack, members: SampleSe
         "dtype": policy.runtime.dtype,
         "limit": limit,
     }
+    if control is not None:
+        material["control"] = files_digest(control.files)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -244,6 +269,35 @@ def _check_timesteps(attack: Attack, target: Target) -> None:
         )
 
 
+def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> Runtime:
+    """Return the policy's runtime section with the caller's overrides, validated like the policy."""
+    overrides = {key: value for key, value in {"device": device, "batch_size": batch_size}.items() if value is not None}
+    try:
+        return Runtime.model_validate({**policy.runtime.model_dump(), **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(f"runtime.{'.'.join(map(str, e['loc']))} = {e['input']!r}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())
+        raise PolicyError(
+            f"invalid runtime override ({problems}). Fix the --device / --batch-size option (or the "
+            f"argument given to audit()); `naa-guard schema` lists the allowed values."
+        ) from None
+
+
+def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
+    """Return the policy's model (diffusers folder or custom loader), probed with one test batch."""
+    import torch
+
+    runtime = policy.runtime
+    if info is None:
+        loader = str(policy.model.loader)
+        target = load_custom_target(loader, policy.model.path, device=resolve_device(runtime.device), dtype=getattr(torch, runtime.dtype))
+        where = f"model.loader {loader!r}"
+    else:
+        target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
+        where = str(info.unet_dir)
+    probe_target(target, where)
+    return target
+
+
 def audit(
     policy: Policy,
     *,
@@ -257,40 +311,53 @@ def audit(
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
     ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
-    ``target`` replaces loading the policy's model (used by tests and custom loaders).
+    ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
+    sets are checked for overlap and distribution shift; with ``data.control`` the control set
+    is scored too and must look like the non-members. A failed check raises AuditInvalidError
+    (naa_guard.checks).
     """
-    runtime = policy.runtime.model_copy(update={k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v is not None})
+    runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
     limit = limit if limit is not None else policy.data.limit
     seed = runtime.seed
 
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder)
+    model_loaded = False
+    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
+    if target is None and info is None:  # a custom loader: only the loaded target knows the image geometry
+        target, model_loaded = _load_model(policy, info), True
     size, channels = (target.sample_size, target.in_channels) if target is not None else (info.sample_size, info.in_channels)
     members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
     nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
+    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
 
-    model_loaded = False
     results: dict[str, AttackResult] = {}
+    warnings: list[str] = []
     for name, params in policy.attacks.items():
         attack = ATTACKS[name](params)
-        key = cache_key(info, policy, attack, members, nonmembers, limit) if score_cache is not None else None
+        key = cache_key(info, policy, attack, members, nonmembers, limit, control) if score_cache is not None else None
         cached = score_cache.get(key) if score_cache is not None and key is not None else None
+        if score_cache is not None and key is None and not warnings:
+            warnings.append("scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by")
         started = time.perf_counter()
         if cached is not None:
-            member_scores, nonmember_scores = cached["members"], cached["nonmembers"]
+            member_scores, nonmember_scores, control_scores = cached["members"], cached["nonmembers"], cached.get("control")
         else:
             if target is None:
-                target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
-                model_loaded = True
+                target, model_loaded = _load_model(policy, info), True
             _check_timesteps(attack, target)
-            with _progress(len(members) + len(nonmembers), f"{policy.name}: {name}", progress) as bar:
-                member_scores = score_samples(attack, target, members, "members", batch_size=runtime.batch_size, seed=seed, progress=bar)
-                nonmember_scores = score_samples(attack, target, nonmembers, "nonmembers", batch_size=runtime.batch_size, seed=seed, progress=bar)
+            sets = [(members, "members"), (nonmembers, "nonmembers"), *([(control, "control")] if control is not None else [])]
+            with _progress(sum(len(samples) for samples, _ in sets), f"{policy.name}: {name}", progress) as bar:
+                scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=seed, progress=bar) for samples, role in sets}
+            member_scores, nonmember_scores, control_scores = scores["members"], scores["nonmembers"], scores.get("control")
             if score_cache is not None and key is not None:
-                score_cache.put(key, {"members": member_scores, "nonmembers": nonmember_scores})
+                score_cache.put(key, scores)
         seconds = time.perf_counter() - started
         leakage = evaluate(member_scores, nonmember_scores, confidence=policy.thresholds.confidence, seed=seed)
-        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached is not None)
+        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached is not None, control_scores)
+    if control is not None:
+        paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
+        validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
     return AuditResult(
@@ -305,4 +372,6 @@ def audit(
         seed=seed,
         limit=limit,
         model_loaded=model_loaded,
+        warnings=warnings + [gate.warning for gate in gates if gate.warning],
+        checks=validity,
     )

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.errors import PolicyError
 
 POLICY_VERSION = 1
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+LOADER_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class _Section(BaseModel):
@@ -36,11 +37,31 @@ def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
 class ModelSection(_Section):
     """Where the checkpoint is and how it may be loaded."""
 
-    path: Path = Field(description="diffusers folder (model_index.json, or unet/ + scheduler/), relative to the policy file")
+    path: Path | None = Field(None, description="diffusers folder (model_index.json, or unet/ + scheduler/), relative to the policy file; with a loader: passed to it")
     unet_subfolder: str | None = Field(None, description="UNet subfolder, e.g. unet_ema; default: unet")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin/.pt/.ckpt); they can run code")
+    loader: str | None = Field(
+        None,
+        description="'package.module:function' returning a Target (runs YOUR code: the only way a policy runs code); "
+        "called as function(path=model.path, device=..., dtype=...)",
+    )
 
     _resolve_path = field_validator("path")(_resolve)
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_format(cls, loader: str | None) -> str | None:
+        if loader is not None and not LOADER_PATTERN.fullmatch(loader):
+            raise ValueError("expected 'package.module:function' (a dotted module path, a colon, then the function name)")
+        return loader
+
+    @model_validator(mode="after")
+    def _path_or_loader(self) -> ModelSection:
+        if self.path is None and self.loader is None:
+            raise ValueError("give model.path (a diffusers folder) or model.loader ('package.module:function')")
+        if self.loader is not None and self.unet_subfolder is not None:
+            raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
+        return self
 
 
 class DataSection(_Section):
@@ -49,8 +70,9 @@ class DataSection(_Section):
     members: Path = Field(description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
     nonmembers: Path = Field(description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
+    control: Path | None = Field(None, description="optional null control: more held-out images the model never saw, same forms")
 
-    _resolve_paths = field_validator("members", "nonmembers")(_resolve)
+    _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
 
 
 class Thresholds(_Section):
@@ -61,11 +83,20 @@ class Thresholds(_Section):
     tpr_at_0_1pct_fpr: float | None = Field(None, ge=0.0, le=1.0)
     decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
+    unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
 
     def limits(self) -> dict[str, float]:
         """Return the enabled gates: metric name -> limit."""
         names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class ChecksSection(_Section):
+    """Audit validity checks (SPEC section 5); overlap is always checked."""
+
+    shift_auc: float | None = Field(0.60, ge=0.5, le=1.0, description="distribution-shift check: largest allowed AUC of a model-free member/non-member classifier; null disables it")
+    shift_alpha: float = Field(0.01, ge=0.001, le=0.2, description="shift is flagged only when the classifier is also significant at this p-value")
+    control_margin: float = Field(0.05, ge=0.0, le=0.5, description="null control: allowed |AUC - 0.5| beyond the CI half-width")
 
 
 class Runtime(_Section):
@@ -113,6 +144,7 @@ class Policy(_Section):
         description="attack name -> its parameters ({} for defaults); only listed attacks run",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    checks: ChecksSection = Field(default_factory=ChecksSection)
     runtime: Runtime = Field(default_factory=Runtime)
     report: ReportSection = Field(default_factory=ReportSection)
     source: Path | None = Field(None, exclude=True, description="the file this policy was read from")

@@ -48,6 +48,8 @@ def format_table(result: AuditResult) -> str:
             f"ASR {leakage.metrics['asr'].value:.3f} (best-threshold oracle), {attack.queries_per_sample} queries/sample, "
             f"{attack.seconds:.1f}s{' (cached scores)' if attack.cached else ''}"
         )
+    for line in result.checks.summary_lines() if result.checks is not None else []:
+        lines.append(f"  {line}")
     for warning in result.warnings:
         lines.append(f"  warning: {warning}")
     verdict = "PASSED" if result.passed else ("ERROR: some gates cannot be decided" if result.errored else "FAILED: the model leaks membership beyond the policy's limits")
@@ -69,6 +71,8 @@ def to_markdown(result: AuditResult) -> str:
     for name, attack in result.attacks.items():
         leakage = attack.leakage
         lines.append(f"- **{name}**: AUC {leakage.auc:.3f}, leak AUC {leakage.leak_auc:.3f} ({leakage.direction}), {attack.queries_per_sample} queries/sample, params `{json.dumps(attack.params)}`")
+    for line in result.checks.summary_lines() if result.checks is not None else []:
+        lines.append(f"- {line}")
     for warning in result.warnings:
         lines.append(f"- warning: {warning}")
     return "\n".join(lines) + "\n"

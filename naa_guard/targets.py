@@ -9,6 +9,8 @@ offline, from safetensors unless the policy allows pickle files.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
 
 SAFE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
@@ -25,6 +29,9 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 # output differently for different batch shapes (about 1e-6); padding keeps the shapes in a
 # family whose per-sample results match, so scores are identical whatever runtime.batch_size is.
 PAD_MULTIPLE = 16
+# Set while a model loads: diffusers and huggingface_hub then never try the network, even for a
+# folder that looks like a hub id or a config that names a remote file.
+OFFLINE_VARIABLES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
 class Target(Protocol):
@@ -166,12 +173,63 @@ class DiffusersTarget:
             out = abar.sqrt() * out + (1 - abar).sqrt() * x
         bad = ~torch.isfinite(out.flatten(start_dim=1)).all(dim=1)
         if bad.any():
-            raise NonFiniteScoreError(
+            error = NonFiniteScoreError(
                 f"the model returned NaN or infinite noise predictions at timestep {t} for "
-                f"{int(bad.sum())} of {x.shape[0]} samples (batch rows {bad.nonzero().flatten().tolist()[:5]}). "
+                f"{int(bad.sum())} of {x.shape[0]} samples of the batch. "
                 f"Check the checkpoint (a diverged or fp16-overflowing model), or use runtime.dtype: float32."
             )
+            error.batch_rows = bad.nonzero().flatten().tolist()  # type: ignore[attr-defined]  # mapped to sample names by the caller
+            raise error
         return out
+
+
+@contextmanager
+def offline_environment() -> Iterator[None]:
+    """Run the enclosed model loading with the Hugging Face libraries forced offline."""
+    saved = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    os.environ.update(OFFLINE_VARIABLES)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def probe_target(target: Target, where: str) -> None:
+    """Return None; raise TargetError if the model cannot take a batch of its own declared geometry.
+
+    One forward pass on a zero image at timestep 0, before any scoring, so that a UNet whose
+    ``sample_size`` / ``in_channels`` do not fit its layers fails with a clear message instead
+    of mid-audit. The target's call counters are restored: they measure the attacks' cost.
+    """
+    import torch
+
+    counters = {name: getattr(target, name) for name in ("forward_calls", "sample_queries") if hasattr(target, name)}
+    shape = (1, target.in_channels, target.sample_size, target.sample_size)
+    geometry = f"in_channels {target.in_channels}, sample_size {target.sample_size}"
+    try:
+        out = target.predict_noise(torch.zeros(shape, device=target.device), 0)
+    except NonFiniteScoreError:
+        return  # the forward pass itself worked; scoring reports the bad outputs with attack and sample names
+    except Exception as exc:  # a shape mismatch surfaces as RuntimeError, ValueError, ... from inside the network
+        raise TargetError(
+            f"{where}: the model cannot take images of its declared geometry ({geometry}): a "
+            f"{'x'.join(map(str, shape[1:]))} test batch fails with {type(exc).__name__}: {(str(exc).splitlines() or [''])[0].rstrip('.')}. "
+            f"Fix the UNet config (sample_size must suit the number of down blocks, in_channels must "
+            f"match the first convolution's weights) or re-save the model with save_pretrained."
+        ) from None
+    finally:
+        for name, value in counters.items():
+            setattr(target, name, value)
+    if tuple(getattr(out, "shape", ())) != shape:
+        raise TargetError(
+            f"{where}: for a batch of shape {shape} ({geometry}) the model predicts shape "
+            f"{tuple(getattr(out, 'shape', ()))}; the attacks need a noise prediction of the input's shape. "
+            f"Models that also predict the variance (out_channels = 2 x in_channels) are not supported yet."
+        )
 
 
 def _check_weights(info: ModelInfo, allow_pickle: bool) -> tuple[bool, str | None]:
@@ -196,6 +254,21 @@ def _check_weights(info: ModelInfo, allow_pickle: bool) -> tuple[bool, str | Non
     return False, "fp16" if any(".fp16." in name for name in pickles) and not any(".fp16." not in n for n in pickles) else None
 
 
+def _scheduler_class(info: ModelInfo, scheduler_config: dict[str, Any]) -> Any:
+    """Return the diffusers scheduler class the config names; only diffusers' own schedulers load."""
+    import diffusers
+
+    name = str(scheduler_config.get("_class_name", "DDPMScheduler"))
+    found = getattr(diffusers, name, None)
+    if not (isinstance(found, type) and issubclass(found, diffusers.SchedulerMixin)):
+        raise TargetError(
+            f"{info.scheduler_dir}/scheduler_config.json: _class_name {name!r} is not a diffusers scheduler. "
+            f"Save the scheduler with save_pretrained (e.g. DDPMScheduler or DDIMScheduler); custom code "
+            f"only runs through model.loader."
+        )
+    return found
+
+
 def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> DiffusersTarget:
     """Return the loaded target for a model folder, offline, on the requested device and dtype."""
     import diffusers
@@ -217,17 +290,24 @@ def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str)
             f"{info.scheduler_dir}: prediction_type {prediction_type!r} is not supported; "
             f"expected one of {', '.join(PREDICTION_TYPES)} (the attacks need a noise prediction)."
         )
+    scheduler_class = _scheduler_class(info, scheduler_config)
     previous_verbosity = diffusers.logging.get_verbosity()
     diffusers.logging.set_verbosity_error()  # its hints (install accelerate, ...) are noise in a gate's output
     try:
-        unet = unet_class.from_pretrained(
-            info.unet_dir, local_files_only=True, use_safetensors=use_safetensors, variant=variant,
-            torch_dtype=torch_dtype, low_cpu_mem_usage=False,
-        )
-        scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name", "DDPMScheduler")), diffusers.DDPMScheduler)
-        scheduler = scheduler_class.from_pretrained(info.scheduler_dir, local_files_only=True)
+        with offline_environment():
+            unet = unet_class.from_pretrained(
+                info.unet_dir, local_files_only=True, use_safetensors=use_safetensors, variant=variant,
+                torch_dtype=torch_dtype, low_cpu_mem_usage=False,
+            )
+            scheduler = scheduler_class.from_pretrained(info.scheduler_dir, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise TargetError(f"{info.root}: loading the model failed: {exc}") from None
+        # diffusers' own hint (ignore_mismatched_sizes=True) would load a broken model: drop it.
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
+        raise TargetError(
+            f"{info.root}: loading the model failed: {detail} Check that {info.unet_dir.name}/config.json "
+            f"matches the weights (in_channels {info.in_channels}, sample_size {info.sample_size}), or "
+            f"re-save the model with save_pretrained."
+        ) from None
     finally:
         diffusers.logging.set_verbosity(previous_verbosity)
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
