@@ -8,6 +8,7 @@ scored at most once per session (and per xdist worker: the scheduler keeps a pol
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,7 +119,11 @@ class AuditSession:
             return exc
         target = self._choose_report_dir(policy)
         if target is not None:
-            write_reports(result, target, plots=True)
+            try:
+                write_reports(result, target, plots=True)
+            except OSError as exc:  # the verdict stands without its report; say so instead of erroring
+                warnings.warn(f"naa-guard: could not write the report of {policy.name} to {target}: {exc}", stacklevel=2)
+                return result
             self._report_dirs[Path(policy.source or policy.name).resolve()] = target
         return result
 
