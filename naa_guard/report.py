@@ -78,11 +78,20 @@ def to_markdown(result: AuditResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(result: AuditResult, directory: Path) -> list[Path]:
-    """Write ``report.json`` and ``report.md`` into ``directory``; return the paths written."""
+def write_reports(result: AuditResult, directory: Path, *, plots: bool = False) -> list[Path]:
+    """Write ``report.json`` and ``report.md`` into ``directory``; return the paths written.
+
+    With ``plots``, also the log-log ROC plot ``roc.png`` and one ``scores_<attack>.png`` histogram
+    per attack (matplotlib is imported only then).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "report.json"
     json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     markdown_path = directory / "report.md"
     markdown_path.write_text(to_markdown(result), encoding="utf-8")
-    return [json_path, markdown_path]
+    written = [json_path, markdown_path]
+    if plots:
+        from naa_guard.plots import write_plots
+
+        written += write_plots(result, directory)
+    return written

@@ -1,6 +1,120 @@
 """pytest entry point of naa-guard (registered through the ``pytest11`` entry point).
 
-Placeholder until the plugin lands: it registers nothing and imports nothing heavy.
+Hooks, options and fixtures only; the work lives beside it: ``collect`` (policy files and gate
+items), ``session`` (one audit per policy per session), ``cache`` (scores across runs),
+``summary`` (terminal table and CI step summary), ``scheduling`` (pytest-xdist). Nothing imported
+here imports torch or diffusers: the audit engine loads when the first gate item runs.
 """
 
 from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_plugin.collect import DEFAULT_PATTERNS, EXTRA_POLICIES, PolicyFile, is_policy_file
+from pytest_plugin.session import AUDIT_SESSION, AuditSession, Settings, audit_session, quick_note
+from pytest_plugin.summary import GATE_SUMMARY, GateSummary
+
+if TYPE_CHECKING:
+    from naa_guard.audit import AuditResult
+    from naa_guard.policy import Policy
+
+
+def _positive_int(text: str) -> int:
+    """Return ``text`` as an int >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """Return ``text`` if it is a device a policy may name (argparse type)."""
+    from pydantic import ValidationError
+
+    from naa_guard.policy import Runtime
+
+    try:
+        return Runtime(device=text).device
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; allowed: auto, cpu, cuda, cuda:N, mps") from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the naa-guard options (group "naa-guard", prefix ``--naa-``) and ini keys."""
+    group = parser.getgroup("naa-guard", "naa-guard: membership-inference privacy gates")
+    group.addoption("--naa-policy", action="append", default=[], metavar="PATH", help="also collect this policy file (repeatable)")
+    group.addoption("--naa-device", type=_device, metavar="DEVICE", help="override runtime.device of every policy: auto, cpu, cuda, cuda:N, mps")
+    group.addoption("--naa-batch-size", type=_positive_int, metavar="N", help="override runtime.batch_size of every policy")
+    group.addoption("--naa-quick", type=_positive_int, metavar="N", help="score a seeded subsample of N members and N non-members: a fast local check, not a release verdict")
+    group.addoption("--naa-report", metavar="DIR", help="write report.json, report.md, roc.png and scores_<attack>.png per policy under DIR/<policy name>/")
+    group.addoption("--naa-no-cache", action="store_true", help="recompute every score: neither read nor write the score cache")
+    group.addoption("--naa-strict", action="store_true", help="a missing environment (e.g. no CUDA) is an error instead of a skip")
+    parser.addini("naa_policy_patterns", "file name patterns of policy files", type="args", default=list(DEFAULT_PATTERNS))
+    parser.addini("naa_report_dir", "like --naa-report, relative to the ini file", default="")
+    parser.addini("naa_strict", "like --naa-strict", type="bool", default=False)
+    parser.addini("naa_device", "like --naa-device", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Create the session's audit store and summary; queue ``--naa-policy`` files for collection."""
+    config.stash[AUDIT_SESSION] = AuditSession(Settings.from_config(config), getattr(config, "cache", None))
+    # Registered as a plugin: it hears every report, the workers' too under xdist.
+    config.stash[GATE_SUMMARY] = GateSummary()
+    config.pluginmanager.register(config.stash[GATE_SUMMARY], "naa_guard_summary")
+    extra = [(config.invocation_params.dir / path).resolve() for path in config.getoption("naa_policy")]
+    config.stash[EXTRA_POLICIES] = set(extra)
+    config.args += [str(path) for path in extra if str(path) not in config.args]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PolicyFile | None:
+    """Collect policy files (``naa_policy_patterns`` or ``--naa-policy``) as test files."""
+    if is_policy_file(file_path, parent.config):
+        return PolicyFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say when the run is a quick check, so nobody mistakes it for a release verdict."""
+    quick = audit_session(config).settings.quick
+    return [f"naa-guard: --naa-quick {quick} {quick_note(quick)}"] if quick else []
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print the gate table: policy, attack, gate, value, CI, limit, verdict."""
+    config.stash[GATE_SUMMARY].write_terminal(terminalreporter)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Append the gate table to ``$GITHUB_STEP_SUMMARY`` (on the controller only under xdist)."""
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[GATE_SUMMARY].append_step_summary()
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Keep each policy's gate items on one xdist worker (they share one audit)."""
+    from pytest_plugin.scheduling import make_scheduler
+
+    return make_scheduler(config, log)
+
+
+@pytest.fixture(scope="session")
+def naa_policy(pytestconfig: pytest.Config) -> Callable[[str | Path], Policy]:
+    """Return a function that loads and validates a policy file (paths relative to the rootdir)."""
+    session = audit_session(pytestconfig)
+    return lambda path: session.policy(pytestconfig.rootpath / path)
+
+
+@pytest.fixture(scope="session")
+def naa_audit(pytestconfig: pytest.Config) -> Callable[[str | Path], AuditResult]:
+    """Return a function that gives a policy's session-cached ``AuditResult`` (shared with its items)."""
+    session = audit_session(pytestconfig)
+    return lambda path: session.result(session.policy(pytestconfig.rootpath / path))

@@ -1,0 +1,144 @@
+"""Collection: a policy file is a test file, each (attack x gate) one test item.
+
+``demo.naa.yaml`` -> ``demo.naa.yaml::naa`` (one collector per attack) -> ``demo.naa.yaml::naa::auc``,
+``...::naa::tpr@1%fpr`` and ``...::naa::tpr@0.1%fpr`` (one item per enabled gate), so ``-k``,
+JUnit XML and CI annotations name the gate. Collecting validates the policy but never loads the
+model: the audit runs in the setup of the policy's first item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from naa_guard import __version__
+from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError
+from naa_guard.policy import Policy
+from pytest_plugin.session import audit_session, quick_note
+
+if TYPE_CHECKING:
+    from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+    from naa_guard.audit import AuditResult, GateResult
+
+GATE_IDS = {"auc": "auc", "tpr_at_1pct_fpr": "tpr@1%fpr", "tpr_at_0_1pct_fpr": "tpr@0.1%fpr"}
+DEFAULT_PATTERNS = ("*.naa.yaml", "*.naa.yml")
+EXTRA_POLICIES = pytest.StashKey[set[Path]]()
+
+
+def is_policy_file(file_path: Path, config: pytest.Config) -> bool:
+    """Return True when pytest should collect ``file_path`` as a policy."""
+    patterns = config.getini("naa_policy_patterns") or DEFAULT_PATTERNS
+    if any(fnmatch(file_path.name, pattern) for pattern in patterns):
+        return True
+    extra = config.stash[EXTRA_POLICIES]
+    return bool(extra) and file_path.resolve() in extra
+
+
+class PolicyFile(pytest.File):
+    """A policy file; its children are one collector per listed attack."""
+
+    def collect(self) -> Iterator[AttackGates]:
+        """Yield one collector per attack of the validated policy (a PolicyError stops here)."""
+        policy = audit_session(self.config).policy(self.path)
+        for attack in policy.attacks:
+            yield AttackGates.from_parent(self, name=attack, policy=policy)
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:  # type: ignore[override]
+        """Return the policy's own validation message: the plugin's traceback would only hide it."""
+        if isinstance(excinfo.value, NaaGuardError):
+            return f"{type(excinfo.value).__name__}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+
+class AttackGates(pytest.Collector):
+    """One attack of a policy; its children are the policy's enabled gates."""
+
+    def __init__(self, *, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    def collect(self) -> Iterator[GateItem]:
+        """Yield one item per enabled gate (limit not null) of the policy."""
+        for metric, limit in self.policy.thresholds.limits().items():
+            yield GateItem.from_parent(self, name=GATE_IDS[metric], policy=self.policy, metric=metric, limit=limit)
+
+
+class GateItem(pytest.Item):
+    """One privacy gate: an attack's metric must not exceed the policy's limit."""
+
+    def __init__(self, *, policy: Policy, metric: str, limit: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.attack = self.parent.name
+        self.metric = metric
+        self.limit = limit
+        self.gate: GateResult | None = None
+
+    @property
+    def policy_id(self) -> str:
+        """Return the policy file's node id (its path relative to the rootdir)."""
+        return self.parent.parent.nodeid
+
+    def setup(self) -> None:
+        """Run (or reuse) the policy's audit, so a broken audit reports as an error, not a failure."""
+        session = audit_session(self.config)
+        # Set before the audit, so errored and skipped gates still name themselves in JUnit XML.
+        self.user_properties += [("naa_guard", __version__), ("policy", self.policy_id), ("attack", self.attack), ("metric", self.metric), ("limit", self.limit)]
+        result = session.outcome(self.policy)
+        if isinstance(result, EnvironmentUnavailableError):
+            if session.settings.strict:
+                pytest.fail(f"{type(result).__name__}: {result}\n(--naa-strict: a missing environment is an error, not a skip)", pytrace=False)
+            skip = pytest.skip.Exception(f"naa-guard: {result}")
+            skip._use_item_location = True  # report the skip at the policy file, not inside the plugin
+            raise skip
+        if isinstance(result, NaaGuardError):
+            pytest.fail(f"{type(result).__name__}: {result}", pytrace=False)
+        self.gate = next(g for g in result.gates if g.attack == self.attack and g.metric == self.metric)
+        self.user_properties += _measured_properties(result, self.gate, session.limit_for(self.policy), session.report_dir(self.policy))
+        if self.gate.status == "error":
+            pytest.fail(self._explain(self.gate.message), pytrace=False)
+
+    def runtest(self) -> None:
+        """Fail with the gate's sentence when its metric exceeds the limit."""
+        assert self.gate is not None, "setup() sets the gate"
+        if self.gate.status == "fail":
+            pytest.fail(self._explain(self.gate.message), pytrace=False)
+
+    def _explain(self, message: str) -> str:
+        session = audit_session(self.config)
+        quick = session.limit_for(self.policy)  # None unless --naa-quick subsampled this audit
+        lines = [message + (f" {quick_note(quick)}" if quick is not None else "")]
+        lines.append(f"policy: {self.policy.source} (thresholds.{self.metric}: {self.limit})")
+        report = session.report_dir(self.policy)
+        if report is not None:
+            lines.append(f"report: {report / 'report.md'} (ROC plot: {report / 'roc.png'})")
+        else:
+            lines.append("ROC plot and score histograms: re-run with --naa-report DIR")
+        return "\n".join(lines)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        """Return where the gate is declared (the policy file) and the headline of its failure."""
+        # Tagged like pytest's "[doctest] ...": a domain that ends the node id would have its dots
+        # (tpr@0.1%fpr, .naa.yaml) rewritten to "::" in verbose output.
+        return self.path, 0, f"[naa-guard] {self.nodeid}"
+
+
+def _measured_properties(result: AuditResult, gate: GateResult, quick: int | None, report: Path | None) -> list[tuple[str, object]]:
+    """Return the gate's measurements as user properties (they land in JUnit XML)."""
+    properties: list[tuple[str, object]] = [
+        ("value", round(gate.value, 6)), ("ci_low", round(gate.ci[0], 6)), ("ci_high", round(gate.ci[1], 6)),
+        ("direction", gate.direction), ("decision", gate.decision), ("status", gate.status),
+        ("n_members", result.n_members), ("n_nonmembers", result.n_nonmembers),
+        ("scores", "cached" if all(attack.cached for attack in result.attacks.values()) else "computed"),
+        ("model_loaded", result.model_loaded),
+    ]  # fmt: skip
+    if quick is not None:
+        properties.append(("quick", quick))
+    if report is not None:
+        properties.append(("report", str(report)))
+    return properties

@@ -1,0 +1,154 @@
+"""The per-session audit store: one audit per policy, shared by its gate items and the fixtures.
+
+The first gate item of a policy to run (or the first ``naa_audit`` call) runs the audit; every
+other item of that policy reads the stored result, or re-raises the stored error, so a policy is
+scored at most once per session (and per xdist worker: the scheduler keeps a policy on one).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from naa_guard.errors import NaaGuardError
+from naa_guard.policy import Policy, load_policy
+
+if TYPE_CHECKING:
+    from naa_guard.audit import AuditResult, ScoreCache
+
+CACHE_NAME = "naa-guard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-wide choices made on the command line or in the ini file."""
+
+    device: str | None
+    batch_size: int | None
+    quick: int | None
+    report_dir: Path | None
+    strict: bool
+    use_cache: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Return the settings of this run: command-line options win over ini options."""
+        return cls(
+            device=config.getoption("naa_device") or config.getini("naa_device") or None,
+            batch_size=config.getoption("naa_batch_size"),
+            quick=config.getoption("naa_quick"),
+            report_dir=_report_dir(config),
+            strict=bool(config.getoption("naa_strict") or config.getini("naa_strict")),
+            use_cache=not config.getoption("naa_no_cache"),
+        )
+
+
+def _report_dir(config: pytest.Config) -> Path | None:
+    """Return the report folder: ``--naa-report`` (relative to the invocation dir) or the ini's."""
+    if config.getoption("naa_report"):
+        return (config.invocation_params.dir / config.getoption("naa_report")).resolve()
+    if config.getini("naa_report_dir"):
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return (base / config.getini("naa_report_dir")).resolve()
+    return None
+
+
+def quick_note(per_side: int) -> str:
+    """Return the mark that tells a reader a result came from a ``--naa-quick`` subsample."""
+    return f"[quick check: {per_side} per side, not a release verdict]"
+
+
+class AuditSession:
+    """Loads each policy once and audits it once; every consumer in the session shares both."""
+
+    def __init__(self, settings: Settings, pytest_cache: pytest.Cache | None) -> None:
+        self.settings = settings
+        self._pytest_cache = pytest_cache  # None under -p no:cacheprovider: run without a cache
+        self._policies: dict[Path, Policy] = {}
+        self._outcomes: dict[Path, AuditResult | NaaGuardError] = {}
+        self._report_dirs: dict[Path, Path] = {}
+
+    def policy(self, path: Path) -> Policy:
+        """Return the validated policy read from ``path`` (loaded once per session)."""
+        key = Path(path).resolve()
+        if key not in self._policies:
+            self._policies[key] = load_policy(key)
+        return self._policies[key]
+
+    def limit_for(self, policy: Policy) -> int | None:
+        """Return the per-side sample limit the audit of ``policy`` uses (None: the policy's own)."""
+        quick = self.settings.quick
+        if quick is None:
+            return None
+        return min(quick, policy.data.limit) if policy.data.limit else quick
+
+    def outcome(self, policy: Policy) -> AuditResult | NaaGuardError:
+        """Return the audit of ``policy`` or the error that stopped it, running it on first use."""
+        key = Path(policy.source or policy.name).resolve()
+        if key not in self._outcomes:
+            self._outcomes[key] = self._run(policy)
+        return self._outcomes[key]
+
+    def result(self, policy: Policy) -> AuditResult:
+        """Return the audit of ``policy``, running it on first use; re-raise a stored failure."""
+        outcome = self.outcome(policy)
+        if isinstance(outcome, NaaGuardError):
+            raise outcome
+        return outcome
+
+    def report_dir(self, policy: Policy) -> Path | None:
+        """Return the folder the reports of ``policy`` were written to, if any."""
+        return self._report_dirs.get(Path(policy.source or policy.name).resolve())
+
+    def _run(self, policy: Policy) -> AuditResult | NaaGuardError:
+        from naa_guard.audit import audit  # the engine (numpy, scikit-learn, later torch) loads here
+        from naa_guard.report import write_reports
+
+        settings = self.settings
+        try:
+            result = audit(
+                policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
+                progress=False, score_cache=self._score_cache(),
+            )  # fmt: skip
+        except NaaGuardError as exc:
+            return exc
+        target = self._choose_report_dir(policy)
+        if target is not None:
+            try:
+                write_reports(result, target, plots=True)
+            except OSError as exc:  # the verdict stands without its report; say so instead of erroring
+                warnings.warn(f"naa-guard: could not write the report of {policy.name} to {target}: {exc}", stacklevel=2)
+                return result
+            self._report_dirs[Path(policy.source or policy.name).resolve()] = target
+        return result
+
+    def _score_cache(self) -> ScoreCache | None:
+        if not self.settings.use_cache or self._pytest_cache is None:
+            return None
+        from pytest_plugin.cache import DirectoryScoreCache
+
+        return DirectoryScoreCache(self._pytest_cache.mkdir(CACHE_NAME))
+
+    def _choose_report_dir(self, policy: Policy) -> Path | None:
+        if self.settings.report_dir is None:
+            return policy.report.dir
+        # One subfolder per policy, so several policies can share one --naa-report folder.
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", policy.name).strip("-.") or "policy"
+        taken = set(self._report_dirs.values())
+        target, suffix = self.settings.report_dir / slug, 2
+        while target in taken:
+            target, suffix = self.settings.report_dir / f"{slug}-{suffix}", suffix + 1
+        return target
+
+
+AUDIT_SESSION = pytest.StashKey[AuditSession]()
+
+
+def audit_session(config: pytest.Config) -> AuditSession:
+    """Return the session's audit store (created in ``pytest_configure``)."""
+    return config.stash[AUDIT_SESSION]
