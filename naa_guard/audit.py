@@ -167,8 +167,8 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[Ga
         measured = leakage.metrics[metric]
         compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
         ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
-        if metric == "auc":  # how far the AUC can be trusted, next to the value gated on
-            ci_text += f", CI width {measured.ci[1] - measured.ci[0]:.3f}"
+        # How far the AUC can be trusted, on a line of its own so the headline stays short.
+        width = f"\n{GATE_LABELS[metric]} CI width {measured.ci[1] - measured.ci[0]:.3f}" if metric == "auc" else ""
         counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
         what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
         basis = " (upper CI bound)" if thresholds.decision == "upper_ci" else ""
@@ -182,9 +182,9 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[Ga
         if warning is not None and thresholds.unresolvable == "error":
             status, message, warning = "error", f"{warning}, or thresholds.unresolvable: warn to gate on it anyway.", None
         elif compared > limit:
-            status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}"
+            status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}{width}"
         else:
-            status, message = "pass", f"{what} within limit {limit:.3f}{basis}"
+            status, message = "pass", f"{what} within limit {limit:.3f}{basis}{width}"
         if warning is not None:
             message += f" (warning: not resolvable with {leakage.n_nonmembers} non-members)"
         gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message, warning))

@@ -112,7 +112,8 @@ class GateItem(pytest.Item):
     def _explain(self, message: str) -> str:
         session = audit_session(self.config)
         quick = session.limit_for(self.policy)  # None unless --naa-quick subsampled this audit
-        lines = [message + (f" {quick_note(quick)}" if quick is not None else "")]
+        headline, *details = message.split("\n")
+        lines = [headline + (f" {quick_note(quick)}" if quick is not None else ""), *details]
         lines.append(f"policy: {self.policy.source} (thresholds.{self.metric}: {self.limit})")
         report = session.report_dir(self.policy)
         if report is not None:
