@@ -78,10 +78,10 @@ def to_markdown(result: AuditResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(result: AuditResult, directory: Path, *, plots: bool = False) -> list[Path]:
+def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -> list[Path]:
     """Write ``report.json`` and ``report.md`` into ``directory``; return the paths written.
 
-    With ``plots``, also the log-log ROC plot ``roc.png`` and one ``scores_<attack>.png`` histogram
+    Unless ``plots`` is False, also the log-log ROC plot ``roc.png`` and one ``scores_<attack>.png`` histogram
     per attack (matplotlib is imported only then).
     """
     directory.mkdir(parents=True, exist_ok=True)

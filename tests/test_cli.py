@@ -56,6 +56,7 @@ def test_report_dir_writes_json_and_markdown(tiny_setup: Path, capsys: pytest.Ca
     folder = tiny_setup.parent / "out"
     assert json.loads((folder / "report.json").read_text())["name"] == "tiny"
     assert "| naa | AUC |" in (folder / "report.md").read_text()
+    assert (folder / "roc.png").stat().st_size > 0 and (folder / "scores_naa.png").is_file()
 
 
 def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:

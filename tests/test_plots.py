@@ -65,4 +65,4 @@ def test_write_reports_with_plots_writes_the_four_kinds_of_artefact(result: Audi
 
 
 def test_write_reports_without_plots_stays_json_and_markdown(result: AuditResult, tmp_path: Path) -> None:
-    assert sorted(path.name for path in write_reports(result, tmp_path)) == ["report.json", "report.md"]
+    assert sorted(path.name for path in write_reports(result, tmp_path, plots=False)) == ["report.json", "report.md"]
