@@ -23,11 +23,13 @@ from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, evaluate, min_nonmembers_for
 from naa_guard.policy import Policy
 from naa_guard.targets import ModelInfo, Target, load_target, read_model_info
+from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
+WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
 
 class ScoreCache(Protocol):
@@ -50,6 +52,7 @@ class AttackResult:
     nonmember_scores: np.ndarray
     leakage: LeakageReport
     cached: bool = False
+    tuning: TuningResult | None = None  # set when the policy listed candidate settings
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -67,6 +70,7 @@ class AttackResult:
             "seconds": self.seconds,
             "cached": self.cached,
             "metrics": self.leakage.to_dict(),
+            **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
         }
 
 
@@ -128,6 +132,23 @@ class AuditResult:
         """Return True when some gate could not be decided."""
         return any(gate.status == "error" for gate in self.gates)
 
+    def worst_case(self) -> dict[str, dict[str, Any]]:
+        """Return, per metric, the attack that leaks the most: its name, value, CI and direction.
+
+        For ``auc`` the value is the leak AUC; ties go to the attack listed first.
+        """
+        if not self.attacks:
+            return {}
+        worst: dict[str, dict[str, Any]] = {}
+        for metric in WORST_CASE_METRICS:
+            name = max(self.attacks, key=lambda attack: self.attacks[attack].leakage.metrics[metric].value)
+            measured = self.attacks[name].leakage.metrics[metric]
+            worst[metric] = {
+                "attack": name, "value": measured.value, "ci": list(measured.ci),
+                "direction": measured.direction, "resolvable": measured.resolvable,
+            }  # fmt: skip
+        return worst
+
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON report."""
         return {
@@ -141,6 +162,7 @@ class AuditResult:
             "dtype": self.dtype,
             "seed": self.seed,
             "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
+            "worst_case": self.worst_case(),
             "gates": [gate.to_dict() for gate in self.gates],
             "warnings": self.warnings,
             "passed": self.passed,
@@ -221,6 +243,7 @@ def cache_key(info: ModelInfo, policy: Policy, attack: Attack, members: SampleSe
         "model": files_digest(model_files),
         "members": files_digest(members.files),
         "nonmembers": files_digest(nonmembers.files),
+        "samples": hashlib.sha256(members.indices.tobytes() + b"|" + nonmembers.indices.tobytes()).hexdigest(),
         "attack": attack.describe(),
         "seed": policy.runtime.seed,
         "dtype": policy.runtime.dtype,
@@ -244,6 +267,33 @@ def _check_timesteps(attack: Attack, target: Target) -> None:
         )
 
 
+class _Scorer:
+    """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
+
+    def __init__(self, policy: Policy, info: ModelInfo, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
+        self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
+        self.target = target
+        self.model_loaded = False
+
+    def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Return (member scores, non-member scores, whether they came from the cache)."""
+        runtime = self.policy.runtime
+        key = cache_key(self.info, self.policy, attack, members, nonmembers, self.limit) if self.score_cache is not None else None
+        cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
+        if cached is not None:
+            return cached["members"], cached["nonmembers"], True
+        if self.target is None:
+            self.target = load_target(self.info, allow_pickle=self.policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
+            self.model_loaded = True
+        _check_timesteps(attack, self.target)
+        with _progress(len(members) + len(nonmembers), f"{self.policy.name}: {label}", self.progress) as bar:
+            member_scores = score_samples(attack, self.target, members, "members", batch_size=runtime.batch_size, seed=runtime.seed, progress=bar)
+            nonmember_scores = score_samples(attack, self.target, nonmembers, "nonmembers", batch_size=runtime.batch_size, seed=runtime.seed, progress=bar)
+        if self.score_cache is not None and key is not None:
+            self.score_cache.put(key, {"members": member_scores, "nonmembers": nonmember_scores})
+        return member_scores, nonmember_scores, False
+
+
 def audit(
     policy: Policy,
     *,
@@ -257,7 +307,9 @@ def audit(
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
     ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
-    ``target`` replaces loading the policy's model (used by tests and custom loaders).
+    ``target`` replaces loading the policy's model (used by tests and custom loaders). When an
+    attack lists candidate settings, every attack is reported and gated on the evaluation part
+    of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     runtime = policy.runtime.model_copy(update={k: v for k, v in {"device": device, "batch_size": batch_size}.items() if v is not None})
     policy = policy.model_copy(update={"runtime": runtime})
@@ -269,28 +321,23 @@ def audit(
     members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
     nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
 
-    model_loaded = False
+    split = None
+    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
+        split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
+        members, nonmembers = split.evaluation
+
+    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
+        tuning = None
+        if isinstance(params, AttackCandidates) and split is not None:
+            params, tuning = tune_attack(ATTACKS[name], params, split, scorer)
         attack = ATTACKS[name](params)
-        key = cache_key(info, policy, attack, members, nonmembers, limit) if score_cache is not None else None
-        cached = score_cache.get(key) if score_cache is not None and key is not None else None
         started = time.perf_counter()
-        if cached is not None:
-            member_scores, nonmember_scores = cached["members"], cached["nonmembers"]
-        else:
-            if target is None:
-                target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
-                model_loaded = True
-            _check_timesteps(attack, target)
-            with _progress(len(members) + len(nonmembers), f"{policy.name}: {name}", progress) as bar:
-                member_scores = score_samples(attack, target, members, "members", batch_size=runtime.batch_size, seed=seed, progress=bar)
-                nonmember_scores = score_samples(attack, target, nonmembers, "nonmembers", batch_size=runtime.batch_size, seed=seed, progress=bar)
-            if score_cache is not None and key is not None:
-                score_cache.put(key, {"members": member_scores, "nonmembers": nonmember_scores})
+        member_scores, nonmember_scores, cached = scorer(attack, members, nonmembers, name)
         seconds = time.perf_counter() - started
         leakage = evaluate(member_scores, nonmember_scores, confidence=policy.thresholds.confidence, seed=seed)
-        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached is not None)
+        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached, tuning)
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
     return AuditResult(
@@ -300,9 +347,9 @@ def audit(
         n_nonmembers=len(nonmembers),
         attacks=results,
         gates=gates,
-        device=str(target.device) if target is not None else None,
+        device=str(scorer.target.device) if scorer.target is not None else None,
         dtype=runtime.dtype,
         seed=seed,
         limit=limit,
-        model_loaded=model_loaded,
+        model_loaded=scorer.model_loaded,
     )

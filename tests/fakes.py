@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -35,3 +36,16 @@ class KnownImagesTarget:
         wrong = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(t))) * self.perturbation
         self.sample_queries += x.shape[0]
         return torch.where(self.is_exact[nearest].view(-1, 1, 1, 1), exact_noise, exact_noise + wrong)
+
+
+class DictCache:
+    """An in-memory score cache (the ScoreCache protocol)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, np.ndarray]] = {}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
+        self.entries[key] = scores
