@@ -69,7 +69,8 @@ def _split_note(result: AuditResult) -> str:
     return ", the evaluation split (tuned attacks chose their setting on the rest)" if tuned else ""
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def align_columns(rows: list[list[str]]) -> list[str]:
+    """Return the rows as lines of left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
@@ -78,7 +79,7 @@ def format_table(result: AuditResult) -> str:
     """Return the gate table as aligned plain text, with a one-line summary underneath."""
     rows = [_header(result), *table_rows(result)]
     rule = ["-" * max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = _aligned([rows[0], rule, *rows[1:]])
+    lines = align_columns([rows[0], rule, *rows[1:]])
     lines.append("")
     lines.append(f"{result.name}: {result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "") + _split_note(result))
     for name, attack in result.attacks.items():
@@ -93,7 +94,7 @@ def format_table(result: AuditResult) -> str:
             lines.extend(f"      {setting}: {text}" for setting, text in candidate_rows(attack.tuning))
     if result.attacks:
         lines.append("worst case over attacks (the attack that leaks most, per metric):")
-        lines.extend(f"  {line}" for line in _aligned(worst_case_rows(result)))
+        lines.extend(f"  {line}" for line in align_columns(worst_case_rows(result)))
     for warning in result.warnings:
         lines.append(f"  warning: {warning}")
     verdict = "PASSED" if result.passed else ("ERROR: some gates cannot be decided" if result.errored else "FAILED: the model leaks membership beyond the policy's limits")
