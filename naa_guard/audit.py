@@ -26,11 +26,13 @@ from naa_guard.loader import load_custom_target, loader_identity
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, evaluate, min_nonmembers_for
 from naa_guard.policy import Policy, Runtime
 from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
+WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
 
 class ScoreCache(Protocol):
@@ -54,6 +56,7 @@ class AttackResult:
     leakage: LeakageReport
     cached: bool = False
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
+    tuning: TuningResult | None = None  # set when the policy listed candidate settings
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -71,6 +74,7 @@ class AttackResult:
             "seconds": self.seconds,
             "cached": self.cached,
             "metrics": self.leakage.to_dict(),
+            **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
         }
 
 
@@ -135,6 +139,23 @@ class AuditResult:
         """Return True when some gate could not be decided."""
         return any(gate.status == "error" for gate in self.gates)
 
+    def worst_case(self) -> dict[str, dict[str, Any]]:
+        """Return, per metric, the attack that leaks the most: its name, value, CI and direction.
+
+        For ``auc`` the value is the leak AUC; ties go to the attack listed first.
+        """
+        if not self.attacks:
+            return {}
+        worst: dict[str, dict[str, Any]] = {}
+        for metric in WORST_CASE_METRICS:
+            name = max(self.attacks, key=lambda attack: self.attacks[attack].leakage.metrics[metric].value)
+            measured = self.attacks[name].leakage.metrics[metric]
+            worst[metric] = {
+                "attack": name, "value": measured.value, "ci": list(measured.ci),
+                "direction": measured.direction, "resolvable": measured.resolvable,
+            }  # fmt: skip
+        return worst
+
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON report."""
         return {
@@ -148,6 +169,7 @@ class AuditResult:
             "dtype": self.dtype,
             "seed": self.seed,
             "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
+            "worst_case": self.worst_case(),
             "gates": [gate.to_dict() for gate in self.gates],
             "warnings": self.warnings,
             "checks": self.checks.to_dict() if self.checks is not None else None,
@@ -244,13 +266,14 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
         "model": model,
         "members": files_digest(members.files),
         "nonmembers": files_digest(nonmembers.files),
+        "samples": hashlib.sha256(members.indices.tobytes() + b"|" + nonmembers.indices.tobytes()).hexdigest(),
         "attack": attack.describe(),
         "seed": policy.runtime.seed,
         "dtype": policy.runtime.dtype,
         "limit": limit,
     }
     if control is not None:
-        material["control"] = files_digest(control.files)
+        material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -298,6 +321,45 @@ def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
     return target
 
 
+class _Scorer:
+    """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
+
+    def __init__(self, policy: Policy, info: ModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
+        self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
+        self.target = target
+        self.model_loaded = False
+        self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
+
+    def load(self) -> Target:
+        """Return the target, loading (and probing) the policy's model on first use."""
+        if self.target is None:
+            self.target, self.model_loaded = _load_model(self.policy, self.info), True
+        return self.target
+
+    def score_sets(self, attack: Attack, sets: dict[str, SampleSet], label: str) -> tuple[dict[str, np.ndarray], bool]:
+        """Return each set's scores by role ("members", "nonmembers", "control"), and whether cached."""
+        runtime = self.policy.runtime
+        key = None
+        if self.score_cache is not None:
+            key = cache_key(self.info, self.policy, attack, sets["members"], sets["nonmembers"], self.limit, sets.get("control"))
+            self.uncacheable = self.uncacheable or key is None
+        cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
+        if cached is not None and set(sets) <= set(cached):
+            return {role: cached[role] for role in sets}, True
+        target = self.load()
+        _check_timesteps(attack, target)
+        with _progress(sum(len(samples) for samples in sets.values()), f"{self.policy.name}: {label}", self.progress) as bar:
+            scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=runtime.seed, progress=bar) for role, samples in sets.items()}
+        if self.score_cache is not None and key is not None:
+            self.score_cache.put(key, scores)
+        return scores, False
+
+    def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Return (member scores, non-member scores, whether cached): the tuning's score function."""
+        scores, cached = self.score_sets(attack, {"members": members, "nonmembers": nonmembers}, label)
+        return scores["members"], scores["nonmembers"], cached
+
+
 def audit(
     policy: Policy,
     *,
@@ -314,7 +376,8 @@ def audit(
     ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
-    (naa_guard.checks).
+    (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
+    gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
@@ -331,33 +394,29 @@ def audit(
     control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
     validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
 
+    split = None
+    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
+        split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
+        members, nonmembers = split.evaluation
+
+    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
+    scorer.model_loaded = model_loaded
     results: dict[str, AttackResult] = {}
-    warnings: list[str] = []
     for name, params in policy.attacks.items():
+        tuning = None
+        if isinstance(params, AttackCandidates) and split is not None:
+            params, tuning = tune_attack(ATTACKS[name], params, split, scorer)
         attack = ATTACKS[name](params)
-        key = cache_key(info, policy, attack, members, nonmembers, limit, control) if score_cache is not None else None
-        cached = score_cache.get(key) if score_cache is not None and key is not None else None
-        if score_cache is not None and key is None and not warnings:
-            warnings.append("scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by")
         started = time.perf_counter()
-        if cached is not None:
-            member_scores, nonmember_scores, control_scores = cached["members"], cached["nonmembers"], cached.get("control")
-        else:
-            if target is None:
-                target, model_loaded = _load_model(policy, info), True
-            _check_timesteps(attack, target)
-            sets = [(members, "members"), (nonmembers, "nonmembers"), *([(control, "control")] if control is not None else [])]
-            with _progress(sum(len(samples) for samples, _ in sets), f"{policy.name}: {name}", progress) as bar:
-                scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=seed, progress=bar) for samples, role in sets}
-            member_scores, nonmember_scores, control_scores = scores["members"], scores["nonmembers"], scores.get("control")
-            if score_cache is not None and key is not None:
-                score_cache.put(key, scores)
+        sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
+        scores, cached = scorer.score_sets(attack, sets, name)
         seconds = time.perf_counter() - started
-        leakage = evaluate(member_scores, nonmember_scores, confidence=policy.thresholds.confidence, seed=seed)
-        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, member_scores, nonmember_scores, leakage, cached is not None, control_scores)
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=policy.thresholds.confidence, seed=seed)
+        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
     if control is not None:
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
+    warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
     return AuditResult(
@@ -367,11 +426,11 @@ def audit(
         n_nonmembers=len(nonmembers),
         attacks=results,
         gates=gates,
-        device=str(target.device) if target is not None else None,
+        device=str(scorer.target.device) if scorer.target is not None else None,
         dtype=runtime.dtype,
         seed=seed,
         limit=limit,
-        model_loaded=model_loaded,
+        model_loaded=scorer.model_loaded,
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
     )

@@ -1,4 +1,4 @@
-"""The ``naa-guard`` command: audit a policy, run the demo, print the policy schema.
+"""The ``naa-guard`` command: audit a policy, run the demo, sweep an attack's parameters, print the schema.
 
 Exit codes: 0 all gates pass, 1 a gate fails, 2 the policy or the audit is invalid.
 """
@@ -63,6 +63,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from naa_guard.policy import load_policy
+    from naa_guard.sweep import format_sweep, parse_params, sweep, write_sweep
+
+    policy = load_policy(args.policy)
+    attack = args.attack or next(iter(policy.attacks))
+    result = sweep(policy, attack, parse_params(args.param), device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    print(format_sweep(result))
+    for path in write_sweep(result, Path(args.out)):
+        print(f"wrote {path}")
+    return EXIT_PASS
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from naa_guard.policy import policy_schema
 
@@ -88,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="naa-guard-demo", help="output folder (default: ./naa-guard-demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_cmd_demo)
+
+    sweeps = commands.add_parser("sweep", help="score one attack under every combination of parameter values (no gating)")
+    sweeps.add_argument("policy", help="path to a policy YAML file (model, data and the base attack setting)")
+    sweeps.add_argument("--param", action="append", required=True, metavar="NAME=V1,V2,...", help="a parameter and its values; repeat for a grid")
+    sweeps.add_argument("--attack", help="the attack to sweep (default: the first listed in the policy)")
+    sweeps.add_argument("--out", default="naa-sweep", help="folder for the CSV and the plot (default: ./naa-sweep)")
+    sweeps.add_argument("--device", help="override runtime.device (auto, cpu, cuda, cuda:N, mps)")
+    sweeps.add_argument("--batch-size", type=int, help="override runtime.batch_size")
+    sweeps.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
+    sweeps.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweeps.set_defaults(handler=_cmd_sweep)
 
     schema = commands.add_parser("schema", help="print the JSON schema of policy files")
     schema.set_defaults(handler=_cmd_schema)

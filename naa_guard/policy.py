@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.errors import PolicyError
+from naa_guard.tuning import AttackCandidates, CandidateListError, candidate_settings, describe_candidate, listable_schema
 
 POLICY_VERSION = 1
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -123,6 +124,12 @@ class ReportSection(_Section):
     _resolve_dir = field_validator("dir")(_resolve)
 
 
+class TuneSection(_Section):
+    """How tuned attacks (a parameter listing candidate values) choose their setting."""
+
+    fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of each side used to choose among candidates; the rest is evaluated")
+
+
 class AttackParamsError(ValueError):
     """Carries the nested errors of one attack's parameters, so they keep their key paths."""
 
@@ -141,8 +148,9 @@ class Policy(_Section):
     attacks: dict[str, Any] = Field(
         default_factory=lambda: {"naa": {}},
         validate_default=True,
-        description="attack name -> its parameters ({} for defaults); only listed attacks run",
+        description="attack name -> its parameters ({} for defaults); only listed attacks run; a list of values lists candidates (see tune)",
     )
+    tune: TuneSection = Field(default_factory=TuneSection)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     checks: ChecksSection = Field(default_factory=ChecksSection)
     runtime: Runtime = Field(default_factory=Runtime)
@@ -151,23 +159,42 @@ class Policy(_Section):
 
     @field_validator("attacks")
     @classmethod
-    def _validate_attacks(cls, attacks: dict[str, Any]) -> dict[str, AttackParams]:
+    def _validate_attacks(cls, attacks: dict[str, Any]) -> dict[str, AttackParams | AttackCandidates]:
         if not attacks:
             raise ValueError(f"no attack listed; list at least one of: {', '.join(sorted(ATTACKS))}")
-        validated: dict[str, AttackParams] = {}
+        validated: dict[str, AttackParams | AttackCandidates] = {}
         errors: list[tuple[tuple[Any, ...], str, Any]] = []
         for name, params in attacks.items():
             if name not in ATTACKS:
                 errors.append(((name,), f"unknown attack; known attacks: {', '.join(sorted(ATTACKS))}", name))
                 continue
-            try:
-                validated[name] = ATTACKS[name].Params.model_validate(params or {})
-            except ValidationError as exc:
-                for err in exc.errors():
-                    errors.append(((name, *err["loc"]), _describe(err, ATTACKS[name].Params, err["loc"]), err.get("input")))
+            settings, attack_errors = _validate_attack(ATTACKS[name].Params, params or {})
+            errors.extend(((name, *loc), msg, found) for loc, msg, found in attack_errors)
+            if settings is not None:
+                validated[name] = settings
         if errors:
             raise AttackParamsError(errors)
         return validated
+
+
+def _validate_attack(model: type[AttackParams], raw: Any) -> tuple[AttackParams | AttackCandidates | None, list[tuple[tuple[Any, ...], str, Any]]]:
+    """Return one attack block's parameters (or its candidates when values are lists) and its errors."""
+    try:
+        settings, grid = candidate_settings(raw)
+    except CandidateListError as exc:
+        return None, [((key,), msg, found) for key, msg, found in exc.errors]
+    candidates, errors = [], {}
+    for setting in settings:
+        try:
+            candidates.append(model.model_validate(setting))
+        except ValidationError as exc:
+            where = f" (in candidate {describe_candidate(setting, grid)})" if grid else ""
+            for err in exc.errors():
+                # The same bad value recurs in many combinations: report it once.
+                errors.setdefault((tuple(err["loc"]), _describe(err, model, err["loc"])), (where, err.get("input")))
+    if errors:
+        return None, [(loc, msg + where, found) for (loc, msg), (where, found) in errors.items()]
+    return (AttackCandidates(grid, tuple(candidates)) if grid else candidates[0]), []
 
 
 def _expand_env(value: Any, where: str, source: Path) -> Any:
@@ -265,7 +292,7 @@ def policy_schema() -> dict[str, Any]:
     schema = Policy.model_json_schema()
     schema["properties"].pop("source", None)
     schema["properties"]["attacks"]["properties"] = {
-        name: attack.Params.model_json_schema() for name, attack in sorted(ATTACKS.items())
+        name: listable_schema(attack.Params.model_json_schema()) for name, attack in sorted(ATTACKS.items())
     }
     schema["properties"]["attacks"]["additionalProperties"] = False
     return schema

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
+    from naa_guard.tuning import TuningResult
 
 VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
+METRIC_LABELS = {"auc": "leak AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "asr": "ASR (oracle)"}
 
 
 def table_rows(result: AuditResult) -> list[list[str]]:
@@ -33,14 +35,53 @@ def _confidence(result: AuditResult) -> float:
     return first.leakage.confidence if first is not None else 0.95
 
 
+def worst_case_rows(result: AuditResult) -> list[list[str]]:
+    """Return one row per metric: the metric, the attack that leaks most on it, value, CI, direction."""
+    return [
+        [
+            METRIC_LABELS[metric], worst["attack"], f"{worst['value']:.3f}", f"{worst['ci'][0]:.3f}-{worst['ci'][1]:.3f}",
+            worst["direction"] + ("" if worst["resolvable"] else " (not resolvable: too few non-members)"),
+        ]
+        for metric, worst in result.worst_case().items()
+    ]
+
+
+def tuning_summary(tuning: TuningResult) -> str:
+    """Return one line saying on which calibration split a tuned attack chose its setting."""
+    return (
+        f"tuned on a {tuning.fraction:.0%} calibration split ({tuning.n_members} members / "
+        f"{tuning.n_nonmembers} non-members, never gated); candidates:"
+    )
+
+
+def candidate_rows(tuning: TuningResult) -> list[tuple[str, str]]:
+    """Return (setting, its calibration leak AUC) per candidate, the chosen one marked."""
+    rows = []
+    for i, candidate in enumerate(tuning.candidates):
+        setting = ", ".join(f"{key}={value}" for key, value in candidate.params.items())
+        mark = "  <- chosen" if i == tuning.chosen else ""
+        rows.append((setting, f"leak AUC {candidate.leak_auc:.3f} ({candidate.direction}){mark}"))
+    return rows
+
+
+def _split_note(result: AuditResult) -> str:
+    tuned = any(attack.tuning is not None for attack in result.attacks.values())
+    return ", the evaluation split (tuned attacks chose their setting on the rest)" if tuned else ""
+
+
+def align_columns(rows: list[list[str]]) -> list[str]:
+    """Return the rows as lines of left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
 def format_table(result: AuditResult) -> str:
     """Return the gate table as aligned plain text, with a one-line summary underneath."""
     rows = [_header(result), *table_rows(result)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    rule = ["-" * max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = align_columns([rows[0], rule, *rows[1:]])
     lines.append("")
-    lines.append(f"{result.name}: {result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else ""))
+    lines.append(f"{result.name}: {result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "") + _split_note(result))
     for name, attack in result.attacks.items():
         leakage = attack.leakage
         lines.append(
@@ -48,6 +89,12 @@ def format_table(result: AuditResult) -> str:
             f"ASR {leakage.metrics['asr'].value:.3f} (best-threshold oracle), {attack.queries_per_sample} queries/sample, "
             f"{attack.seconds:.1f}s{' (cached scores)' if attack.cached else ''}"
         )
+        if attack.tuning is not None:
+            lines.append(f"    {tuning_summary(attack.tuning)}")
+            lines.extend(f"      {setting}: {text}" for setting, text in candidate_rows(attack.tuning))
+    if result.attacks:
+        lines.append("worst case over attacks (the attack that leaks most, per metric):")
+        lines.extend(f"  {line}" for line in align_columns(worst_case_rows(result)))
     for line in result.checks.summary_lines() if result.checks is not None else []:
         lines.append(f"  {line}")
     for warning in result.warnings:
@@ -61,7 +108,7 @@ def to_markdown(result: AuditResult) -> str:
     """Return a Markdown summary: the gate table and one line per attack."""
     header = _header(result)
     lines = [f"### naa-guard: {result.name} — {'PASS' if result.passed else 'FAIL'}", ""]
-    lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else ""))
+    lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + _split_note(result))
     lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
@@ -71,6 +118,13 @@ def to_markdown(result: AuditResult) -> str:
     for name, attack in result.attacks.items():
         leakage = attack.leakage
         lines.append(f"- **{name}**: AUC {leakage.auc:.3f}, leak AUC {leakage.leak_auc:.3f} ({leakage.direction}), {attack.queries_per_sample} queries/sample, params `{json.dumps(attack.params)}`")
+        if attack.tuning is not None:
+            lines.append(f"  - {tuning_summary(attack.tuning)}")
+            lines.extend(f"    - `{setting}`: {text}" for setting, text in candidate_rows(attack.tuning))
+    if result.attacks:
+        lines += ["", "**Worst case** (the attack that leaks most, per metric):", "", "| metric | attack | value | CI | direction |", "|---|---|---|---|---|"]
+        lines.extend("| " + " | ".join(row) + " |" for row in worst_case_rows(result))
+        lines.append("")
     for line in result.checks.summary_lines() if result.checks is not None else []:
         lines.append(f"- {line}")
     for warning in result.warnings:

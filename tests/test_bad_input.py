@@ -264,7 +264,7 @@ CASES = [
     case("policy-not-mapping", _raw("- one\n- two\n"), PolicyError, "must be a YAML mapping", "found list"),
     case("policy-unknown-key", _with(extra="colour: red\n"), PolicyError, "colour: unknown key", "allowed keys here", "naa-guard schema"),
     case("unknown-attack", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nattacks: {fgsm: {}}\n"),
-         PolicyError, "attacks.fgsm", "unknown attack", "known attacks: naa"),  # fmt: skip
+         PolicyError, "attacks.fgsm", "unknown attack", "known attacks: loss, naa, pia, pian, secmi"),  # fmt: skip
     case("unknown-metric", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nthresholds: {tpr_at_5pct_fpr: 0.1}\n"),
          PolicyError, "thresholds.tpr_at_5pct_fpr", "unknown key", "tpr_at_1pct_fpr"),  # fmt: skip
     case("attack-chain-below-zero", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nattacks: {naa: {t: 20}}\n"),

@@ -65,7 +65,7 @@ MALFORMED = [
     ("unknown model key", ("{path: ./model}", "{path: ./model, subfolder: ema}"), "model.subfolder", "allowed keys here: allow_pickle, loader, path, unet_subfolder"),
     ("missing nonmembers", ("nonmembers: ./nonmembers", "limit: 5"), "data.nonmembers", "required key is missing"),
     ("limit zero", ("nonmembers: ./nonmembers}", "nonmembers: ./nonmembers, limit: 0}"), "data.limit", "greater than or equal to 1"),
-    ("unknown attack", ("naa: {", "nope: {"), "attacks.nope", "unknown attack; known attacks: naa"),
+    ("unknown attack", ("naa: {", "nope: {"), "attacks.nope", "unknown attack; known attacks: loss, naa, pia, pian, secmi"),
     ("unknown aggregation metric", ("metric: l2", "metric: l3"), "attacks.naa.metric", "'l2', 'l1', 'centroid', 'density' or 'hull'"),
     ("unknown attack parameter", ("sigma: 0.1", "sigma: 0.1, steps: 3"), "attacks.naa.steps", "unknown key"),
     ("chain below zero", ("t: 80", "t: 20"), "attacks.naa", "smallest valid t is 40"),

@@ -7,9 +7,12 @@ validation) stays light enough for pytest collection.
 from __future__ import annotations
 
 from naa_guard.attacks.base import Attack, AttackParams
+from naa_guard.attacks.loss import LossAttack
 from naa_guard.attacks.naa import NAA
+from naa_guard.attacks.pia import PIA, PIAN
+from naa_guard.attacks.secmi import SecMI
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NAA,)}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NAA, LossAttack, SecMI, PIA, PIAN)}
 
 __all__ = ["ATTACKS", "Attack", "AttackParams", "get_attack"]
 

@@ -1,4 +1,4 @@
-"""What every attack shares: per-sample seeded noise and the deterministic DDIM step.
+"""What every attack shares: per-sample seeded noise, the deterministic DDIM step, distances.
 
 Imported lazily (inside ``score``) so that loading a policy never imports torch.
 """
@@ -58,3 +58,12 @@ def ddim_step(
 def forward_noise(x0: torch.Tensor, abar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Return ``sqrt(abar) x0 + sqrt(1 - abar) eps``: the closed-form forward noising."""
     return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+
+def sample_distance(a: torch.Tensor, b: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Return ``sum |a - b|^p`` over each sample's elements, as float64 on the CPU.
+
+    ``p = 2`` is the squared L2 distance the loss and SecMI attacks use; PIA uses ``p = 4``.
+    """
+    difference = (a.to("cpu", torch.float64) - b.to("cpu", torch.float64)).flatten(start_dim=1)
+    return difference.abs().pow(p).sum(dim=1)

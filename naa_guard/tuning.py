@@ -1,0 +1,205 @@
+"""Tuned attacks: each attack's strongest setting, chosen on a calibration split (SPEC section 6).
+
+An attack block may list candidate values for any parameter, e.g.
+``naa: {t: [20, 40], noise: [schedule, scaled]}``: every combination (the cartesian product) is a
+candidate. The audit then splits members and non-members, seeded, into a calibration part
+(``tune.fraction`` of each side, default 0.2) and a disjoint evaluation part; scores every
+candidate on the calibration part; keeps the one with the highest leak AUC; and reports and gates
+only on the evaluation part. Choosing on the images that are reported would inflate the result.
+
+Policy validation uses the first half of this module, so it imports neither torch, numpy nor
+scikit-learn at module level (pytest collection stays light).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from naa_guard.errors import InsufficientSamplesError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from naa_guard.attacks.base import Attack, AttackParams
+    from naa_guard.data import SampleSet
+
+# Fewer calibration samples per side than this make the choice between candidates a coin toss.
+MIN_CALIBRATION_SAMPLES = 10
+# Every candidate is scored on the calibration part: a cap keeps a typo from costing hours.
+MAX_CANDIDATES = 64
+
+# ----------------------------------------------------------------------------- policy side
+
+
+@dataclass(frozen=True)
+class AttackCandidates:
+    """An attack block that lists candidate settings: every combination of the listed values."""
+
+    grid: dict[str, tuple[Any, ...]]  # the listed keys and their candidate values, in policy order
+    candidates: tuple[AttackParams, ...]
+
+    def varied(self, params: AttackParams) -> dict[str, Any]:
+        """Return the listed keys' values in one candidate."""
+        return {key: getattr(params, key) for key in self.grid}
+
+
+class CandidateListError(ValueError):
+    """Raised when an attack block's candidate lists cannot be expanded; carries (key, message, found)."""
+
+    def __init__(self, errors: list[tuple[str, str, Any]]) -> None:
+        super().__init__("; ".join(f"{key}: {message}" for key, message, _ in errors))
+        self.errors = errors
+
+
+def candidate_settings(raw: Any) -> tuple[list[Any], dict[str, tuple[Any, ...]]]:
+    """Return every combination of an attack block's listed values, and the listed keys' values.
+
+    A block without lists (or whose lists hold one value each) is one setting and an empty grid.
+    Anything but a mapping is returned as is, for the parameter model to reject.
+    """
+    if not isinstance(raw, dict):
+        return [raw], {}
+    grid = {key: tuple(value) for key, value in raw.items() if isinstance(value, list)}
+    errors = []
+    for key, values in grid.items():
+        if not values:
+            errors.append((key, "an empty list of candidates; give at least one value", []))
+        elif len({repr(value) for value in values}) < len(values):
+            errors.append((key, "the candidate list repeats a value; list each value once", list(values)))
+    count = math.prod(len(values) for values in grid.values())
+    if count > MAX_CANDIDATES:
+        sizes = " x ".join(f"{len(values)} {key}" for key, values in grid.items())
+        errors.append((next(iter(grid)), f"{sizes} make {count} candidates; at most {MAX_CANDIDATES} are allowed. Shorten the lists", count))
+    if errors:
+        raise CandidateListError(errors)
+    combinations = [{**raw, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+    return combinations, (grid if count > 1 else {})
+
+
+def describe_candidate(setting: dict[str, Any], grid: dict[str, tuple[Any, ...]]) -> str:
+    """Return ``t=20, noise=scaled``: a candidate's listed values, for messages."""
+    return ", ".join(f"{key}={setting[key]}" for key in grid)
+
+
+def listable_schema(params_schema: dict[str, Any]) -> dict[str, Any]:
+    """Return an attack's JSON schema with every parameter also accepting a list of candidates."""
+    schema = dict(params_schema)
+    schema["properties"] = {
+        name: {"anyOf": [prop, {"type": "array", "items": prop, "minItems": 1, "description": "candidate values (tuned)"}]}
+        for name, prop in params_schema.get("properties", {}).items()
+    }
+    return schema
+
+
+# ----------------------------------------------------------------------------- audit side
+
+
+@dataclass(frozen=True)
+class CalibrationSplit:
+    """Members and non-members, each split into a calibration part and a disjoint evaluation part."""
+
+    fraction: float
+    calibration: tuple[SampleSet, SampleSet]  # (members, non-members)
+    evaluation: tuple[SampleSet, SampleSet]
+
+
+def subset(samples: SampleSet, positions: np.ndarray) -> SampleSet:
+    """Return the samples at these positions (source indices, names and files kept)."""
+    return dataclasses.replace(
+        samples,
+        images=samples.images[positions],
+        names=tuple(samples.names[i] for i in positions),
+        indices=samples.indices[positions],
+        captions=tuple(samples.captions[i] for i in positions),
+    )
+
+
+def _split_side(samples: SampleSet, fraction: float, seed: int, role: str) -> tuple[SampleSet, SampleSet]:
+    n_calibration = int(round(fraction * len(samples)))
+    n_evaluation = len(samples) - n_calibration
+    if min(n_calibration, n_evaluation) < MIN_CALIBRATION_SAMPLES:
+        raise InsufficientSamplesError(
+            f"tune.fraction {fraction} splits the {len(samples)} {role} into {n_calibration} for calibration and "
+            f"{n_evaluation} for evaluation; each part needs at least {MIN_CALIBRATION_SAMPLES}. "
+            f"Provide more {role}, or change tune.fraction."
+        )
+    import numpy as np
+
+    order = np.random.default_rng([seed, 0 if role == "members" else 1]).permutation(len(samples))
+    return subset(samples, np.sort(order[:n_calibration])), subset(samples, np.sort(order[n_calibration:]))
+
+
+def split_for_tuning(members: SampleSet, nonmembers: SampleSet, fraction: float, seed: int) -> CalibrationSplit:
+    """Return the seeded calibration / evaluation split of both sides."""
+    calibration_members, evaluation_members = _split_side(members, fraction, seed, "members")
+    calibration_nonmembers, evaluation_nonmembers = _split_side(nonmembers, fraction, seed, "nonmembers")
+    return CalibrationSplit(fraction, (calibration_members, calibration_nonmembers), (evaluation_members, evaluation_nonmembers))
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's leakage on the calibration part."""
+
+    params: dict[str, Any]  # the listed keys' values
+    auc: float
+    leak_auc: float
+    direction: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {"params": self.params, "auc": self.auc, "leak_auc": self.leak_auc, "direction": self.direction}
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """How an attack was tuned: every candidate's calibration leakage and the one chosen."""
+
+    fraction: float
+    n_members: int  # calibration members
+    n_nonmembers: int  # calibration non-members
+    candidates: tuple[CandidateResult, ...]
+    chosen: int  # index into candidates
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "fraction": self.fraction,
+            "n_calibration_members": self.n_members,
+            "n_calibration_nonmembers": self.n_nonmembers,
+            "chosen": self.candidates[self.chosen].params,
+            "candidates": [{**candidate.to_dict(), "chosen": i == self.chosen} for i, candidate in enumerate(self.candidates)],
+            "seconds": self.seconds,
+        }
+
+
+# (attack, members, non-members, progress label) -> (member scores, non-member scores, from cache)
+ScoreFunction = Callable[["Attack", "SampleSet", "SampleSet", str], "tuple[np.ndarray, np.ndarray, bool]"]
+
+
+def tune_attack(attack_class: type[Attack], candidates: AttackCandidates, split: CalibrationSplit, score: ScoreFunction) -> tuple[AttackParams, TuningResult]:
+    """Return the candidate with the highest leak AUC on the calibration part, and how each fared.
+
+    Ties go to the candidate listed first.
+    """
+    from naa_guard.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, auc
+
+    started = time.perf_counter()
+    members, nonmembers = split.calibration
+    results = []
+    for i, params in enumerate(candidates.candidates):
+        attack = attack_class(params)
+        label = f"{attack.name} calibration {i + 1}/{len(candidates.candidates)}"
+        member_scores, nonmember_scores, _ = score(attack, members, nonmembers, label)
+        raw = auc(member_scores, nonmember_scores)
+        direction = MEMBERS_HIGHER if raw >= 0.5 else MEMBERS_LOWER
+        results.append(CandidateResult(candidates.varied(params), raw, max(raw, 1.0 - raw), direction))
+    chosen = max(range(len(results)), key=lambda i: (results[i].leak_auc, -i))
+    tuning = TuningResult(split.fraction, len(members), len(nonmembers), tuple(results), chosen, time.perf_counter() - started)
+    return candidates.candidates[chosen], tuning
