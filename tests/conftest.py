@@ -46,21 +46,25 @@ def write_policy(path: Path, body: str) -> Path:
     return path
 
 
+def make_tiny_setup(root: Path, *, attacks: str = "{naa: {}}", members: int = 24, nonmembers: int = 24, extra: str = "", name: str = "tiny") -> Path:
+    """Write a tiny random model, two random image sets and a policy over them; return the policy.
+
+    ``attacks`` is the YAML flow mapping of the attacks block; ``extra`` adds top-level YAML lines.
+    """
+    make_tiny_model(root / "model")
+    make_images(root / "members.npz", members, seed=1)
+    make_images(root / "nonmembers.npz", nonmembers, seed=2)
+    body = (
+        f"version: 1\nname: {name}\nmodel: {{path: ./model}}\n"
+        "data: {members: ./members.npz, nonmembers: ./nonmembers.npz}\n"
+        f"attacks: {attacks}\n"
+        "thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}\n"
+        "runtime: {device: cpu, batch_size: 8, seed: 0}\n"
+    )
+    return write_policy(root / f"{name}.naa.yaml", body + extra)
+
+
 @pytest.fixture
 def tiny_setup(tmp_path: Path) -> Path:
-    """Return a policy file over a tiny random model and two random 24-image sets."""
-    make_tiny_model(tmp_path / "model")
-    make_images(tmp_path / "members.npz", 24, seed=1)
-    make_images(tmp_path / "nonmembers.npz", 24, seed=2)
-    return write_policy(
-        tmp_path / "tiny.naa.yaml",
-        """
-        version: 1
-        name: tiny
-        model: {path: ./model}
-        data: {members: ./members.npz, nonmembers: ./nonmembers.npz}
-        attacks: {naa: {}}
-        thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}
-        runtime: {device: cpu, batch_size: 8, seed: 0}
-        """,
-    )
+    """Return a policy over a tiny random model and two random 24-image sets."""
+    return make_tiny_setup(tmp_path)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import OVERFIT, write_policy
+from fakes import DictCache
 from naa_guard.audit import audit
 from naa_guard.policy import load_policy
 
@@ -61,16 +62,6 @@ def test_json_report_has_the_documented_fields(leak_result) -> None:
     assert report["gates"] == [{**report["gates"][0], "attack": "naa", "metric": "auc", "limit": 0.6, "passed": False}]
     assert report["passed"] is False
 
-
-class DictCache:
-    def __init__(self) -> None:
-        self.store: dict[str, dict[str, np.ndarray]] = {}
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        return self.store.get(key)
-
-    def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
-        self.store[key] = scores
 
 
 def test_cached_scores_regate_without_loading_the_model(tiny_setup: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_images, write_policy
+from fakes import DictCache
 
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
@@ -85,18 +86,6 @@ def _policy(tmp_path: Path, model: str) -> Path:
         runtime: {{device: cpu, batch_size: 8}}
         """)  # fmt: skip
 
-
-class DictCache:
-    """An in-memory ScoreCache."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, np.ndarray]] = {}
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
-        self.entries[key] = scores
 
 
 @pytest.mark.parametrize("spec", ["pkg:load", "pkg.sub.module:load", "_p1.m2:Factory.build"])
