@@ -23,7 +23,8 @@ from naa_guard.checks import ValidityReport, check_control, check_samples
 from naa_guard.data import SampleSet, files_digest, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
 from naa_guard.loader import load_custom_target, loader_identity
-from naa_guard.metrics import FPR_LEVELS, LeakageReport, evaluate, min_nonmembers_for
+from naa_guard.gates import GateResult, evaluate_gates
+from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
 from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
@@ -31,7 +32,6 @@ from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, t
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
 WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
 
@@ -76,39 +76,6 @@ class AttackResult:
             "metrics": self.leakage.to_dict(),
             **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
         }
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate: an attack's metric against the policy's limit."""
-
-    attack: str
-    metric: str
-    value: float
-    ci: tuple[float, float]
-    limit: float
-    decision: str  # "point" or "upper_ci": which number was compared with the limit
-    direction: str
-    status: str  # "pass", "fail", or "error" (the metric cannot be resolved)
-    message: str
-    warning: str | None = None  # e.g. an unresolvable TPR gate evaluated under thresholds.unresolvable: warn
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-    @property
-    def label(self) -> str:
-        return GATE_LABELS[self.metric]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form of the gate."""
-        return {
-            "attack": self.attack, "metric": self.metric, "value": self.value, "ci": list(self.ci),
-            "limit": self.limit, "decision": self.decision, "direction": self.direction,
-            "ci_width": self.ci[1] - self.ci[0], "status": self.status, "passed": self.passed,
-            "message": self.message, "warning": self.warning,
-        }  # fmt: skip
 
 
 @dataclass
@@ -175,42 +142,6 @@ class AuditResult:
             "checks": self.checks.to_dict() if self.checks is not None else None,
             "passed": self.passed,
         }
-
-
-def _direction_words(direction: str) -> str:
-    return "members score higher" if direction == "members_higher" else "members score LOWER (reversed signal)"
-
-
-def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[GateResult]:
-    """Return the verdict of every enabled gate of the policy for one attack's leakage."""
-    thresholds = policy.thresholds
-    gates = []
-    for metric, limit in thresholds.limits().items():
-        measured = leakage.metrics[metric]
-        compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
-        ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
-        # How far the AUC can be trusted, on a line of its own so the headline stays short.
-        width = f"\n{GATE_LABELS[metric]} CI width {measured.ci[1] - measured.ci[0]:.3f}" if metric == "auc" else ""
-        counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
-        what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
-        basis = " (upper CI bound)" if thresholds.decision == "upper_ci" else ""
-        warning = None
-        if metric in FPR_LEVELS and not measured.resolvable:
-            warning = (
-                f"{name} {GATE_LABELS[metric]} cannot be resolved with {leakage.n_nonmembers} non-members: "
-                f"it rests on fewer than 10 false positives. Provide at least {min_nonmembers_for(FPR_LEVELS[metric])} "
-                f"non-members, or set thresholds.{metric}: null to drop this gate"
-            )
-        if warning is not None and thresholds.unresolvable == "error":
-            status, message, warning = "error", f"{warning}, or thresholds.unresolvable: warn to gate on it anyway.", None
-        elif compared > limit:
-            status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}{width}"
-        else:
-            status, message = "pass", f"{what} within limit {limit:.3f}{basis}{width}"
-        if warning is not None:
-            message += f" (warning: not resolvable with {leakage.n_nonmembers} non-members)"
-        gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message, warning))
-    return gates
 
 
 def _batches(samples: SampleSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -10,7 +10,8 @@ import pytest
 from conftest import make_images, make_tiny_model, write_policy
 from fakes import DictCache, KnownImagesTarget
 
-from naa_guard.audit import AttackResult, AuditResult, audit, evaluate_gates
+from naa_guard.audit import AttackResult, AuditResult, audit
+from naa_guard.gates import evaluate_gates
 from naa_guard.data import load_samples
 from naa_guard.metrics import evaluate
 from naa_guard.policy import load_policy, parse_policy

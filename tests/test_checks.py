@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import OVERFIT, make_images, write_policy
 
-from naa_guard.audit import AuditResult, audit, evaluate_gates
+from naa_guard.audit import AuditResult, audit
+from naa_guard.gates import evaluate_gates
 from naa_guard.checks import (
     SHIFT_MAX_PER_SIDE,
     SHIFT_RIDGE,
