@@ -343,3 +343,34 @@ def test_the_matrix_covers_at_least_20_distinct_cases() -> None:
     ids = [param.id for param in CASES]
     assert len(ids) == len(set(ids)) >= 20
     assert {param.values[0].error for param in CASES} >= {PolicyError, DataError, TargetError, EnvironmentUnavailableError, AuditInvalidError}
+
+
+pytest_plugins = ["pytester"]
+
+PLUGIN_FLAGS = {"device": "--naa-device", "batch_size": "--naa-batch-size", "limit": "--naa-quick"}
+
+
+@pytest.mark.parametrize("bad", CASES)
+def test_pytest_plugin_reports_an_error_never_a_pass(bad: Case, tmp_path: Path, tiny_model: Path, pytester: pytest.Pytester) -> None:
+    """Through the pytest plugin the case is a collection, usage or item error: no pass, no traceback.
+
+    ``--naa-strict`` makes the missing-device skip an error, as a release gate would run it.
+    """
+    # The library test above has imported torch, diffusers and scikit-learn in this process, so
+    # pytester's in-process run does not import (and later unload) their extension modules.
+    setup = bad.build(tmp_path, tiny_model)
+    flags = [arg for name, value in setup.overrides.items() for arg in (PLUGIN_FLAGS[name], str(value))]
+    result = pytester.runpytest("--naa-policy", str(setup.policy), "--naa-strict", "-p", "no:cacheprovider", *flags)
+    output = result.stdout.str() + result.stderr.str()
+    outcomes = result.parseoutcomes() if result.ret not in (pytest.ExitCode.USAGE_ERROR,) else {}
+    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR), output
+    assert not outcomes.get("passed") and not outcomes.get("failed"), output
+    assert outcomes.get("errors") or outcomes.get("error") or result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert "Traceback" not in output and "pytest_plugin/" not in output, output
+    # A bad option or a missing file is pytest's usage error, which names the option or the file;
+    # otherwise the output carries the case's own words.
+    if result.ret == pytest.ExitCode.USAGE_ERROR:
+        expected = [PLUGIN_FLAGS[name] for name in setup.overrides] or [setup.policy.name]
+    else:
+        expected = list(bad.words[:1])
+    assert expected and all(word in output for word in expected), output
