@@ -291,6 +291,59 @@ class _Scorer:
         return scores["members"], scores["nonmembers"], cached
 
 
+@dataclass
+class PreparedAudit:
+    """What an audit has before any attack runs: the effective policy, checked sets, a scorer."""
+
+    policy: Policy  # with the caller's runtime overrides applied
+    limit: int | None
+    members: SampleSet
+    nonmembers: SampleSet
+    control: SampleSet | None
+    validity: ValidityReport
+    scorer: _Scorer
+
+    def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
+        """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
+        started = time.perf_counter()
+        sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
+        scores, cached = self.scorer.score_sets(attack, sets, attack.name)
+        seconds = time.perf_counter() - started
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=self.policy.thresholds.confidence, seed=self.policy.runtime.seed)
+        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
+
+
+def prepare_audit(
+    policy: Policy,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    score_cache: ScoreCache | None = None,
+    target: Target | None = None,
+) -> PreparedAudit:
+    """Return the audit's inputs: sample sets loaded once and checked (overlap, shift), and a scorer.
+
+    The model is loaded here only for a custom loader (only the loaded target knows the image
+    geometry); otherwise the scorer loads it on the first cache miss.
+    """
+    runtime = _runtime(policy, device=device, batch_size=batch_size)
+    policy = policy.model_copy(update={"runtime": runtime})
+    limit = limit if limit is not None else policy.data.limit
+    seed = runtime.seed
+
+    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
+    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
+    geometry = scorer.load() if target is None and info is None else (target or info)
+    size, channels = geometry.sample_size, geometry.in_channels
+    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
+    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
+    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
+    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
+
+
 def audit(
     policy: Policy,
     *,
@@ -310,40 +363,21 @@ def audit(
     (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
-    runtime = _runtime(policy, device=device, batch_size=batch_size)
-    policy = policy.model_copy(update={"runtime": runtime})
-    limit = limit if limit is not None else policy.data.limit
-    seed = runtime.seed
-
-    model_loaded = False
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
-    if target is None and info is None:  # a custom loader: only the loaded target knows the image geometry
-        target, model_loaded = _load_model(policy, info), True
-    size, channels = (target.sample_size, target.in_channels) if target is not None else (info.sample_size, info.in_channels)
-    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
-    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
-    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
+    prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target)
+    policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
+    members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
 
     split = None
     if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
 
-    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
-    scorer.model_loaded = model_loaded
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
         tuning = None
         if isinstance(params, AttackCandidates) and split is not None:
             params, tuning = tune_attack(ATTACKS[name], params, split, scorer)
-        attack = ATTACKS[name](params)
-        started = time.perf_counter()
-        sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
-        scores, cached = scorer.score_sets(attack, sets, name)
-        seconds = time.perf_counter() - started
-        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=policy.thresholds.confidence, seed=seed)
-        results[name] = AttackResult(name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
+        results[name] = prepared.measure(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning)
     if control is not None:
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
@@ -358,9 +392,9 @@ def audit(
         attacks=results,
         gates=gates,
         device=str(scorer.target.device) if scorer.target is not None else None,
-        dtype=runtime.dtype,
+        dtype=policy.runtime.dtype,
         seed=seed,
-        limit=limit,
+        limit=prepared.limit,
         model_loaded=scorer.model_loaded,
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,

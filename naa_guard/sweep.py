@@ -3,8 +3,9 @@
 ``naa-guard sweep POLICY --param t=20,40,60 --param noise=schedule,scaled`` scores every
 combination on the policy's whole member and non-member sets (no calibration split, no gating)
 and writes a table, a CSV and a plot of the metrics against the parameters. The model is loaded
-once; each combination is scored and measured exactly as an audit would (it runs through
-:func:`naa_guard.audit.audit`), so a sweep's numbers match an audit of the same setting.
+once and the sets are loaded and checked once; each combination is measured exactly as an audit
+measures an attack (:meth:`naa_guard.audit.PreparedAudit.measure`), so a sweep's numbers match
+an audit of the same setting.
 """
 
 from __future__ import annotations
@@ -105,24 +106,21 @@ def sweep_settings(policy: Policy, attack: str, grid: dict[str, list[Any]]) -> l
 
 def sweep(policy: Policy, attack: str, grid: dict[str, list[Any]], *, device: str | None = None, batch_size: int | None = None, limit: int | None = None, progress: bool = True) -> SweepResult:
     """Return every combination's leakage for one attack, scored on the policy's whole sets."""
-    from naa_guard.audit import audit
-    from naa_guard.targets import load_target, read_model_info
+    from naa_guard.audit import prepare_audit
 
     settings = sweep_settings(policy, attack, grid)  # all validated before the model is loaded
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder)
-    target = load_target(info, allow_pickle=policy.model.allow_pickle, device=device or policy.runtime.device, dtype=policy.runtime.dtype)
-    rows, n_members, n_nonmembers = [], 0, 0
+    # Sets are loaded and checked once, the model loaded once; each combination is then measured
+    # exactly as an audit measures an attack.
+    prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress)
+    rows = []
     for params in settings:
-        single = policy.model_copy(update={"attacks": {attack: params}})
-        result = audit(single, batch_size=batch_size, limit=limit, progress=progress, target=target)
-        measured = result.attacks[attack]
+        measured = prepared.measure(ATTACKS[attack](params), prepared.members, prepared.nonmembers)
         leakage = measured.leakage
         rows.append(SweepRow(
             {key: getattr(params, key) for key in grid}, leakage.auc, leakage.leak_auc, leakage.metrics["auc"].ci, leakage.direction,
             leakage.metrics["tpr_at_1pct_fpr"].value, leakage.metrics["asr"].value, measured.queries_per_sample, measured.seconds,
         ))  # fmt: skip
-        n_members, n_nonmembers = result.n_members, result.n_nonmembers
-    return SweepResult(policy.name, attack, grid, rows, n_members, n_nonmembers)
+    return SweepResult(policy.name, attack, grid, rows, len(prepared.members), len(prepared.nonmembers))
 
 
 def _cells(row: SweepRow) -> list[str]:

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import make_images, make_tiny_model, write_policy
+from conftest import make_tiny_setup
 
 import naa_guard.audit
 import naa_guard.targets
@@ -20,22 +20,9 @@ from naa_guard.sweep import format_sweep, parse_params, sweep, sweep_settings, w
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a policy over a tiny random model and 2 x 24 random images, listing naa then loss."""
-    root = tmp_path_factory.mktemp("sweep")
-    make_tiny_model(root / "model")
-    make_images(root / "members.npz", 24, seed=1)
-    make_images(root / "nonmembers.npz", 24, seed=2)
-    return write_policy(
-        root / "sweep.naa.yaml",
-        """
-        version: 1
-        model: {path: ./model}
-        data: {members: ./members.npz, nonmembers: ./nonmembers.npz}
-        attacks:
-          naa: {t: 40, stride: 10}
-          loss: {t: 50}
-        thresholds: {auc: 0.6, tpr_at_1pct_fpr: null}
-        runtime: {device: cpu, batch_size: 16}
-        """,
+    return make_tiny_setup(
+        tmp_path_factory.mktemp("sweep"), attacks="{naa: {t: 40, stride: 10}, loss: {t: 50}}",
+        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null}", batch_size=16, name="sweep",
     )
 
 
@@ -72,11 +59,20 @@ def test_sweep_scores_every_combination_like_an_audit_with_one_model_load(tiny_p
         loads.append(args)
         return real_load(*args, **kwargs)
 
+    decoded = []
+    real_samples = naa_guard.audit.load_samples
+
+    def counting_samples(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(kwargs["role"])
+        return real_samples(*args, **kwargs)
+
     monkeypatch.setattr(naa_guard.targets, "load_target", counting_load)
     monkeypatch.setattr(naa_guard.audit, "load_target", counting_load)
+    monkeypatch.setattr(naa_guard.audit, "load_samples", counting_samples)
     policy = load_policy(tiny_policy)
     result = sweep(policy, "loss", {"t": [10, 100]}, progress=False)
     assert len(loads) == 1
+    assert decoded == ["members", "nonmembers"]  # the sets are decoded once for the whole sweep
     assert [row.params for row in result.rows] == [{"t": 10}, {"t": 100}]
     assert (result.n_members, result.n_nonmembers) == (24, 24)
     single = policy.model_copy(update={"attacks": {"loss": policy.attacks["loss"].model_copy(update={"t": 100})}})
