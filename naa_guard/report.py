@@ -22,17 +22,10 @@ def table_rows(result: AuditResult) -> list[list[str]]:
     return rows
 
 
-TABLE_HEADER = ["attack", "metric", "value", "95% CI", "limit", "verdict"]
-
-
 def _header(result: AuditResult) -> list[str]:
-    confidence = f"{round(100 * _confidence(result))}% CI"
-    return [*TABLE_HEADER[:3], confidence, *TABLE_HEADER[4:]]
-
-
-def _confidence(result: AuditResult) -> float:
-    first = next(iter(result.attacks.values()), None)
-    return first.leakage.confidence if first is not None else 0.95
+    """Return the gate table's header; the CI column names the policy's confidence level."""
+    confidence = next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
+    return ["attack", "metric", "value", f"{round(100 * confidence)}% CI", "limit", "verdict"]
 
 
 def worst_case_rows(result: AuditResult) -> list[list[str]]:

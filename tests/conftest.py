@@ -46,10 +46,13 @@ def write_policy(path: Path, body: str) -> Path:
     return path
 
 
-def make_tiny_setup(root: Path, *, attacks: str = "{naa: {}}", members: int = 24, nonmembers: int = 24, extra: str = "", name: str = "tiny") -> Path:
+def make_tiny_setup(
+    root: Path, *, attacks: str = "{naa: {}}", thresholds: str = "{auc: 0.99, tpr_at_1pct_fpr: null}",
+    batch_size: int = 8, members: int = 24, nonmembers: int = 24, extra: str = "", name: str = "tiny",
+) -> Path:  # fmt: skip
     """Write a tiny random model, two random image sets and a policy over them; return the policy.
 
-    ``attacks`` is the YAML flow mapping of the attacks block; ``extra`` adds top-level YAML lines.
+    ``attacks`` and ``thresholds`` are YAML flow mappings; ``extra`` adds top-level YAML lines.
     """
     make_tiny_model(root / "model")
     make_images(root / "members.npz", members, seed=1)
@@ -58,8 +61,8 @@ def make_tiny_setup(root: Path, *, attacks: str = "{naa: {}}", members: int = 24
         f"version: 1\nname: {name}\nmodel: {{path: ./model}}\n"
         "data: {members: ./members.npz, nonmembers: ./nonmembers.npz}\n"
         f"attacks: {attacks}\n"
-        "thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}\n"
-        "runtime: {device: cpu, batch_size: 8, seed: 0}\n"
+        f"thresholds: {thresholds}\n"
+        f"runtime: {{device: cpu, batch_size: {batch_size}, seed: 0}}\n"
     )
     return write_policy(root / f"{name}.naa.yaml", body + extra)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images, make_tiny_model, write_policy
+from conftest import make_tiny_setup
 from fakes import DictCache, KnownImagesTarget
 
 from naa_guard.audit import AttackResult, AuditResult, audit
@@ -17,27 +17,13 @@ from naa_guard.metrics import evaluate
 from naa_guard.policy import load_policy, parse_policy
 from naa_guard.report import format_table, to_markdown
 
-POLICY = """
-version: 1
-name: two-attacks
-model: {path: ./model}
-data: {members: ./members.npz, nonmembers: ./nonmembers.npz}
-attacks:
-  loss: {t: 100}
-  pia: {t: 100}
-thresholds: {auc: 0.6, tpr_at_1pct_fpr: null}
-runtime: {device: cpu, batch_size: 16, seed: 0}
-"""
-
-
 @pytest.fixture(scope="module")
 def two_attacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a policy running loss and pia over a tiny model and 2 x 24 random images."""
-    root = tmp_path_factory.mktemp("two_attacks")
-    make_tiny_model(root / "model")
-    make_images(root / "members.npz", 24, seed=1)
-    make_images(root / "nonmembers.npz", 24, seed=2)
-    return write_policy(root / "two.naa.yaml", POLICY)
+    return make_tiny_setup(
+        tmp_path_factory.mktemp("two_attacks"), attacks="{loss: {t: 100}, pia: {t: 100}}",
+        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null}", batch_size=16, name="two-attacks",
+    )
 
 
 def _images(policy_path: Path, role: str) -> np.ndarray:

@@ -98,8 +98,6 @@ class _FakeUNet:
         return self
 
     def __call__(self, x: Any, timesteps: Any) -> SimpleNamespace:
-        import torch
-
         out = x.repeat(1, self.out_channels, 1, 1).clone()
         out[x[:, 0, 0, 0] > 0.5] = float("nan")
         return SimpleNamespace(sample=out)
