@@ -8,7 +8,6 @@ offline, from safetensors unless the policy allows pickle files.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
+from naa_guard.modelcheck import (
+    check_alphas_cumprod, check_config_types, check_model_index, check_model_index_classes, check_scheduler_config,
+    check_unet_config, check_weights_match, read_json_object, weight_files_for, weight_shapes,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,10 +64,7 @@ class ModelInfo:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TargetError(f"{path}: cannot read this JSON config ({exc}). Re-save the model with save_pretrained.") from None
+    return read_json_object(path)
 
 
 def read_model_info(path: Path, unet_subfolder: str | None = None) -> ModelInfo:
@@ -76,7 +76,7 @@ def read_model_info(path: Path, unet_subfolder: str | None = None) -> ModelInfo:
             f"folder (with model_index.json, or unet/ and scheduler/ subfolders), relative to the policy file."
         )
     index = root / "model_index.json"
-    if index.is_file() and "vae" in _read_json(index):
+    if index.is_file() and "vae" in check_model_index(_read_json(index), index):
         raise TargetError(
             f"{root}: this is a latent diffusion pipeline (model_index.json lists a vae); naa-guard "
             f"audits pixel-space models (e.g. DDPMPipeline folders) only for now."
@@ -97,6 +97,8 @@ def read_model_info(path: Path, unet_subfolder: str | None = None) -> ModelInfo:
     config = _read_json(config_file)
     if not (scheduler_dir / "scheduler_config.json").is_file():
         raise TargetError(f"{scheduler_dir}: no scheduler_config.json. Save the scheduler with save_pretrained.")
+    check_unet_config(config, config_file)
+    check_scheduler_config(_read_json(scheduler_dir / "scheduler_config.json"), scheduler_dir / "scheduler_config.json")
     sample_size = config.get("sample_size")
     if isinstance(sample_size, (list, tuple)):
         if len(set(sample_size)) != 1:
@@ -292,6 +294,12 @@ def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str)
             f"expected one of {', '.join(PREDICTION_TYPES)} (the attacks need a noise prediction)."
         )
     scheduler_class = _scheduler_class(info, scheduler_config)
+    check_config_types(info.unet_config, unet_class, info.unet_dir / "config.json")
+    check_config_types(scheduler_config, scheduler_class, info.scheduler_dir / "scheduler_config.json")
+    if (info.root / "model_index.json").is_file():
+        check_model_index_classes(check_model_index(_read_json(info.root / "model_index.json"), info.root / "model_index.json"), info.root / "model_index.json")
+    weight_files = weight_files_for(info.unet_dir, use_safetensors, variant)
+    weight_shapes(weight_files)  # a corrupt file is named here, not in diffusers' generic error
     previous_verbosity = diffusers.logging.get_verbosity()
     diffusers.logging.set_verbosity_error()  # its hints (install accelerate, ...) are noise in a gate's output
     try:
@@ -311,7 +319,9 @@ def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str)
         ) from None
     finally:
         diffusers.logging.set_verbosity(previous_verbosity)
+    check_weights_match(unet, weight_files, info.unet_dir)
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is None:
         raise TargetError(f"{info.scheduler_dir}: scheduler {type(scheduler).__name__} has no alphas_cumprod schedule.")
+    check_alphas_cumprod(alphas_cumprod, f"{info.scheduler_dir}/scheduler_config.json")
     return DiffusersTarget(unet, torch.as_tensor(alphas_cumprod), prediction_type, torch_device, torch_dtype)
