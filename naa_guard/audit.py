@@ -8,11 +8,9 @@ content hash, so an unchanged model and data set re-gate without loading the mod
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -20,12 +18,13 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
-from naa_guard.data import SampleSet, files_digest, load_samples
+from naa_guard.data import SampleSet, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
-from naa_guard.loader import load_custom_target, loader_identity
-from naa_guard.gates import GateResult, evaluate_gates
+from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
+from naa_guard.loader import load_custom_target
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
+from naa_guard.scorecache import ScoreCache, cache_key, cached_scores_problem
 from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
@@ -33,15 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
-
-
-class ScoreCache(Protocol):
-    """Stores an attack's scores by content key (the pytest plugin keeps one in its cache dir)."""
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None: ...
-
-    def put(self, key: str, scores: dict[str, np.ndarray]) -> None: ...
-
 
 @dataclass(frozen=True)
 class AttackResult:
@@ -181,33 +171,6 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
     return np.concatenate(scores)
 
 
-def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
-    """Return the content hash under which an attack's scores are cached (None: not cacheable).
-
-    A custom loader's model is identified by the loader string and the files under model.path;
-    without a path it has no identity, so its scores are not cached.
-    """
-    if info is not None:
-        model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
-        model = files_digest(model_files)
-    elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
-        return None
-    material = {
-        "naa_guard": __version__,
-        "model": model,
-        "members": files_digest(members.files),
-        "nonmembers": files_digest(nonmembers.files),
-        "samples": hashlib.sha256(members.indices.tobytes() + b"|" + nonmembers.indices.tobytes()).hexdigest(),
-        "attack": attack.describe(),
-        "seed": policy.runtime.seed,
-        "dtype": policy.runtime.dtype,
-        "limit": limit,
-    }
-    if control is not None:
-        material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _progress(total: int, description: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -260,6 +223,7 @@ class _Scorer:
         self.target = target
         self.model_loaded = False
         self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
+        self.cache_warnings: list[str] = []  # bad entries recomputed, failed writes
 
     def load(self) -> Target:
         """Return the target, loading (and probing) the policy's model on first use."""
@@ -275,14 +239,21 @@ class _Scorer:
             key = cache_key(self.info, self.policy, attack, sets["members"], sets["nonmembers"], self.limit, sets.get("control"))
             self.uncacheable = self.uncacheable or key is None
         cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
-        if cached is not None and set(sets) <= set(cached):
-            return {role: cached[role] for role in sets}, True
+        if cached is not None:
+            problem = cached_scores_problem(cached, sets)
+            if problem is None:
+                return {role: np.asarray(cached[role], dtype=np.float64) for role in sets}, True
+            self.cache_warnings.append(f"score cache entry {key} ({label}) was ignored and recomputed: {problem}")
         target = self.load()
         _check_timesteps(attack, target)
         with _progress(sum(len(samples) for samples in sets.values()), f"{self.policy.name}: {label}", self.progress) as bar:
             scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=runtime.seed, progress=bar) for role, samples in sets.items()}
         if self.score_cache is not None and key is not None:
-            self.score_cache.put(key, scores)
+            entry = {**scores, **{f"{role}_indices": samples.indices for role, samples in sets.items()}}
+            try:
+                self.score_cache.put(key, entry)
+            except OSError as exc:  # a read-only or full cache folder costs time, never the verdict
+                self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
         return scores, False
 
     def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -337,9 +308,10 @@ def prepare_audit(
     scorer = _Scorer(policy, info, limit, score_cache, target, progress)
     geometry = scorer.load() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
-    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
-    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
-    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
+    fit = policy.data.fit
+    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members", fit=fit)
+    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers", fit=fit)
+    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control", fit=fit)
     validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
 
@@ -371,6 +343,8 @@ def audit(
     if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
+    how = (f" after limit {prepared.limit}" if prepared.limit is not None else "") + (f" and the tuning split (tune.fraction {policy.tune.fraction})" if split else "")
+    check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None)  # before any scoring
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
@@ -382,6 +356,8 @@ def audit(
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
+    warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
+    warnings += scorer.cache_warnings
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
     return AuditResult(

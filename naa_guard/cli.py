@@ -1,36 +1,78 @@
 """The ``naa-guard`` command: audit a policy, run the demo, sweep an attack's parameters, print the schema.
 
-Exit codes: 0 all gates pass, 1 a gate fails, 2 the policy or the audit is invalid.
+Exit codes: 0 all gates pass, 1 a gate fails, 2 the policy, the audit or an output is invalid,
+130 interrupted (Ctrl-C). Errors are one message on stderr, never a traceback, and a verdict is
+printed only after every output file was written: a report that cannot be written is exit 2.
+The policy and its paths are checked before the model libraries (torch, diffusers,
+scikit-learn) are imported, so such mistakes are reported at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from naa_guard.errors import NaaGuardError
+from naa_guard.errors import NaaGuardError, OutputError
 
-EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def check_output(path: Path, *, folder: bool, where: str) -> None:
+    """Return None; raise OutputError unless ``path`` can be created or overwritten as a file (or a folder)."""
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OutputError(f"{where} {path} is a file, not a folder. Fix: give a folder path, or remove the file.")
+        if not folder and path.is_dir():
+            raise OutputError(f"{where} {path} is a folder; it needs a file path. Fix: give a file name, e.g. {path / 'report.json'}.")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{where} {path}: {parent} is a file, so nothing can be created under it. Fix: choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{where} {path}: the folder {parent} is not writable. Fix: choose a writable path, or fix its permissions.")
+
+
+def _write_outputs(result: object, json_path: Path | None, report_dir: Path | None) -> list[str]:
+    """Return the lines naming the files written; OutputError when one cannot be written."""
+    from naa_guard.report import write_reports
+
+    lines = []
+    try:
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")  # type: ignore[attr-defined]
+            lines.append(f"JSON report: {json_path}")
+        if report_dir is not None:
+            lines += [f"report: {path}" for path in write_reports(result, report_dir)]  # type: ignore[arg-type]
+    except OSError as exc:
+        raise OutputError(f"cannot write the report: {exc.strerror or exc} ({exc.filename or json_path or report_dir}). Fix: choose a writable path; no verdict is given without its report.") from None
+    return lines
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from naa_guard.audit import audit
-    from naa_guard.policy import load_policy
-    from naa_guard.report import format_table, write_reports
+    from naa_guard.policy import load_policy, preflight
 
     policy = load_policy(args.policy)
-    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
-    print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        print(f"JSON report: {args.json}")
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None:
+        check_output(json_path, folder=False, where="--json")
     if policy.report.dir is not None:
-        for path in write_reports(result, policy.report.dir):
-            print(f"report: {path}")
+        check_output(policy.report.dir, folder=True, where=f"{policy.source}: report.dir")
+    preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
+
+    from naa_guard.audit import audit
+    from naa_guard.report import format_table
+
+    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    written = _write_outputs(result, json_path, policy.report.dir)
+    print(format_table(result))
+    for line in written:
+        print(line)
     if result.errored:
         return EXIT_INVALID
     return EXIT_PASS if result.passed else EXIT_FAIL
@@ -64,14 +106,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from naa_guard.policy import load_policy
+    from naa_guard.policy import load_policy, preflight
     from naa_guard.sweep import format_sweep, parse_params, sweep, write_sweep
 
     policy = load_policy(args.policy)
+    check_output(Path(args.out), folder=True, where="--out")
+    preflight(policy)
     attack = args.attack or next(iter(policy.attacks))
     result = sweep(policy, attack, parse_params(args.param), device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    try:
+        written = write_sweep(result, Path(args.out))
+    except OSError as exc:
+        raise OutputError(f"cannot write the sweep to {args.out}: {exc.strerror or exc} ({exc.filename}). Fix: choose a writable --out folder.") from None
     print(format_sweep(result))
-    for path in write_sweep(result, Path(args.out)):
+    for path in written:
         print(f"wrote {path}")
     return EXIT_PASS
 
@@ -130,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except NaaGuardError as exc:
         print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("naa-guard: interrupted; no verdict.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a file that vanished or a disk that filled mid-run: say which, no traceback
+        print(f"naa-guard: error: {exc.strerror or exc} ({exc.filename or 'no file named'}); no verdict.", file=sys.stderr)
         return EXIT_INVALID
 
 

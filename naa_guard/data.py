@@ -3,6 +3,11 @@
 A source is an image folder, a ``.npy`` / ``.npz`` array file, or a ``.csv`` / ``.jsonl``
 manifest. Every format goes through the same preprocessing, so identical pixels give identical
 float32 bytes: the member / non-member overlap check relies on it.
+
+An image whose size differs from the model's is an error unless ``fit`` (the policy's
+``data.fit``) says how to prepare it (:mod:`naa_guard.imagefit`); dropped alpha channels, fitted
+images and skipped non-regular files are reported in the set's ``notes``. Array files are read
+without unpickling, and no message ever suggests enabling it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from naa_guard.errors import DataError
+from naa_guard.imagefit import fit_array, fit_image
 
 __all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "load_samples", "sample_digests"]
 
@@ -44,6 +50,7 @@ class SampleSet:
     captions: tuple[str | None, ...]
     source: Path
     files: tuple[Path, ...]
+    notes: tuple[str, ...] = ()  # what preprocessing did beyond conversion: fitted sizes, dropped alpha, skipped files
 
     def __len__(self) -> int:
         """Return the number of samples."""
@@ -59,19 +66,20 @@ def load_samples(
     seed: int = 0,
     role: str = "members",
     allow_outside: bool = False,
+    fit: str | None = None,
 ) -> SampleSet:
-    """Return the sample set at `source`, preprocessed to float32 (N, channels, size, size)."""
+    """Return the sample set at `source`, preprocessed to float32 (N, channels, size, size).
+
+    ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
+    brought to ``size``; None makes a size mismatch a DataError.
+    """
     _check_arguments(size, channels, limit, role)
     path = Path(source)
-    if not path.exists():
-        raise DataError(
-            f"The {role} source {path} does not exist (looked for {path.absolute()}). "
-            "Fix: check the path for a typo, or give an absolute path to an image folder, "
-            "a .npy / .npz array file or a .csv / .jsonl manifest."
-        )
+    check_source(path, role)
+    notes = _Notes(role, size, fit)
     is_folder, suffix = path.is_dir(), path.suffix.lower()
     if not is_folder and suffix in ARRAY_SUFFIXES:
-        return _load_array_file(path, size, channels, limit, seed, role)
+        return _load_array_file(path, size, channels, limit, seed, role, notes)
     if not is_folder and suffix not in MANIFEST_SUFFIXES:
         raise DataError(
             f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
@@ -79,7 +87,7 @@ def load_samples(
             "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
             "source at one of these (a single image must be put in a folder)."
         )
-    entries = _list_folder(path, role) if is_folder else _list_manifest(path, role, allow_outside)
+    entries = _list_folder(path, role, notes) if is_folder else _list_manifest(path, role, allow_outside)
     indices = _choose(len(entries), limit, seed)
     chosen = [entries[i] for i in indices]  # only these are decoded
     # A folder's listing decides which file gets which index (and so its noise seed), so a
@@ -89,13 +97,54 @@ def load_samples(
     else:
         files = (path, *dict.fromkeys(e.file for e in chosen))
     return SampleSet(
-        images=_stack([_decode_image(e.file, size, channels, role) for e in chosen]),
+        images=_stack([_decode_image(e.file, size, channels, role, notes) for e in chosen]),
         names=tuple(e.name for e in chosen),
         indices=indices,
         captions=tuple(e.caption for e in chosen),
         source=path,
         files=files,
+        notes=notes.lines(len(chosen)),
     )
+
+
+def check_source(source: str | Path, role: str) -> None:
+    """Return None; raise DataError if a sample source does not exist or is neither a folder nor a regular file.
+
+    Cheap (two stats, no imports beyond this module), so a policy's paths can be checked before
+    any model code loads. A named pipe or a device would block a read forever.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(
+            f"The {role} source {path} does not exist (looked for {path.absolute()}). "
+            "Fix: check the path for a typo, or give an absolute path to an image folder, "
+            "a .npy / .npz array file or a .csv / .jsonl manifest."
+        )
+    if not (path.is_dir() or path.is_file()):
+        raise DataError(
+            f"The {role} source {path} is neither a folder nor a regular file (a named pipe, socket or device); "
+            "reading it could block forever. Fix: point the source at an image folder, an array file or a manifest."
+        )
+
+
+class _Notes:
+    """Counts what preprocessing did to a set, for the audit's report."""
+
+    def __init__(self, role: str, size: int, fit: str | None) -> None:
+        self.role, self.size, self.fit = role, size, fit
+        self.fitted = 0
+        self.alpha: list[str] = []
+        self.skipped: list[str] = []
+
+    def lines(self, total: int) -> tuple[str, ...]:
+        found = []
+        if self.fitted:
+            found.append(f"{self.fitted} of {total} {self.role} image(s) were fitted to the model's {self.size}x{self.size} input with data.fit: {self.fit}")
+        if self.alpha:
+            found.append(f"{len(self.alpha)} {self.role} image(s) had an alpha channel, which was dropped (not composited), e.g. {', '.join(self.alpha[:3])}")
+        if self.skipped:
+            found.append(f"{len(self.skipped)} non-regular file(s) in the {self.role} folder were skipped (pipes, sockets, devices, broken links), e.g. {', '.join(self.skipped[:3])}")
+        return tuple(found)
 
 
 def sample_digests(images: np.ndarray) -> list[str]:
@@ -166,7 +215,7 @@ class _Entry(NamedTuple):
     caption: str | None
 
 
-def _list_folder(folder: Path, role: str) -> list[_Entry]:
+def _list_folder(folder: Path, role: str, notes: _Notes) -> list[_Entry]:
     """Return the image files under `folder`, recursively, sorted by relative posix path."""
     found: list[_Entry] = []
     # Hidden entries are skipped: macOS "._x.png" sidecars and ".ipynb_checkpoints" copies
@@ -176,6 +225,9 @@ def _list_folder(folder: Path, role: str) -> list[_Entry]:
         for name in names:
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 file = Path(root) / name
+                if not file.is_file():  # a named pipe would block the decoder forever
+                    notes.skipped.append(file.relative_to(folder).as_posix())
+                    continue
                 found.append(_Entry(file.relative_to(folder).as_posix(), file, None))
     if not found:
         raise DataError(
@@ -190,7 +242,7 @@ def _list_folder(folder: Path, role: str) -> list[_Entry]:
 # --- single images ------------------------------------------------------------------------
 
 
-def _decode_image(file: Path, size: int, channels: int, role: str) -> np.ndarray:
+def _decode_image(file: Path, size: int, channels: int, role: str, notes: _Notes) -> np.ndarray:
     """Return the image in `file` as uint8 (channels, size, size)."""
     try:
         with Image.open(file) as img:
@@ -202,7 +254,7 @@ def _decode_image(file: Path, size: int, channels: int, role: str) -> np.ndarray
                     "expected 8 bits per channel (L, RGB, RGBA, P, ...). Fix: save it as an "
                     "8-bit image; naa-guard does not guess how to scale it down."
                 )
-            return _prepare(img, size, channels)
+            return _prepare(img, size, channels, notes, f"Image {file} in the {role} set", file.name)
     except DataError:
         raise
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
@@ -213,26 +265,18 @@ def _decode_image(file: Path, size: int, channels: int, role: str) -> np.ndarray
         ) from exc
 
 
-def _prepare(img: Image.Image, size: int, channels: int) -> np.ndarray:
+def _prepare(img: Image.Image, size: int, channels: int, notes: _Notes, where: str, name: str) -> np.ndarray:
     """Return `img` converted to the channel mode and fitted to size x size, as uint8 (C, H, W)."""
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")  # via RGBA: palette transparency would otherwise warn
+    if "A" in img.mode:
+        notes.alpha.append(name)
     img = img.convert("L" if channels == 1 else "RGB")  # alpha is dropped, not composited
-    img = _fit(img, size)
+    if img.size != (size, size):
+        img = fit_image(img, size, notes.fit, where)
+        notes.fitted += 1
     pixels = np.asarray(img, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-
-
-def _fit(img: Image.Image, size: int) -> Image.Image:
-    """Return `img` with its shorter side resized to `size` (bicubic) and center-cropped square."""
-    width, height = img.size
-    if (width, height) == (size, size):
-        return img
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return img.crop((left, top, left + size, top + size))
 
 
 def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -245,7 +289,7 @@ def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _load_array_file(
-    file: Path, size: int, channels: int, limit: int | None, seed: int, role: str
+    file: Path, size: int, channels: int, limit: int | None, seed: int, role: str, notes: _Notes
 ) -> SampleSet:
     """Return the sample set stored in a .npy or .npz file."""
     array = _read_array(file, role)
@@ -258,23 +302,49 @@ def _load_array_file(
             f"Cannot read the samples of {file} for the {role} set ({exc}). "
             "Fix: the file is probably truncated; write it again with np.save / np.savez."
         ) from exc
+    names = tuple(f"{file.name}[{i}]" for i in indices)
     if chosen.dtype == np.uint8:
-        images = _stack([_prepare(_uint8_to_pil(sample), size, channels) for sample in chosen])
+        images = _stack([_prepare(_uint8_to_pil(sample), size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
     else:
         _check_float_values(chosen, file, role)
-        images = np.stack([_prepare_float(sample, size, channels) for sample in chosen])
+        images = np.stack([_prepare_float(sample, size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
     return SampleSet(
         images=images,
-        names=tuple(f"{file.name}[{i}]" for i in indices),
+        names=names,
         indices=indices,
         captions=(None,) * len(indices),
         source=file,
         files=(file,),
+        notes=notes.lines(len(indices)),
     )
+
+
+_MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
+
+
+def _check_magic(file: Path, role: str) -> None:
+    """Return None; raise DataError if the file does not start like a .npy / .npz file.
+
+    numpy would otherwise try to read it as a pickle and advise allow_pickle=True, which runs
+    whatever code the file holds; naa-guard never unpickles and never suggests it.
+    """
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise DataError(f"Cannot read the array file {file} for the {role} set ({exc.strerror or exc}). Fix: check that it is readable.") from exc
+    suffix = file.suffix.lower()
+    if not head.startswith(_MAGIC[suffix]):
+        kind = "a PNG image" if head.startswith(b"\x89PNG") else "a JPEG image" if head.startswith(b"\xff\xd8") else "not a numpy file"
+        raise DataError(
+            f"The {role} source {file} ends in {suffix} but is {kind} (it does not start with the {suffix} signature). "
+            "Fix: save the images with np.savez(path, images=x) / np.save, or put image files in a folder."
+        )
 
 
 def _read_array(file: Path, role: str) -> np.ndarray:
     """Return the array in a .npy file (memory-mapped) or the image array of a .npz file."""
+    _check_magic(file, role)
     try:
         if file.suffix.lower() == ".npy":
             return np.load(file, mmap_mode="r", allow_pickle=False)
@@ -285,11 +355,12 @@ def _read_array(file: Path, role: str) -> np.ndarray:
             if len(keys) == 1:
                 return archive[keys[0]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy's own text for object arrays advises allow_pickle=True: never repeat that advice.
+        detail = "it holds Python objects, which naa-guard never unpickles" if "pickle" in str(exc) else str(exc)
         raise DataError(
-            f"Cannot read the array file {file} for the {role} set ({exc}). Fix: write it "
-            "with np.save / np.savez from a numeric array (object arrays and pickles are "
-            "refused for safety)."
-        ) from exc
+            f"Cannot read the array file {file} for the {role} set ({detail}). Fix: write it "
+            "with np.save / np.savez from a numeric (uint8 or float) array."
+        ) from None
     raise DataError(
         f"The .npz file {file} for the {role} set holds {len(keys)} arrays "
         f"({', '.join(keys) or 'none'}) and none is named 'images'. "
@@ -354,13 +425,14 @@ def _uint8_to_pil(sample: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(sample))
 
 
-def _prepare_float(sample: np.ndarray, size: int, channels: int) -> np.ndarray:
+def _prepare_float(sample: np.ndarray, size: int, channels: int, notes: _Notes, where: str, name: str) -> np.ndarray:
     """Return a float C,H,W sample in [0, 1] as float32 (channels, size, size) in [-1, 1]."""
+    if sample.shape[0] == 4:
+        notes.alpha.append(name)
     data = _convert_channels(sample.astype(np.float64), channels)
     if data.shape[1:] != (size, size):
-        # PIL's float mode "F" resizes without quantizing to 8 bits; bicubic may overshoot.
-        planes = [np.asarray(_fit(Image.fromarray(p.astype(np.float32)), size)) for p in data]
-        data = np.clip(np.stack(planes), 0.0, 1.0)
+        data = fit_array(data, size, notes.fit, where)
+        notes.fitted += 1
     return (2.0 * data - 1.0).astype(np.float32)
 
 
@@ -468,6 +540,11 @@ def _resolve_row(manifest: Path, row: _Row, role: str, allow_outside: bool) -> _
             f"manifest's folder {root}; a manifest may only reach files under its own folder. "
             "Fix: move the images under that folder (or the manifest above them), or pass "
             "allow_outside=True if this is intended."
+        )
+    if file.exists() and not file.is_file():
+        raise DataError(
+            f"{where} points to '{raw}', which is not a regular file ({file}: a folder, pipe or device). "
+            "Fix: list image files only."
         )
     if not file.is_file():
         raise DataError(

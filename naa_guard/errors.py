@@ -10,7 +10,8 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     ├── InsufficientSamplesError  too few samples to resolve a requested metric
     ├── AuditInvalidError         the audit ran but its verdict cannot be trusted
     │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
-    └── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
+    ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
+    └── OutputError               a report or JSON file cannot be written where it was asked for
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "InsufficientSamplesError",
     "NaaGuardError",
     "NonFiniteScoreError",
+    "OutputError",
     "PolicyError",
     "TargetError",
 ]
@@ -57,3 +59,7 @@ class NonFiniteScoreError(AuditInvalidError):
 
 class EnvironmentUnavailableError(NaaGuardError):
     """Raised when the policy or command asks for a device this machine does not have."""
+
+
+class OutputError(NaaGuardError):
+    """Raised when a report or JSON file cannot be written where the command line or policy says."""

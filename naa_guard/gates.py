@@ -4,19 +4,67 @@ A gate fails when its metric (in the direction that leaks more) is above the lim
 ``thresholds.decision: upper_ci``, when the upper bound of its confidence interval is. A TPR gate
 that the number of non-members cannot resolve is an error (or, with
 ``thresholds.unresolvable: warn``, decided anyway with a warning).
+
+Fail closed: a gate passes only when its compared number is finite and at most the limit; a NaN
+or infinite metric is an error, never "not above the limit". A gate needs at least
+:data:`MIN_PER_SIDE` members and non-members as scored (after ``limit``, ``--naa-quick`` and any
+tuning split): with fewer, one sample moves the AUC by more than 0.05 and the bootstrap
+interval collapses (one member gives ``AUC 1.000, CI 1.000-1.000``), so a verdict would rest on
+chance. :func:`check_sample_counts` says so before any scoring.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from naa_guard.errors import InsufficientSamplesError, PolicyError
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, min_nonmembers_for
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
 
 GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
+MIN_PER_SIDE = 20  # members and non-members a gate needs, as scored
+
+
+def _too_few(n_members: int, n_nonmembers: int, how: str) -> str | None:
+    """Return why these counts cannot carry a verdict, or None when they can."""
+    if min(n_members, n_nonmembers) >= MIN_PER_SIDE:
+        return None
+    return (
+        f"{n_members} members / {n_nonmembers} non-members are scored{how}; a gate needs at least {MIN_PER_SIDE} of each: "
+        f"with fewer, one sample moves the AUC by more than {1 / MIN_PER_SIDE:.2f} and its confidence interval collapses, "
+        f"so any verdict would rest on chance"
+    )
+
+
+def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False) -> None:
+    """Return None; raise before any scoring when the sets as scored cannot resolve the policy's gates.
+
+    ``how`` says how the counts came about (e.g. " after --naa-quick 5"); ``tuned``: the counts
+    are the evaluation part of a tuning split, so a TPR gate that only the split leaves
+    unresolvable is a policy error (fix: tune.fraction or more non-members).
+    """
+    problem = _too_few(n_members, n_nonmembers, how)
+    if problem is not None:
+        raise InsufficientSamplesError(
+            f"{policy.source or policy.name}: {problem}. Fix: provide at least {MIN_PER_SIDE} members and {MIN_PER_SIDE} "
+            f"non-members (raise data.limit / --limit / --naa-quick{', or lower tune.fraction' if tuned else ''})."
+        )
+    if not tuned or policy.thresholds.unresolvable != "error":
+        return
+    for metric in policy.thresholds.limits():
+        needed = min_nonmembers_for(FPR_LEVELS[metric]) if metric in FPR_LEVELS else 0
+        if n_nonmembers < needed:
+            fraction = policy.tune.fraction
+            raise PolicyError(
+                f"{policy.source or policy.name}: thresholds.{metric}: the tuning split (tune.fraction {fraction}) leaves "
+                f"{n_nonmembers} non-members for evaluation{how}, and {GATE_LABELS[metric]} needs at least {needed} to rest on "
+                f"10 false positives, so it cannot be resolved. Fix: provide at least {math.ceil(needed / (1 - fraction))} "
+                f"non-members, lower tune.fraction, set thresholds.{metric}: null, or list single attack settings (no tuning)."
+            )
 
 
 @dataclass(frozen=True)
@@ -76,12 +124,20 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[Ga
                 f"it rests on fewer than 10 false positives. Provide at least {min_nonmembers_for(FPR_LEVELS[metric])} "
                 f"non-members, or set thresholds.{metric}: null to drop this gate"
             )
-        if warning is not None and thresholds.unresolvable == "error":
+        too_few = _too_few(leakage.n_members, leakage.n_nonmembers, "")
+        if too_few is not None:
+            status, message, warning = "error", f"{name} {GATE_LABELS[metric]}: {too_few}. Provide at least {MIN_PER_SIDE} of each.", None
+        elif not (math.isfinite(compared) and math.isfinite(limit)):
+            # NaN compares as "not above" anything: without this check it would pass.
+            status, message, warning = "error", f"{name} {GATE_LABELS[metric]} is {compared} (not a finite number), so the gate cannot be decided; check the attack's scores.", None
+        elif warning is not None and thresholds.unresolvable == "error":
             status, message, warning = "error", f"{warning}, or thresholds.unresolvable: warn to gate on it anyway.", None
         elif compared > limit:
             status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}{width}"
-        else:
+        elif compared <= limit:
             status, message = "pass", f"{what} within limit {limit:.3f}{basis}{width}"
+        else:  # unreachable for finite numbers; kept so that no path reaches "pass" by default
+            status, message = "error", f"{what}: cannot compare {compared!r} with the limit {limit!r}"
         if warning is not None:
             message += f" (warning: not resolvable with {leakage.n_nonmembers} non-members)"
         gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, measured.direction, status, message, warning))

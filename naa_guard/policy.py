@@ -1,8 +1,11 @@
 """Policy files: the YAML a team writes, validated into a :class:`Policy`.
 
-Paths resolve relative to the policy file, ``${NAME}`` expands from the environment, unknown keys
-are rejected, and every validation error names the file, the key path, what was found and what is
-allowed (``naa-guard schema`` prints the JSON schema).
+Paths resolve relative to the folder of the policy file itself, after following symlinks (a
+symlinked policy reads its data beside its target, in the CLI and in pytest alike). ``${NAME}``
+expands from the environment (unset or empty is an error), unknown and repeated keys are rejected,
+numbers are strict (``auc: yes`` or ``auc: "0.6"`` is an error, not 1.0 or 0.6), at least one gate
+must be enabled, and every validation error names the file, the key path, what was found and what
+is allowed (``naa-guard schema`` prints the JSON schema).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.errors import PolicyError
+from naa_guard.strictyaml import StrictYAMLError, load_strict_yaml
 from naa_guard.tuning import AttackCandidates, CandidateListError, candidate_settings, describe_candidate, listable_schema
 
 POLICY_VERSION = 1
@@ -24,8 +28,14 @@ _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 LOADER_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
+# The one number type of policy files: a finite int or float, never a bool or a numeric string.
+StrictNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Paths are written as strings; strict mode would accept only Path objects.
+_PATH = {"strict": False}
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
@@ -38,7 +48,7 @@ def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
 class ModelSection(_Section):
     """Where the checkpoint is and how it may be loaded."""
 
-    path: Path | None = Field(None, description="diffusers folder (model_index.json, or unet/ + scheduler/), relative to the policy file; with a loader: passed to it")
+    path: Path | None = Field(None, **_PATH, description="diffusers folder (model_index.json, or unet/ + scheduler/), relative to the policy file; with a loader: passed to it")
     unet_subfolder: str | None = Field(None, description="UNet subfolder, e.g. unet_ema; default: unet")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin/.pt/.ckpt); they can run code")
     loader: str | None = Field(
@@ -68,10 +78,16 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """The member and non-member sample sets."""
 
-    members: Path = Field(description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
-    nonmembers: Path = Field(description="same forms: held-out images from the same distribution")
+    members: Path = Field(**_PATH, description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
+    nonmembers: Path = Field(**_PATH, description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
-    control: Path | None = Field(None, description="optional null control: more held-out images the model never saw, same forms")
+    control: Path | None = Field(None, **_PATH, description="optional null control: more held-out images the model never saw, same forms")
+    fit: Literal["resize", "center_crop", "pad"] | None = Field(
+        None,
+        description="images whose size differs from the model's: null (default) makes that an error; resize (bicubic, "
+        "shorter side, then center crop), center_crop (cut the center, images must be at least the model's size) or pad "
+        "(center on black, images must be at most the model's size). Pick how the training images were prepared.",
+    )
 
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
 
@@ -79,12 +95,21 @@ class DataSection(_Section):
 class Thresholds(_Section):
     """Gate limits: a gate fails when its metric is above its limit; null disables it."""
 
-    auc: float | None = Field(0.60, ge=0.5, le=1.0, description="limit on the leak AUC")
-    tpr_at_1pct_fpr: float | None = Field(0.05, ge=0.0, le=1.0)
-    tpr_at_0_1pct_fpr: float | None = Field(None, ge=0.0, le=1.0)
+    auc: StrictNumber | None = Field(0.60, ge=0.5, le=1.0, description="limit on the leak AUC")
+    tpr_at_1pct_fpr: StrictNumber | None = Field(0.05, ge=0.0, le=1.0)
+    tpr_at_0_1pct_fpr: StrictNumber | None = Field(None, ge=0.0, le=1.0)
     decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
+    confidence: StrictNumber = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
     unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
+
+    @model_validator(mode="after")
+    def _at_least_one_gate(self) -> Thresholds:
+        if not self.limits():
+            raise ValueError(
+                "every gate is disabled (auc, tpr_at_1pct_fpr and tpr_at_0_1pct_fpr are all null), so nothing would be "
+                "checked and the audit could only pass; give at least one limit, e.g. auc: 0.60"
+            )
+        return self
 
     def limits(self) -> dict[str, float]:
         """Return the enabled gates: metric name -> limit."""
@@ -95,9 +120,9 @@ class Thresholds(_Section):
 class ChecksSection(_Section):
     """Audit validity checks (SPEC section 5); overlap is always checked."""
 
-    shift_auc: float | None = Field(0.60, ge=0.5, le=1.0, description="distribution-shift check: largest allowed AUC of a model-free member/non-member classifier; null disables it")
-    shift_alpha: float = Field(0.01, ge=0.001, le=0.2, description="shift is flagged only when the classifier is also significant at this p-value")
-    control_margin: float = Field(0.05, ge=0.0, le=0.5, description="null control: allowed |AUC - 0.5| beyond the CI half-width")
+    shift_auc: StrictNumber | None = Field(0.60, ge=0.5, le=1.0, description="distribution-shift check: largest allowed AUC of a model-free member/non-member classifier; null disables it")
+    shift_alpha: StrictNumber = Field(0.01, ge=0.001, le=0.2, description="shift is flagged only when the classifier is also significant at this p-value")
+    control_margin: StrictNumber = Field(0.05, ge=0.0, le=0.5, description="null control: allowed |AUC - 0.5| beyond the CI half-width")
 
 
 class Runtime(_Section):
@@ -119,7 +144,7 @@ class Runtime(_Section):
 class ReportSection(_Section):
     """Where reports go."""
 
-    dir: Path | None = Field(None, description="folder for JSON and Markdown reports, relative to the policy file")
+    dir: Path | None = Field(None, **_PATH, description="folder for JSON and Markdown reports, relative to the policy file")
 
     _resolve_dir = field_validator("dir")(_resolve)
 
@@ -127,7 +152,7 @@ class ReportSection(_Section):
 class TuneSection(_Section):
     """How tuned attacks (a parameter listing candidate values) choose their setting."""
 
-    fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of each side used to choose among candidates; the rest is evaluated")
+    fraction: StrictNumber = Field(0.2, gt=0.0, lt=1.0, description="share of each side used to choose among candidates; the rest is evaluated")
 
 
 class AttackParamsError(ValueError):
@@ -155,7 +180,24 @@ class Policy(_Section):
     checks: ChecksSection = Field(default_factory=ChecksSection)
     runtime: Runtime = Field(default_factory=Runtime)
     report: ReportSection = Field(default_factory=ReportSection)
-    source: Path | None = Field(None, exclude=True, description="the file this policy was read from")
+    source: Path | None = Field(None, **_PATH, exclude=True, description="the file this policy was read from")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, version: Any) -> Any:
+        if isinstance(version, bool):
+            raise ValueError("expected the number 1, found a boolean")
+        return version
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _thresholds_given(cls, thresholds: Any) -> Any:
+        if thresholds is None or thresholds == {}:
+            raise ValueError(
+                "an empty thresholds section enables no gate of its own; list the limits to enforce (e.g. "
+                "{auc: 0.60, tpr_at_1pct_fpr: 0.05}), or remove the section to use those defaults"
+            )
+        return thresholds
 
     @field_validator("attacks")
     @classmethod
@@ -205,10 +247,12 @@ def _expand_env(value: Any, where: str, source: Path) -> Any:
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in os.environ:
+            if not os.environ.get(name):
+                state = "is not set" if name not in os.environ else "is set to an empty string"
                 raise PolicyError(
-                    f"{source}: {where}: environment variable ${{{name}}} is not set. "
-                    f"Set it before running, or write the value into the policy."
+                    f"{source}: {where}: environment variable ${{{name}}} {state}; an empty value would silently "
+                    f"change the meaning of the key (a path would become the policy's own folder). "
+                    f"Set it to a non-empty value before running, or write the value into the policy."
                 )
             return os.environ[name]
 
@@ -264,7 +308,7 @@ def parse_policy(raw: Any, source: Path) -> Policy:
     raw = _expand_env(raw, "", source)
     raw.setdefault("name", source.name.split(".")[0])
     try:
-        policy = Policy.model_validate(raw, context={"base_dir": source.parent.resolve()})
+        policy = Policy.model_validate(raw, context={"base_dir": source.resolve().parent})
     except ValidationError as exc:
         raise PolicyError(_format(exc, source)) from None
     return policy.model_copy(update={"source": source.resolve()})
@@ -273,18 +317,44 @@ def parse_policy(raw: Any, source: Path) -> Policy:
 def load_policy(path: str | Path) -> Policy:
     """Return the validated policy read from a YAML file."""
     source = Path(path)
+    if source.exists() and not source.is_file():
+        raise PolicyError(
+            f"{source}: not a regular file (a folder, pipe or device); a policy is a YAML file. "
+            f"Give the path of a .naa.yaml file (pytest's --naa-policy also takes a folder of them)."
+        )
     if not source.is_file():
         raise PolicyError(
             f"{source}: policy file not found (looked for {source.resolve()}). "
             f"Check the path, or run `naa-guard demo` to write an example policy."
         )
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        raw = load_strict_yaml(source)
+    except StrictYAMLError as exc:
+        raise PolicyError(f"{source}: refused: {exc}.") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}. Fix the syntax at the line shown.") from None
+    except RecursionError:
+        raise PolicyError(f"{source}: the YAML nests too deeply to read; a policy needs a few levels only.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{source}: cannot read the policy file: {exc}.") from None
     return parse_policy(raw, source)
+
+
+def preflight(policy: Policy) -> None:
+    """Return None; raise the error an audit would meet first for a missing or unusable model folder or data path.
+
+    Reads folder listings and small JSON configs only: no torch, diffusers or scikit-learn, so a
+    wrong path is reported in well under a second instead of after the model libraries load.
+    """
+    from naa_guard.data import check_source
+    from naa_guard.targets import read_model_info
+
+    if policy.model.loader is None and policy.model.path is not None:
+        read_model_info(policy.model.path, policy.model.unet_subfolder)
+    for role in ("members", "nonmembers", "control"):
+        source = getattr(policy.data, role)
+        if source is not None:
+            check_source(source, role)
 
 
 def policy_schema() -> dict[str, Any]:

@@ -50,7 +50,7 @@ def _device(text: str) -> str:
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add the naa-guard options (group "naa-guard", prefix ``--naa-``) and ini keys."""
     group = parser.getgroup("naa-guard", "naa-guard: membership-inference privacy gates")
-    group.addoption("--naa-policy", action="append", default=[], metavar="PATH", help="also collect this policy file (repeatable)")
+    group.addoption("--naa-policy", action="append", default=[], metavar="PATH", help="also collect this policy file, or every policy file (naa_policy_patterns) under this folder (repeatable)")
     group.addoption("--naa-device", type=_device, metavar="DEVICE", help="override runtime.device of every policy: auto, cpu, cuda, cuda:N, mps")
     group.addoption("--naa-batch-size", type=_positive_int, metavar="N", help="override runtime.batch_size of every policy")
     group.addoption("--naa-quick", type=_positive_int, metavar="N", help="score a seeded subsample of N members and N non-members: a fast local check, not a release verdict")
@@ -69,9 +69,30 @@ def pytest_configure(config: pytest.Config) -> None:
     # Registered as a plugin: it hears every report, the workers' too under xdist.
     config.stash[GATE_SUMMARY] = GateSummary()
     config.pluginmanager.register(config.stash[GATE_SUMMARY], "naa_guard_summary")
-    extra = [(config.invocation_params.dir / path).resolve() for path in config.getoption("naa_policy")]
+    patterns = config.getini("naa_policy_patterns") or DEFAULT_PATTERNS
+    extra = [file.resolve() for path in config.getoption("naa_policy") for file in policy_files(config.invocation_params.dir / path, path, patterns)]
     config.stash[EXTRA_POLICIES] = set(extra)
     config.args += [str(path) for path in extra if str(path) not in config.args]
+
+
+def policy_files(path: Path, given: str, patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    """Return the policy files ``--naa-policy`` names: the file itself, or those matching ``patterns`` under a folder.
+
+    A folder with no matching file, or a path that does not exist, is a usage error that says why.
+    """
+    if path.is_dir():
+        found = sorted({file for pattern in patterns for file in path.rglob(pattern) if file.is_file()})
+        if not found:
+            yamls = sorted(p.name for p in path.rglob("*.y*ml"))[:5]
+            seen = f" (YAML files found: {', '.join(yamls)})" if yamls else ""
+            raise pytest.UsageError(
+                f"--naa-policy {given}: the folder {path} holds no policy file matching {', '.join(patterns)}{seen}. "
+                f"Name policy files *.naa.yaml, set naa_policy_patterns in the ini file, or pass the files themselves."
+            )
+        return found
+    if not path.exists():
+        raise pytest.UsageError(f"--naa-policy {given}: no such file or folder ({path}).")
+    return [path]
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PolicyFile | None:

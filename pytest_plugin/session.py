@@ -106,6 +106,12 @@ class AuditSession:
         return self._report_dirs.get(Path(policy.source or policy.name).resolve())
 
     def _run(self, policy: Policy) -> AuditResult | NaaGuardError:
+        from naa_guard.policy import preflight
+
+        try:
+            preflight(policy)  # missing folders and configs: reported before the engine's imports
+        except NaaGuardError as exc:
+            return exc
         from naa_guard.audit import audit  # the engine (numpy, scikit-learn, later torch) loads here
         from naa_guard.report import write_reports
 
@@ -132,7 +138,10 @@ class AuditSession:
             return None
         from pytest_plugin.cache import DirectoryScoreCache
 
-        return DirectoryScoreCache(self._pytest_cache.mkdir(CACHE_NAME))
+        try:
+            return DirectoryScoreCache(self._pytest_cache.mkdir(CACHE_NAME))
+        except OSError:  # a read-only cache folder costs time (no cache), never an error
+            return None
 
     def _choose_report_dir(self, policy: Policy) -> Path | None:
         if self.settings.report_dir is None:

@@ -76,8 +76,8 @@ def test_cached_scores_regate_without_loading_the_model(tiny_setup: Path) -> Non
 
 
 def test_limit_subsamples_each_side(tiny_setup: Path) -> None:
-    result = audit(load_policy(tiny_setup), limit=10, progress=False)
-    assert (result.n_members, result.n_nonmembers, result.limit) == (10, 10, 10)
+    result = audit(load_policy(tiny_setup), limit=20, progress=False)
+    assert (result.n_members, result.n_nonmembers, result.limit) == (20, 20, 20)
 
 
 def test_unresolvable_tpr_gate_is_an_error_not_a_pass(tiny_setup: Path) -> None:

@@ -193,6 +193,8 @@ def foreign_scheduler_class(tmp: Path, model: Path) -> Setup:
 
 def geometry_mismatch(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
+    make_images(tmp / "members.npz", 24, size=7, seed=1)  # images of the declared size: the probe must catch it
+    make_images(tmp / "nonmembers.npz", 24, size=7, seed=2)
     _edit_json(copy / "unet" / "config.json", sample_size=7)  # two down blocks: 7 -> 4 -> 8 breaks the skips
     return Setup(_policy(tmp, copy), {})
 

@@ -39,9 +39,9 @@ def test_missing_model_exits_2(tiny_setup: Path, capsys: pytest.CaptureFixture[s
 
 def test_overrides_and_json_report(tiny_setup: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "reports" / "audit.json"
-    assert main(["audit", str(tiny_setup), "--quiet", "--limit", "12", "--batch-size", "5", "--device", "cpu", "--json", str(out)]) == 0
+    assert main(["audit", str(tiny_setup), "--quiet", "--limit", "20", "--batch-size", "5", "--device", "cpu", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["n_members"] == 12 and report["limit"] == 12 and report["device"] == "cpu"
+    assert report["n_members"] == 20 and report["limit"] == 20 and report["device"] == "cpu"
     assert report["attacks"]["naa"]["queries_per_sample"] == 5
 
 

@@ -91,20 +91,20 @@ def test_non_square_image_is_resized_on_short_side_and_center_cropped(tmp_path: 
     img = np.zeros((8, 24, 3), dtype=np.uint8)
     img[:, :8, 0], img[:, 8:16, 1], img[:, 16:, 2] = 255, 255, 255
     Image.fromarray(img).save(tmp_path / "wide.png")
-    out = load_samples(tmp_path, size=8, channels=3).images
+    out = load_samples(tmp_path, size=8, channels=3, fit="resize").images
     assert out.shape == (1, 3, 8, 8)
     assert np.allclose(out[0, :, :, 2:6].mean(axis=(1, 2)), [-1.0, 1.0, -1.0], atol=0.05)
 
 
 def test_image_with_one_side_already_at_size_is_still_cropped(tmp_path: Path) -> None:
     _rgb(30, (8, 12)).save(tmp_path / "tall.png")
-    assert load_samples(tmp_path, size=8, channels=3).images.shape == (1, 3, 8, 8)
+    assert load_samples(tmp_path, size=8, channels=3, fit="resize").images.shape == (1, 3, 8, 8)
 
 
 def test_square_image_of_other_size_is_resized(tmp_path: Path) -> None:
     _rgb(100, (32, 32)).save(tmp_path / "big.png")
     _rgb(100, (5, 9)).save(tmp_path / "tall.png")
-    out = load_samples(tmp_path, size=16, channels=3).images
+    out = load_samples(tmp_path, size=16, channels=3, fit="resize").images
     assert out.shape == (2, 3, 16, 16)
     assert np.allclose(out[:, 0], 100 / 127.5 - 1, atol=1 / 127.5)
 
@@ -209,7 +209,7 @@ def test_npy_uint8_rgba_drops_alpha_and_resizes(tmp_path: Path) -> None:
     data = np.zeros((1, 6, 12, 4), dtype=np.uint8)
     data[..., 0], data[..., 3] = 255, 0
     np.save(tmp_path / "rgba.npy", data)
-    out = load_samples(tmp_path / "rgba.npy", size=4, channels=3).images
+    out = load_samples(tmp_path / "rgba.npy", size=4, channels=3, fit="resize").images
     assert out.shape == (1, 3, 4, 4)
     assert np.allclose(out[0, 0], 1.0) and np.allclose(out[0, 1:], -1.0)
 
@@ -222,8 +222,8 @@ def test_uint8_array_matches_the_same_pixels_saved_as_png(tmp_path: Path) -> Non
     for i, p in enumerate(pixels):
         Image.fromarray(p).save(tmp_path / "png" / f"{i}.png")
     for channels in (1, 3):
-        arr = load_samples(tmp_path / "x.npy", size=8, channels=channels).images
-        png = load_samples(tmp_path / "png", size=8, channels=channels).images
+        arr = load_samples(tmp_path / "x.npy", size=8, channels=channels, fit="resize").images
+        png = load_samples(tmp_path / "png", size=8, channels=channels, fit="resize").images
         assert sample_digests(arr) == sample_digests(png)
 
 
@@ -262,7 +262,7 @@ def test_float_array_resized_stays_in_range(tmp_path: Path) -> None:
     data = np.zeros((1, 1, 3, 5), np.float64)
     data[..., 3:] = 1.0  # a sharp edge: bicubic upscaling overshoots it on both sides
     np.save(tmp_path / "f.npy", data)
-    out = load_samples(tmp_path / "f.npy", size=6, channels=3).images
+    out = load_samples(tmp_path / "f.npy", size=6, channels=3, fit="resize").images
     assert out.shape == (1, 3, 6, 6) and out.min() == -1.0 and out.max() == 1.0
     assert np.array_equal(out[0, 0], out[0, 2])  # 1 channel repeated
 

@@ -75,8 +75,8 @@ def loader_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _policy(tmp_path: Path, model: str) -> Path:
-    make_images(tmp_path / "members.npz", 16, seed=1)
-    make_images(tmp_path / "nonmembers.npz", 16, seed=2)
+    make_images(tmp_path / "members.npz", 24, seed=1)
+    make_images(tmp_path / "nonmembers.npz", 24, seed=2)
     return write_policy(tmp_path / "custom.naa.yaml", f"""
         version: 1
         model: {model}

@@ -56,7 +56,7 @@ def engine_imported(tmp_path_factory: pytest.TempPathFactory) -> None:
     from naa_guard.report import write_reports
 
     folder = tmp_path_factory.mktemp("engine")
-    write_reports(audit(load_policy(leaky_policy(folder, limit=8)), progress=False), folder, plots=True)
+    write_reports(audit(load_policy(leaky_policy(folder, limit=20)), progress=False), folder, plots=True)
 
 
 def _refuse_to_load(*args: object, **kwargs: object) -> None:

@@ -233,8 +233,8 @@ def test_tuning_chooses_the_strongest_candidate_on_calibration(spy_policy: Path)
 
 def test_tuned_real_attack_end_to_end_with_cache(tmp_path: Path) -> None:
     make_tiny_model(tmp_path / "model")
-    make_images(tmp_path / "members.npz", 24, seed=1)
-    make_images(tmp_path / "nonmembers.npz", 24, seed=2)
+    make_images(tmp_path / "members.npz", 40, seed=1)
+    make_images(tmp_path / "nonmembers.npz", 40, seed=2)
     policy = write_policy(
         tmp_path / "tuned.naa.yaml",
         """
@@ -253,9 +253,9 @@ def test_tuned_real_attack_end_to_end_with_cache(tmp_path: Path) -> None:
     second = audit(load_policy(policy), progress=False, score_cache=cache)
     assert not second.model_loaded
     np.testing.assert_array_equal(second.attacks["loss"].member_scores, first.attacks["loss"].member_scores)
-    assert len(first.attacks["loss"].member_scores) == 12
+    assert len(first.attacks["loss"].member_scores) == 20
 
     table, markdown = format_table(first), to_markdown(first)
-    assert "tuned on a 50% calibration split (12 members / 12 non-members" in table
+    assert "tuned on a 50% calibration split (20 members / 20 non-members" in table
     assert table.count("<- chosen") == 1 and "t=10: leak AUC" in table and "t=100: leak AUC" in table
     assert "- `t=10`: leak AUC" in markdown and markdown.count("<- chosen") == 1

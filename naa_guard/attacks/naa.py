@@ -74,8 +74,12 @@ def aggregate(predictions: torch.Tensor, metric: AggregationMetric, delta: float
         gram = edges.transpose(1, 2) @ edges
         sign, logdet = torch.linalg.slogdet(gram)
         log_volume = 0.5 * logdet - math.lgamma(k)
-        # A degenerate simplex (sign <= 0) has volume 0: its score is +inf, caught as non-finite.
-        return torch.where(sign > 0, -log_volume, torch.full_like(log_volume, math.inf))
+        # A degenerate simplex (sign <= 0: collinear predictions) has volume 0, the tightest
+        # cluster there is, so it ranks as the most member-like: above every finite score. Each of
+        # the k-1 pivots of a non-singular float64 Gram matrix is at least the smallest subnormal
+        # (log >= -744.5), which bounds -log_volume for any non-degenerate simplex.
+        ceiling = 0.5 * (k - 1) * 744.5 + math.lgamma(k) + 1.0
+        return torch.where(sign > 0, -log_volume, torch.full_like(log_volume, ceiling))
     raise ValueError(f"unknown aggregation metric {metric!r}")
 
 

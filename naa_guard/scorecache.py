@@ -1,0 +1,114 @@
+"""The score cache's contract: what an entry is keyed by, and when a stored entry may be used.
+
+A key (:func:`cache_key`) is a content hash of the model files, the sample files and which samples
+were drawn, the attack's parameters, the source code the scores depend on
+(:func:`implementation_digest`), the scores format and the package version. An entry read back is
+used only when :func:`cached_scores_problem` finds nothing wrong with it; otherwise the audit
+recomputes the scores and says so in its warnings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from naa_guard import __version__
+from naa_guard.attacks import Attack
+from naa_guard.data import SampleSet, files_digest
+from naa_guard.loader import loader_identity
+
+if TYPE_CHECKING:
+    from naa_guard.policy import Policy
+    from naa_guard.targets import ModelInfo
+
+__all__ = ["SCORES_FORMAT", "ScoreCache", "cache_key", "cached_scores_problem", "implementation_digest"]
+
+# Bump when the layout of cached score entries changes.
+SCORES_FORMAT = 2
+
+
+class ScoreCache(Protocol):
+    """Stores an attack's scores by content key (the pytest plugin keeps one in its cache dir)."""
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None: ...
+
+    def put(self, key: str, scores: dict[str, np.ndarray]) -> None: ...
+
+
+def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
+    """Return the content hash under which an attack's scores are cached (None: not cacheable).
+
+    A custom loader's model is identified by the loader string and the files under model.path;
+    without a path it has no identity, so its scores are not cached.
+    """
+    if info is not None:
+        model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
+        model = files_digest(model_files)
+    elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
+        return None
+    material = {
+        "naa_guard": __version__,
+        "scores_format": SCORES_FORMAT,
+        "implementation": implementation_digest(attack),
+        "model": model,
+        "members": files_digest(members.files),
+        "nonmembers": files_digest(nonmembers.files),
+        "samples": hashlib.sha256(members.indices.tobytes() + b"|" + nonmembers.indices.tobytes()).hexdigest(),
+        "attack": attack.describe(),
+        "seed": policy.runtime.seed,
+        "dtype": policy.runtime.dtype,
+        "limit": limit,
+    }
+    if control is not None:
+        material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def implementation_digest(attack: Attack) -> str:
+    """Return a sha256 of the source code a score depends on: the attack's module, the shared attack code, the target code.
+
+    In the cache key, so a fix to an attack (or to how targets predict noise) invalidates its
+    cached scores even when the package version stays the same.
+    """
+    import naa_guard.attacks.common
+    import naa_guard.targets
+
+    files = {Path(inspect.getfile(type(attack))), Path(inspect.getfile(naa_guard.attacks.common)), Path(inspect.getfile(Attack))}
+    targets_file = Path(inspect.getfile(naa_guard.targets))
+    files |= set(targets_file.parent.glob("*.py")) if targets_file.name == "__init__.py" else {targets_file}
+    digest = hashlib.sha256()
+    for file in sorted(files):
+        try:
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        except OSError:  # e.g. running from a zip: fall back on the version alone, never fail
+            digest.update(f"{file.name}:unreadable:{sys.version}".encode())
+    return digest.hexdigest()
+
+
+def cached_scores_problem(entry: dict[str, np.ndarray], sets: dict[str, SampleSet]) -> str | None:
+    """Return why a cache entry cannot stand for these sets' scores (None: it can).
+
+    An entry must hold, per role, a 1-D float score array with one finite score per loaded sample
+    and the indices of exactly those samples; anything else (a hand edit, a truncated copy, an
+    entry of another version) would gate on scores that are not these samples'.
+    """
+    for role, samples in sets.items():
+        scores, indices = entry.get(role), entry.get(f"{role}_indices")
+        if scores is None or indices is None:
+            return f"it holds no {role} scores or sample indices"
+        scores = np.asarray(scores)
+        if scores.ndim != 1 or scores.dtype.kind != "f":
+            return f"its {role} scores have shape {scores.shape} and dtype {scores.dtype}, not one float per sample"
+        if len(scores) != len(samples):
+            return f"it holds {len(scores)} {role} scores for {len(samples)} {role} loaded"
+        if not np.array_equal(np.asarray(indices), samples.indices):
+            return f"its {role} sample indices differ from the {role} loaded"
+        if not np.isfinite(scores).all():
+            return f"it holds {int((~np.isfinite(scores)).sum())} non-finite {role} score(s)"
+    return None
