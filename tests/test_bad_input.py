@@ -10,6 +10,7 @@ the message on stderr, no traceback).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from naa_guard.errors import (
     AuditInvalidError,
     DataError,
     EnvironmentUnavailableError,
+    InsufficientSamplesError,
     NaaGuardError,
     NonFiniteScoreError,
     PolicyError,
@@ -242,6 +244,102 @@ def loader_wrong_return(tmp: Path, model: Path) -> Setup:
     return Setup(_policy(tmp, model, model_yaml="{loader: 'builtins:dict'}"), {})
 
 
+# --- issue 8: inputs that once gave a verdict (a false PASS, a traceback or a hang) --------------
+
+
+def _header(model: Path) -> str:
+    return f"version: 1\nname: bad\nmodel: {{path: {model}}}\ndata: {{members: ./members.npz, nonmembers: ./nonmembers.npz}}\n"
+
+
+def duplicate_key(tmp: Path, model: Path) -> Setup:
+    return Setup(_policy(tmp, model, extra="thresholds: {auc: 0.6}\n"), {})
+
+
+def alias_bomb(tmp: Path, model: Path) -> Setup:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return Setup(write_policy(tmp / "bad.naa.yaml", _header(model) + "\n".join(lines) + "\n"), {})
+
+
+def empty_env_variable(tmp: Path, model: Path) -> Setup:
+    os.environ["NAA_GUARD_TEST_EMPTY"] = ""  # set, but to nothing: would turn the path into the policy's folder
+    return Setup(_policy(tmp, model, members="'${NAA_GUARD_TEST_EMPTY}'"), {})
+
+
+def one_member(tmp: Path, model: Path) -> Setup:
+    make_images(tmp / "members.npz", 1, seed=1)
+    make_images(tmp / "nonmembers.npz", 24, seed=2)
+    return Setup(_policy(tmp, model), {})
+
+
+def tuning_split_leaves_999(tmp: Path, model: Path) -> Setup:
+    make_images(tmp / "members.npz", 60, seed=1)
+    make_images(tmp / "nonmembers.npz", 1000, seed=2)
+    body = _header(model) + "attacks: {loss: {t: [10, 100]}}\nthresholds: {auc: 0.99, tpr_at_1pct_fpr: 0.05}\nruntime: {device: cpu}\n"
+    return Setup(write_policy(tmp / "bad.naa.yaml", body), {})
+
+
+def _copy_edit(tmp: Path, model: Path, config: str, **changes: Any) -> Setup:
+    copy = _copy_model(tmp, model)
+    _edit_json(copy / config, **changes)
+    return Setup(_policy(tmp, copy), {})
+
+
+def _copy_rewrite_weights(tmp: Path, model: Path, change: Callable[[dict[str, Any]], Any]) -> Setup:
+    from safetensors.torch import load_file, save_file
+
+    copy = _copy_model(tmp, model)
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    change(tensors)
+    save_file(tensors, weights)
+    return Setup(_policy(tmp, copy), {})
+
+
+def missing_tensor(tmp: Path, model: Path) -> Setup:
+    return _copy_rewrite_weights(tmp, model, lambda tensors: tensors.pop("conv_out.bias"))
+
+
+def unexpected_tensor(tmp: Path, model: Path) -> Setup:
+    import torch
+
+    return _copy_rewrite_weights(tmp, model, lambda tensors: tensors.update(extra=torch.ones(2)))
+
+
+def truncated_weights(tmp: Path, model: Path) -> Setup:
+    copy = _copy_model(tmp, model)
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    return Setup(_policy(tmp, copy), {})
+
+
+def config_is_a_list(tmp: Path, model: Path) -> Setup:
+    copy = _copy_model(tmp, model)
+    (copy / "scheduler" / "scheduler_config.json").write_text("[]")
+    return Setup(_policy(tmp, copy), {})
+
+
+def images_of_another_size(tmp: Path, model: Path) -> Setup:
+    make_images(tmp / "members.npz", 24, size=6, seed=1)  # e.g. 28x28 digits for a model trained on them padded to 32x32
+    make_images(tmp / "nonmembers.npz", 24, size=6, seed=2)
+    return Setup(_policy(tmp, model), {})
+
+
+def png_renamed_npz(tmp: Path, model: Path) -> Setup:
+    Image.new("L", (8, 8), 30).save(tmp / "png.png")
+    (tmp / "png.png").rename(tmp / "members_png.npz")
+    return Setup(_policy(tmp, model, members="./members_png.npz"), {})
+
+
+def fifo_source(tmp: Path, model: Path) -> Setup:
+    os.mkfifo(tmp / "pipe.npz")
+    return Setup(_policy(tmp, model, members="./pipe.npz"), {})
+
+
+def policy_is_a_fifo(tmp: Path, model: Path) -> Setup:
+    os.mkfifo(tmp / "bad.naa.yaml")
+    return Setup(tmp / "bad.naa.yaml", {})
+
+
 # ----------------------------------------------------------------------------- the matrix
 
 
@@ -311,6 +409,41 @@ CASES = [
     case("members-nonmembers-overlap", overlapping_sets, AuditInvalidError, "2 image(s) appear in both", "members.npz[5] = nonmembers.npz[3]", "remove the duplicates"),
     case("shifted-sets", shifted_sets, AuditInvalidError, "different distributions", "checks.shift_auc", "same source"),
     case("nan-predictions", nan_weights, NonFiniteScoreError, "attack naa", "members sample(s) members.npz[0]", "NaN", "runtime.dtype"),
+    # --- issue 8, class 1: policy YAML that once passed -----------------------------------------------------------
+    case("duplicate-key", duplicate_key, PolicyError, "bad.naa.yaml", "duplicate key 'thresholds'", "first given at line"),
+    case("alias-bomb", alias_bomb, PolicyError, "bad.naa.yaml", "aliases"),
+    case("threshold-yes", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nthresholds: {auc: yes}\n"),
+         PolicyError, "thresholds.auc", "valid number", "True"),  # fmt: skip
+    case("threshold-string", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nthresholds: {auc: '0.6'}\n"),
+         PolicyError, "thresholds.auc", "valid number", "'0.6'"),  # fmt: skip
+    case("every-gate-null", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nthresholds: {auc: null, tpr_at_1pct_fpr: null}\n"),
+         PolicyError, "thresholds", "every gate is disabled"),  # fmt: skip
+    case("thresholds-empty", _raw("version: 1\nmodel: {path: MODEL}\ndata: {members: a.npz, nonmembers: b.npz}\nthresholds: {}\n"),
+         PolicyError, "thresholds", "empty thresholds section"),  # fmt: skip
+    case("env-variable-empty", empty_env_variable, PolicyError, "data.members", "${NAA_GUARD_TEST_EMPTY} is set to an empty string"),
+    # --- class 2: too few samples ----------------------------------------------------------------------------------
+    case("one-member", one_member, InsufficientSamplesError, "1 members / 24 non-members", "at least 20 of each"),
+    case("limit-2-override", _with({"limit": 2}), InsufficientSamplesError, "2 members / 2 non-members", "at least 20"),
+    # --- class 3: model configs and weights ------------------------------------------------------------------------
+    case("betas-above-1", lambda tmp, model: _copy_edit(tmp, model, "scheduler/scheduler_config.json", beta_end=1.5),
+         TargetError, "scheduler_config.json", "beta_end is 1.5", "(0, 1)"),  # fmt: skip
+    case("weights-missing-a-tensor", missing_tensor, TargetError, "missing from the weights: conv_out.bias", "strictly"),
+    case("weights-with-an-extra-tensor", unexpected_tensor, TargetError, "unexpected tensor(s)", "extra"),
+    case("model-index-unknown-class", lambda tmp, model: _copy_edit(tmp, model, "model_index.json", unet=["diffusers", "NoSuchUNet"]),
+         TargetError, "model_index.json", "diffusers.NoSuchUNet, which does not exist"),  # fmt: skip
+    case("config-is-a-list", config_is_a_list, TargetError, "scheduler_config.json", "expected a JSON object", "array"),
+    case("truncated-safetensors", truncated_weights, TargetError, "diffusion_pytorch_model.safetensors", "corrupt", "truncated"),
+    case("unet-config-bool", lambda tmp, model: _copy_edit(tmp, model, "unet/config.json", in_channels=True),
+         TargetError, "config.json", "in_channels is True"),  # fmt: skip
+    # --- class 4: preprocessing -----------------------------------------------------------------------------------
+    case("images-of-another-size", images_of_another_size, DataError, "is 6x6 pixels", "model takes 8x8", "data.fit"),
+    case("data-fit-unknown", _with(members="./members.npz, fit: stretch"), PolicyError, "data.fit", "'resize', 'center_crop' or 'pad'"),
+    # --- class 6: tuning split and the TPR resolution rule ----------------------------------------------------------
+    case("tuning-split-unresolvable-tpr", tuning_split_leaves_999, PolicyError, "tune.fraction 0.2", "800 non-members", "at least 1000", "1250"),
+    # --- class 7: files -------------------------------------------------------------------------------------------
+    case("png-renamed-npz", png_renamed_npz, DataError, "members_png.npz", "is a PNG image", "np.savez"),
+    case("fifo-as-source", fifo_source, DataError, "pipe.npz", "neither a folder nor a regular file"),
+    case("policy-is-a-fifo", policy_is_a_fifo, PolicyError, "bad.naa.yaml", "not a regular file"),
 ]
 
 
@@ -324,6 +457,7 @@ def test_library_raises_a_clear_error(bad: Case, tmp_path: Path, tiny_model: Pat
     message = str(caught.value)
     missing = [word for word in bad.words if word not in message]
     assert not missing, f"message lacks {missing}: {message}"
+    assert "allow_pickle=True" not in message  # never advise unsafe loading
 
 
 @pytest.mark.parametrize("bad", CASES)
