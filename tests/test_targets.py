@@ -180,6 +180,35 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path: Path) -> None:
     torch.testing.assert_close(v_target.predict_noise(x, t), abar.sqrt() * raw + (1 - abar).sqrt() * x)
 
 
+class _VOracle(torch.nn.Module):
+    """A stand-in network that outputs a fixed v for the first rows of any (padded) batch."""
+
+    def __init__(self, v: torch.Tensor) -> None:
+        super().__init__()
+        self.v = v
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # DiffusersTarget reads the dtype from a parameter
+        self.config = SimpleNamespace(sample_size=v.shape[-1], in_channels=v.shape[1])
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=torch.cat([self.v, x.new_zeros((x.shape[0] - len(self.v), *x.shape[1:]))]))
+
+
+def test_v_prediction_gives_back_the_noise_it_was_built_from() -> None:
+    """v = sqrt(abar) eps - sqrt(1 - abar) x0 for a known x0 and eps; predict_noise must return eps."""
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.float()
+    generator = torch.Generator().manual_seed(4)
+    x0, noise = torch.rand(3, 1, 8, 8, generator=generator) * 2 - 1, torch.randn(3, 1, 8, 8, generator=generator)
+    for t in (10, 300, 900):
+        abar = alphas[t]
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        v = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        target = DiffusersTarget(_VOracle(v), alphas, "v_prediction", torch.device("cpu"), torch.float32)
+        # float32 arithmetic on values of order 1-4: a few ulps (1e-7 each) of error, well below 1e-5.
+        torch.testing.assert_close(target.predict_noise(x_t, t), noise, rtol=0, atol=1e-5)
+
+
 def test_unsupported_prediction_type_is_refused(tmp_path: Path) -> None:
     folder = make_tiny_model(tmp_path / "m", prediction_type="sample")
     with pytest.raises(TargetError, match="prediction_type 'sample' is not supported; expected one of epsilon, v_prediction"):
