@@ -88,8 +88,8 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
-        """Return True when every gate passed."""
-        return all(gate.passed for gate in self.gates)
+        """Return True when there is at least one gate and every gate passed (no gate is never a pass)."""
+        return bool(self.gates) and all(gate.passed for gate in self.gates)
 
     @property
     def errored(self) -> bool:

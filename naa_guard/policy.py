@@ -38,6 +38,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _non_empty(value: Any) -> Any:
+    """Refuse an empty or blank path: Path("") is ".", the policy's own folder, never what was meant."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("the path is empty; an empty path would mean the policy's own folder. Give the path, or remove the key")
+    if value is not None and not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a path (a string), found {type(value).__name__}")
+    return value
+
+
 def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
     base = (info.context or {}).get("base_dir")
     if path is None or base is None or path.is_absolute():
@@ -57,6 +66,7 @@ class ModelSection(_Section):
         "called as function(path=model.path, device=..., dtype=...)",
     )
 
+    _path_given = field_validator("path", mode="before")(_non_empty)
     _resolve_path = field_validator("path")(_resolve)
 
     @field_validator("loader")
@@ -89,15 +99,17 @@ class DataSection(_Section):
         "(center on black, images must be at most the model's size). Pick how the training images were prepared.",
     )
 
+    _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
 
 
 class Thresholds(_Section):
     """Gate limits: a gate fails when its metric is above its limit; null disables it."""
 
-    auc: StrictNumber | None = Field(0.60, ge=0.5, le=1.0, description="limit on the leak AUC")
-    tpr_at_1pct_fpr: StrictNumber | None = Field(0.05, ge=0.0, le=1.0)
-    tpr_at_0_1pct_fpr: StrictNumber | None = Field(None, ge=0.0, le=1.0)
+    # A limit of 1.0 can never be exceeded (the metrics are at most 1): such a gate would always pass.
+    auc: StrictNumber | None = Field(0.60, ge=0.5, lt=1.0, description="limit on the leak AUC, below 1")
+    tpr_at_1pct_fpr: StrictNumber | None = Field(0.05, ge=0.0, lt=1.0, description="limit on TPR at 1% FPR, below 1")
+    tpr_at_0_1pct_fpr: StrictNumber | None = Field(None, ge=0.0, lt=1.0, description="limit on TPR at 0.1% FPR, below 1")
     decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
     confidence: StrictNumber = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
     unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
@@ -146,6 +158,7 @@ class ReportSection(_Section):
 
     dir: Path | None = Field(None, **_PATH, description="folder for JSON and Markdown reports, relative to the policy file")
 
+    _dir_given = field_validator("dir", mode="before")(_non_empty)
     _resolve_dir = field_validator("dir")(_resolve)
 
 

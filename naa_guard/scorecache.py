@@ -64,6 +64,7 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
         "seed": policy.runtime.seed,
         "dtype": policy.runtime.dtype,
         "limit": limit,
+        "fit": policy.data.fit,  # how images of another size were brought to the model's: changes every pixel
     }
     if control is not None:
         material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]

@@ -69,7 +69,7 @@ MALFORMED = [
     ("unknown aggregation metric", ("metric: l2", "metric: l3"), "attacks.naa.metric", "'l2', 'l1', 'centroid', 'density' or 'hull'"),
     ("unknown attack parameter", ("sigma: 0.1", "sigma: 0.1, steps: 3"), "attacks.naa.steps", "unknown key"),
     ("chain below zero", ("t: 80", "t: 20"), "attacks.naa", "smallest valid t is 40"),
-    ("auc limit out of range", ("auc: 0.6", "auc: 1.5"), "thresholds.auc", "less than or equal to 1"),
+    ("auc limit out of range", ("auc: 0.6", "auc: 1.5"), "thresholds.auc", "less than 1"),
     ("bad decision", ("tpr_at_1pct_fpr: 0.05}", "tpr_at_1pct_fpr: 0.05, decision: strict}"), "thresholds.decision", "'point' or 'upper_ci'"),
     ("unknown device", ("device: auto", "device: gpu"), "runtime.device", "allowed: auto, cpu, cuda"),
     ("batch size zero", ("batch_size: 64", "batch_size: 0"), "runtime.batch_size", "greater than or equal to 1"),

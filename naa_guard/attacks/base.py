@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 
 class AttackParams(BaseModel):
-    """Base class of every attack's parameters: unknown keys are rejected, values are frozen."""
+    """Base class of every attack's parameters: unknown keys are rejected, values are frozen and strict
+    (``t: yes`` or ``t: "80"`` is an error, not 1 or 80)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Attack(ABC):
