@@ -215,8 +215,13 @@ def check_model_index(index: dict[str, Any], file: Path) -> dict[str, tuple[str,
     return components
 
 
-def check_model_index_classes(components: dict[str, tuple[str, str]], file: Path) -> None:
-    """Return None; raise TargetError if a component names a library or class that does not exist."""
+def check_model_index_classes(components: dict[str, tuple[str, str]], file: Path, declared: dict[str, Any] | None = None) -> None:
+    """Return None; raise TargetError if a component names a library or class that does not exist.
+
+    ``declared`` maps component names to the ``_class_name`` their own config gives; the index
+    must agree with it (an index saying UNet2DConditionModel over a UNet2DModel config is a
+    folder assembled from different models).
+    """
     import importlib
 
     for name, (library, class_name) in components.items():
@@ -233,6 +238,12 @@ def check_model_index_classes(components: dict[str, tuple[str, str]], file: Path
             raise TargetError(
                 f"{file}: component {name!r} names the class {library}.{class_name}, which does not exist "
                 f"(in {library} {getattr(module, '__version__', '?')}). Fix the class name, or re-save the pipeline with save_pretrained."
+            )
+    for name, own in (declared or {}).items():
+        if name in components and own is not None and components[name][1] != own:
+            raise TargetError(
+                f"{file}: component {name!r} is {components[name][1]} here, but {name}/'s own config says {own!r}. "
+                f"The folder mixes parts of different models; re-save the pipeline with save_pretrained."
             )
 
 

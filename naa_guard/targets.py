@@ -297,7 +297,8 @@ def load_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype: str)
     check_config_types(info.unet_config, unet_class, info.unet_dir / "config.json")
     check_config_types(scheduler_config, scheduler_class, info.scheduler_dir / "scheduler_config.json")
     if (info.root / "model_index.json").is_file():
-        check_model_index_classes(check_model_index(_read_json(info.root / "model_index.json"), info.root / "model_index.json"), info.root / "model_index.json")
+        declared = {info.unet_dir.name: info.unet_config.get("_class_name"), "scheduler": scheduler_config.get("_class_name")}
+        check_model_index_classes(check_model_index(_read_json(info.root / "model_index.json"), info.root / "model_index.json"), info.root / "model_index.json", declared)
     weight_files = weight_files_for(info.unet_dir, use_safetensors, variant)
     weight_shapes(weight_files)  # a corrupt file is named here, not in diffusers' generic error
     previous_verbosity = diffusers.logging.get_verbosity()

@@ -93,6 +93,12 @@ def test_model_index_naming_a_class_that_does_not_exist_is_an_error(model: Path)
         _load(model)
 
 
+def test_model_index_disagreeing_with_a_components_own_config_is_an_error(model: Path) -> None:
+    _edit(model / "model_index.json", scheduler=["diffusers", "DDIMScheduler"])
+    with pytest.raises(TargetError, match=r"component 'scheduler' is DDIMScheduler here, but scheduler/'s own config says 'DDPMScheduler'"):
+        _load(model)
+
+
 def test_model_index_naming_another_library_is_an_error(model: Path) -> None:
     _edit(model / "model_index.json", scheduler=["my_package", "MyScheduler"])
     with pytest.raises(TargetError, match="names the library 'my_package'.*model.loader"):
