@@ -344,7 +344,7 @@ def audit(
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
     how = (f" after limit {prepared.limit}" if prepared.limit is not None else "") + (f" and the tuning split (tune.fraction {policy.tune.fraction})" if split else "")
-    check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None)  # before any scoring
+    check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)  # before any scoring
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():

@@ -133,6 +133,7 @@ class _Notes:
     def __init__(self, role: str, size: int, fit: str | None) -> None:
         self.role, self.size, self.fit = role, size, fit
         self.fitted = 0
+        self.converted: dict[str, int] = {}  # "color to grayscale" / "grayscale to RGB" -> count
         self.alpha: list[str] = []
         self.skipped: list[str] = []
 
@@ -140,6 +141,8 @@ class _Notes:
         found = []
         if self.fitted:
             found.append(f"{self.fitted} of {total} {self.role} image(s) were fitted to the model's {self.size}x{self.size} input with data.fit: {self.fit}")
+        for how, count in self.converted.items():
+            found.append(f"{count} of {total} {self.role} image(s) were converted from {how} to fit the model's input channels")
         if self.alpha:
             found.append(f"{len(self.alpha)} {self.role} image(s) had an alpha channel, which was dropped (not composited), e.g. {', '.join(self.alpha[:3])}")
         if self.skipped:
@@ -271,6 +274,10 @@ def _prepare(img: Image.Image, size: int, channels: int, notes: _Notes, where: s
         img = img.convert("RGBA")  # via RGBA: palette transparency would otherwise warn
     if "A" in img.mode:
         notes.alpha.append(name)
+    color = img.mode not in ("1", "L", "LA")
+    if color != (channels == 3):
+        how = "color to grayscale" if color else "grayscale to RGB"
+        notes.converted[how] = notes.converted.get(how, 0) + 1
     img = img.convert("L" if channels == 1 else "RGB")  # alpha is dropped, not composited
     if img.size != (size, size):
         img = fit_image(img, size, notes.fit, where)

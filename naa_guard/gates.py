@@ -40,7 +40,7 @@ def _too_few(n_members: int, n_nonmembers: int, how: str) -> str | None:
     )
 
 
-def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False) -> None:
+def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False, n_control: int | None = None) -> None:
     """Return None; raise before any scoring when the sets as scored cannot resolve the policy's gates.
 
     ``how`` says how the counts came about (e.g. " after --naa-quick 5"); ``tuned``: the counts
@@ -52,6 +52,11 @@ def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, ho
         raise InsufficientSamplesError(
             f"{policy.source or policy.name}: {problem}. Fix: provide at least {MIN_PER_SIDE} members and {MIN_PER_SIDE} "
             f"non-members (raise data.limit / --limit / --naa-quick{', or lower tune.fraction' if tuned else ''})."
+        )
+    if n_control is not None and n_control < MIN_PER_SIDE:
+        raise InsufficientSamplesError(
+            f"{policy.source or policy.name}: data.control holds {n_control} image(s) as scored{how}; the null control needs at "
+            f"least {MIN_PER_SIDE}, or its interval is so wide that it can flag nothing. Fix: add control images, or remove data.control."
         )
     if not tuned or policy.thresholds.unresolvable != "error":
         return

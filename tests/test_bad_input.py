@@ -271,6 +271,11 @@ def one_member(tmp: Path, model: Path) -> Setup:
     return Setup(_policy(tmp, model), {})
 
 
+def small_control(tmp: Path, model: Path) -> Setup:
+    make_images(tmp / "control.npz", 5, seed=3)
+    return Setup(_policy(tmp, model, control="./control.npz"), {})
+
+
 def tuning_split_leaves_999(tmp: Path, model: Path) -> Setup:
     make_images(tmp / "members.npz", 60, seed=1)
     make_images(tmp / "nonmembers.npz", 1000, seed=2)
@@ -424,6 +429,7 @@ CASES = [
     # --- class 2: too few samples ----------------------------------------------------------------------------------
     case("one-member", one_member, InsufficientSamplesError, "1 members / 24 non-members", "at least 20 of each"),
     case("limit-2-override", _with({"limit": 2}), InsufficientSamplesError, "2 members / 2 non-members", "at least 20"),
+    case("control-of-5", small_control, InsufficientSamplesError, "data.control holds 5 image(s)", "at least 20"),
     # --- class 3: model configs and weights ------------------------------------------------------------------------
     case("betas-above-1", lambda tmp, model: _copy_edit(tmp, model, "scheduler/scheduler_config.json", beta_end=1.5),
          TargetError, "scheduler_config.json", "beta_end is 1.5", "(0, 1)"),  # fmt: skip
