@@ -439,6 +439,10 @@ CASES = [
          TargetError, "model_index.json", "diffusers.NoSuchUNet, which does not exist"),  # fmt: skip
     case("config-is-a-list", config_is_a_list, TargetError, "scheduler_config.json", "expected a JSON object", "array"),
     case("truncated-safetensors", truncated_weights, TargetError, "diffusion_pytorch_model.safetensors", "corrupt", "truncated"),
+    # Weights trained at 8 under a config saying 16: the same tensors (no positional layers), so the
+    # strict load cannot tell; the images stored at the training size can, and are not resized silently.
+    case("config-sample-size-doubled", lambda tmp, model: _copy_edit(tmp, model, "unet/config.json", sample_size=16),
+         DataError, "is 8x8 pixels, but the model takes 16x16", "does not resize silently"),  # fmt: skip
     case("unet-config-bool", lambda tmp, model: _copy_edit(tmp, model, "unet/config.json", in_channels=True),
          TargetError, "config.json", "in_channels is True"),  # fmt: skip
     # --- class 4: preprocessing -----------------------------------------------------------------------------------
