@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def make_images(path: Path, n: int, *, size: int = 8, seed: int = 0, channels: i
     shape = (n, size, size) if channels is None else (n, size, size, channels)
     np.savez(path, images=rng.integers(0, 256, size=shape, dtype=np.uint8))
     return path
+
+
+def edit_json(path: Path, **changes: object) -> None:
+    """Update keys of a JSON config file in place (e.g. a model's unet/config.json)."""
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
 
 
 def write_policy(path: Path, body: str) -> Path:

@@ -9,7 +9,6 @@ the message on stderr, no traceback).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_images, make_tiny_model, write_policy
+from conftest import edit_json, make_images, make_tiny_model, write_policy
 from PIL import Image
 
 from naa_guard.audit import audit
@@ -73,12 +72,6 @@ def _policy(tmp: Path, model: Path, *, model_yaml: str | None = None, members: s
 
 def _copy_model(tmp: Path, model: Path) -> Path:
     return Path(shutil.copytree(model, tmp / "model"))
-
-
-def _edit_json(path: Path, **changes: Any) -> None:
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
 
 
 def _raw(text: str) -> Callable[[Path, Path], Setup]:
@@ -171,13 +164,13 @@ def pickle_weights(tmp: Path, model: Path) -> Setup:
 
 def latent_pipeline(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
-    _edit_json(copy / "model_index.json", vae=["diffusers", "AutoencoderKL"])
+    edit_json(copy / "model_index.json", vae=["diffusers", "AutoencoderKL"])
     return Setup(_policy(tmp, copy), {})
 
 
 def bad_sample_size(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
-    _edit_json(copy / "unet" / "config.json", sample_size="large")
+    edit_json(copy / "unet" / "config.json", sample_size="large")
     return Setup(_policy(tmp, copy), {})
 
 
@@ -189,7 +182,7 @@ def no_weights(tmp: Path, model: Path) -> Setup:
 
 def foreign_scheduler_class(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
-    _edit_json(copy / "scheduler" / "scheduler_config.json", _class_name="DiffusionPipeline")
+    edit_json(copy / "scheduler" / "scheduler_config.json", _class_name="DiffusionPipeline")
     return Setup(_policy(tmp, copy), {})
 
 
@@ -197,13 +190,13 @@ def geometry_mismatch(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
     make_images(tmp / "members.npz", 24, size=7, seed=1)  # images of the declared size: the probe must catch it
     make_images(tmp / "nonmembers.npz", 24, size=7, seed=2)
-    _edit_json(copy / "unet" / "config.json", sample_size=7)  # two down blocks: 7 -> 4 -> 8 breaks the skips
+    edit_json(copy / "unet" / "config.json", sample_size=7)  # two down blocks: 7 -> 4 -> 8 breaks the skips
     return Setup(_policy(tmp, copy), {})
 
 
 def weights_config_mismatch(tmp: Path, model: Path) -> Setup:
     copy = _copy_model(tmp, model)
-    _edit_json(copy / "unet" / "config.json", in_channels=3, out_channels=3)
+    edit_json(copy / "unet" / "config.json", in_channels=3, out_channels=3)
     return Setup(_policy(tmp, copy), {})
 
 
@@ -285,7 +278,7 @@ def tuning_split_leaves_999(tmp: Path, model: Path) -> Setup:
 
 def _copy_edit(tmp: Path, model: Path, config: str, **changes: Any) -> Setup:
     copy = _copy_model(tmp, model)
-    _edit_json(copy / config, **changes)
+    edit_json(copy / config, **changes)
     return Setup(_policy(tmp, copy), {})
 
 

@@ -4,13 +4,12 @@ that loads half-initialised and audits (issue 8, class 3)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_tiny_model
+from conftest import edit_json, make_tiny_model
 
 from naa_guard.errors import TargetError
 from naa_guard.modelcheck import check_alphas_cumprod, read_safetensors_header
@@ -27,12 +26,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def model(pristine: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(pristine, tmp_path / "model"))
-
-
-def _edit(path: Path, **changes: Any) -> None:
-    config = json.loads(path.read_text())
-    config.update(changes)
-    path.write_text(json.dumps(config))
 
 
 def _load(folder: Path) -> Any:
@@ -54,7 +47,7 @@ def test_a_json_config_that_is_not_an_object_is_named(model: Path, config: str, 
     ("sample_size", 8.0, "sample_size is 8.0"),
 ])  # fmt: skip
 def test_unet_config_values_of_the_wrong_type_or_range_are_errors(model: Path, key: str, value: Any, words: str) -> None:
-    _edit(model / "unet/config.json", **{key: value})
+    edit_json(model / "unet/config.json", **{key: value})
     with pytest.raises(TargetError, match="config.json") as caught:
         _load(model)
     assert words in str(caught.value)
@@ -68,7 +61,7 @@ def test_unet_config_values_of_the_wrong_type_or_range_are_errors(model: Path, k
     ({"beta_schedule": "cubic"}, "beta_schedule is 'cubic'"),
 ])  # fmt: skip
 def test_impossible_noise_schedules_are_refused_before_loading(model: Path, changes: dict[str, Any], words: str) -> None:
-    _edit(model / "scheduler/scheduler_config.json", **changes)
+    edit_json(model / "scheduler/scheduler_config.json", **changes)
     with pytest.raises(TargetError, match="scheduler_config.json") as caught:
         read_model_info(model)
     assert words in str(caught.value)
@@ -88,19 +81,19 @@ def test_alphas_cumprod_must_be_in_0_1_and_decreasing(alphas: list[float], words
 
 
 def test_model_index_naming_a_class_that_does_not_exist_is_an_error(model: Path) -> None:
-    _edit(model / "model_index.json", unet=["diffusers", "UNet9000Model"])
+    edit_json(model / "model_index.json", unet=["diffusers", "UNet9000Model"])
     with pytest.raises(TargetError, match=r"model_index.json: component 'unet' names the class diffusers.UNet9000Model, which does not exist"):
         _load(model)
 
 
 def test_model_index_disagreeing_with_a_components_own_config_is_an_error(model: Path) -> None:
-    _edit(model / "model_index.json", scheduler=["diffusers", "DDIMScheduler"])
+    edit_json(model / "model_index.json", scheduler=["diffusers", "DDIMScheduler"])
     with pytest.raises(TargetError, match=r"component 'scheduler' is DDIMScheduler here, but scheduler/'s own config says 'DDPMScheduler'"):
         _load(model)
 
 
 def test_model_index_naming_another_library_is_an_error(model: Path) -> None:
-    _edit(model / "model_index.json", scheduler=["my_package", "MyScheduler"])
+    edit_json(model / "model_index.json", scheduler=["my_package", "MyScheduler"])
     with pytest.raises(TargetError, match="names the library 'my_package'.*model.loader"):
         _load(model)
 
