@@ -22,7 +22,7 @@ from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
 from naa_guard.data import SampleSet, files_digest, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
-from naa_guard.loader import load_custom_target, loader_identity
+from naa_guard.targets.custom import load_custom_target, loader_identity
 from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
@@ -188,8 +188,7 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
     without a path it has no identity, so its scores are not cached.
     """
     if info is not None:
-        model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
-        model = files_digest(model_files)
+        model = files_digest(info.identity_files())
     elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
         return None
     material = {
