@@ -26,7 +26,7 @@ from naa_guard.targets.custom import load_custom_target, loader_identity
 from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.targets import ModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
@@ -155,14 +155,16 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
 
     from naa_guard.attacks.common import sample_keys
 
+    target = as_target(target)
     scores: list[np.ndarray] = []
     offset = 0
     for images, indices in _batches(samples, batch_size):
-        x0 = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
         keys = sample_keys(role, indices)
         try:
             with torch.inference_mode():
-                batch_scores = attack.score(target, x0, keys, seed).detach().to("cpu", torch.float64).numpy()
+                x0, cond = target.encode(pixels, samples.captions[offset : offset + len(indices)])
+                batch_scores = attack.score(target, x0, keys, seed, cond).detach().to("cpu", torch.float64).numpy()
         except NonFiniteScoreError as exc:
             rows = getattr(exc, "batch_rows", None) or range(len(indices))
             names = ", ".join(samples.names[offset + row] for row in list(rows)[:5])
@@ -256,7 +258,7 @@ class _Scorer:
 
     def __init__(self, policy: Policy, info: ModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
         self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
-        self.target = target
+        self.target = as_target(target) if target is not None else None
         self.model_loaded = False
         self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
 

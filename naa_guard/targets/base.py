@@ -155,10 +155,14 @@ def probe_target(target: Target, where: str) -> None:
     counters = {name: getattr(target, name) for name in ("forward_calls", "sample_queries", "encoded_images", "encoded_texts") if hasattr(target, name)}
     shape = (1, target.in_channels, target.sample_size, target.sample_size)
     geometry = f"in_channels {target.in_channels}, sample_size {target.sample_size}"
+    x0: Any = None
     try:
-        out = target.predict_noise(torch.zeros(shape, device=target.device), 0)
+        x0, cond = target.encode(torch.zeros(shape, device=target.device), [""])
+        out = target.predict_noise(x0, 0, cond)
     except NonFiniteScoreError:
         return  # the forward pass itself worked; scoring reports the bad outputs with attack and sample names
+    except TargetError:
+        raise
     except Exception as exc:  # a shape mismatch surfaces as RuntimeError, ValueError, ... from inside the network
         raise TargetError(
             f"{where}: the model cannot take images of its declared geometry ({geometry}): a "
@@ -167,11 +171,15 @@ def probe_target(target: Target, where: str) -> None:
             f"match the first convolution's weights) or re-save the model with save_pretrained."
         ) from None
     finally:
+        forget = getattr(target, "forget_encodings", None)
+        if callable(forget):
+            forget()  # the probe's zero image is no sample
         for name, value in counters.items():
             setattr(target, name, value)
-    if tuple(getattr(out, "shape", ())) != shape:
+    expected = tuple(getattr(x0, "shape", ()))
+    if tuple(getattr(out, "shape", ())) != expected:
         raise TargetError(
-            f"{where}: for a batch of shape {shape} ({geometry}) the model predicts shape "
+            f"{where}: for an encoded batch of shape {expected} ({geometry}) the model predicts shape "
             f"{tuple(getattr(out, 'shape', ()))}; the attacks need a noise prediction of the input's shape. "
             f"Models that also predict the variance (out_channels = 2 x in_channels) are not supported yet."
         )

@@ -7,6 +7,10 @@ the policy gives none. It must return an object with the :class:`~naa_guard.targ
 protocol: ``alphas_cumprod`` (1-D float32 tensor on the target's device), ``predict_noise(x, t)``
 (epsilon prediction), ``sample_size`` and ``in_channels`` (the image geometry the data loader
 prepares: square ``sample_size`` images with ``in_channels`` channels in [-1, 1]) and ``device``.
+A model that works in another space or takes a condition also defines ``encode(images, captions)
+-> (x0, cond)`` and ``predict_noise(x, t, cond)``; without ``encode`` the images are the
+diffusion space and ``predict_noise(x, t)`` is called without a condition (the first protocol,
+still accepted).
 
 Nothing else in a policy can run code: diffusers folders load from safetensors (pickles only
 with ``model.allow_pickle: true``) and schedulers only from diffusers' own classes. The loader
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.data import files_digest
 from naa_guard.errors import NaaGuardError, TargetError
-from naa_guard.targets.base import offline_environment
+from naa_guard.targets.base import as_target, offline_environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,7 +92,7 @@ def load_custom_target(spec: str, path: Path | None, *, device: torch.device, dt
         raise
     except Exception as exc:  # user code
         raise TargetError(f"model.loader {spec!r} raised {type(exc).__name__}: {exc}") from exc
-    return check_target(target, spec)
+    return as_target(check_target(target, spec))
 
 
 def check_target(target: Any, spec: str) -> Target:
@@ -107,6 +111,8 @@ def check_target(target: Any, spec: str) -> Target:
         problems.append(f"in_channels is {channels!r} (expected 1 or 3)")
     if not callable(target.predict_noise):
         problems.append("predict_noise is not callable")
+    if hasattr(target, "encode") and not callable(target.encode):
+        problems.append("encode is not callable (define encode(images, captions) -> (x0, cond), or leave it out for a pixel-space model)")
     try:
         device = torch.device(target.device)
     except (TypeError, RuntimeError):

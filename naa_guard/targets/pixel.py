@@ -16,6 +16,8 @@ from naa_guard.errors import TargetError
 from naa_guard.targets.base import PAD_MULTIPLE, check_component_weights, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -96,8 +98,12 @@ class DiffusersTarget:
         self.forward_calls = 0  # model forward passes, one per batch
         self.sample_queries = 0  # samples passed through the model, summed over calls
 
-    def predict_noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Return the epsilon prediction (float32) at integer timestep ``t``; v is converted."""
+    def encode(self, images: torch.Tensor, captions: Sequence[str | None]) -> tuple[torch.Tensor, None]:
+        """Return the images unchanged (pixel space) and no condition: the UNet takes none."""
+        return images, None
+
+    def predict_noise(self, x: torch.Tensor, t: int, cond: Any = None) -> torch.Tensor:
+        """Return the epsilon prediction (float32) at integer timestep ``t``; v is converted; ``cond`` is unused."""
         import torch
 
         count = x.shape[0]
