@@ -20,13 +20,14 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
+from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
 from naa_guard.data import SampleSet, files_digest, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
 from naa_guard.targets.custom import load_custom_target, loader_identity
 from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.targets import ModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class AuditResult:
     model_loaded: bool
     warnings: list[str] = field(default_factory=list)
     checks: ValidityReport | None = None  # overlap, distribution shift and null control results
+    conditioning: str | None = None  # the text condition a text-to-image model's queries got
 
     @property
     def passed(self) -> bool:
@@ -135,6 +137,7 @@ class AuditResult:
             "device": self.device,
             "dtype": self.dtype,
             "seed": self.seed,
+            "conditioning": self.conditioning,
             "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
             "worst_case": self.worst_case(),
             "gates": [gate.to_dict() for gate in self.gates],
@@ -183,14 +186,14 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
     return np.concatenate(scores)
 
 
-def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
+def cache_key(info: AnyModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
     """Return the content hash under which an attack's scores are cached (None: not cacheable).
 
     A custom loader's model is identified by the loader string and the files under model.path;
     without a path it has no identity, so its scores are not cached.
     """
     if info is not None:
-        model = files_digest(info.identity_files())
+        model = [files_digest(info.identity_files()), info.identity_material()]
     elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
         return None
     material = {
@@ -206,6 +209,8 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
     }
     if control is not None:
         material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
+    if any(caption is not None for samples in (members, nonmembers, control) if samples is not None for caption in samples.captions):
+        material["captions"] = hashlib.sha256(json.dumps([s.captions for s in (members, nonmembers, control) if s is not None]).encode()).hexdigest()
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -237,7 +242,7 @@ def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> R
         ) from None
 
 
-def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
+def _load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
     """Return the policy's model (diffusers folder or custom loader), probed with one test batch."""
     import torch
 
@@ -256,7 +261,7 @@ def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
 class _Scorer:
     """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
 
-    def __init__(self, policy: Policy, info: ModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
+    def __init__(self, policy: Policy, info: AnyModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
         self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
         self.target = as_target(target) if target is not None else None
         self.model_loaded = False
@@ -303,6 +308,7 @@ class PreparedAudit:
     control: SampleSet | None
     validity: ValidityReport
     scorer: _Scorer
+    conditioning: str  # as reports state it
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
@@ -334,15 +340,19 @@ def prepare_audit(
     limit = limit if limit is not None else policy.data.limit
     seed = runtime.seed
 
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
+    model = policy.model
+    info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
     scorer = _Scorer(policy, info, limit, score_cache, target, progress)
     geometry = scorer.load() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
     nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
     control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
-    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
+    mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
+    members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
+    control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free, on the pixels: before any attack
+    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt))
 
 
 def audit(
@@ -399,4 +409,5 @@ def audit(
         model_loaded=scorer.model_loaded,
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
+        conditioning=prepared.conditioning,
     )

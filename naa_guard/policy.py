@@ -47,7 +47,10 @@ class ModelSection(_Section):
         "called as function(path=model.path, device=..., dtype=...)",
     )
 
-    _resolve_path = field_validator("path")(_resolve)
+    lora: Path | None = Field(None, description="LoRA for a Stable Diffusion / SDXL pipeline: a .safetensors file or the folder save_lora_weights wrote, relative to the policy file")
+    lora_scale: float = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
+
+    _resolve_path = field_validator("path", "lora")(_resolve)
 
     @field_validator("loader")
     @classmethod
@@ -62,6 +65,8 @@ class ModelSection(_Section):
             raise ValueError("give model.path (a diffusers folder) or model.loader ('package.module:function')")
         if self.loader is not None and self.unet_subfolder is not None:
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
+        if self.loader is not None and self.lora is not None:
+            raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
         return self
 
 
@@ -72,8 +77,20 @@ class DataSection(_Section):
     nonmembers: Path = Field(description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
     control: Path | None = Field(None, description="optional null control: more held-out images the model never saw, same forms")
+    prompt: str | None = Field(None, description="one prompt for every image of a text-to-image model (e.g. a DreamBooth instance prompt)")
+    conditioning: Literal["auto", "caption", "prompt", "empty"] = Field(
+        "auto", description="text condition of a text-to-image model: the manifest's captions, data.prompt, or the empty caption; auto = prompt when given, else captions when the manifests have them, else empty"
+    )
 
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
+
+    @model_validator(mode="after")
+    def _prompt_fits_conditioning(self) -> DataSection:
+        if self.conditioning == "prompt" and self.prompt is None:
+            raise ValueError("conditioning is 'prompt' but data.prompt is not set; give the prompt every image was trained with")
+        if self.prompt is not None and self.conditioning in ("caption", "empty"):
+            raise ValueError(f"data.prompt is set but conditioning is {self.conditioning!r}, which ignores it; remove data.prompt or use conditioning: prompt")
+        return self
 
 
 class Thresholds(_Section):

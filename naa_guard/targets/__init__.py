@@ -4,6 +4,8 @@
   loading, the geometry probe;
 - :mod:`~naa_guard.targets.detect`: which family a folder holds, and loading it;
 - :mod:`~naa_guard.targets.pixel`: pixel-space ``UNet2DModel`` checkpoints;
+- :mod:`~naa_guard.targets.latent`: Stable Diffusion and SDXL pipelines (VAE latents, text
+  conditioning), with :mod:`~naa_guard.targets.lora` for LoRA adapters;
 - :mod:`~naa_guard.targets.custom`: ``model.loader`` functions (the user's own code).
 """
 
@@ -20,7 +22,8 @@ from naa_guard.targets.base import (
     probe_target,
     resolve_device,
 )
-from naa_guard.targets.detect import load_target, read_model_info
+from naa_guard.targets.detect import AnyModelInfo, load_target, read_model_info
+from naa_guard.targets.latent import LatentModelInfo, LatentTarget
 from naa_guard.targets.pixel import PREDICTION_TYPES, DiffusersTarget, ModelInfo
 
 __all__ = [
@@ -29,7 +32,10 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "PREDICTION_TYPES",
     "SAFE_WEIGHTS",
+    "AnyModelInfo",
     "DiffusersTarget",
+    "LatentModelInfo",
+    "LatentTarget",
     "ModelInfo",
     "Target",
     "as_target",

@@ -39,6 +39,10 @@ class ModelInfo:
         """Return the files whose content identifies this model (for score cache keys)."""
         return [*self.weight_files, self.unet_dir / "config.json", self.scheduler_dir / "scheduler_config.json"]
 
+    def identity_material(self) -> dict[str, Any]:
+        """Return what besides the files changes the scores: nothing for a pixel model."""
+        return {}
+
 
 def read_pixel_info(root: Path, unet_subfolder: str | None = None) -> ModelInfo:
     """Return a pixel model folder's layout and UNet geometry, without importing torch."""
