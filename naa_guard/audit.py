@@ -308,7 +308,7 @@ class PreparedAudit:
     control: SampleSet | None
     validity: ValidityReport
     scorer: _Scorer
-    conditioning: str  # as reports state it
+    conditioning: str | None  # as reports state it; None for an unconditional model
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""

@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from naa_guard.data import SampleSet
     from naa_guard.policy import DataSection
 
-UNCONDITIONAL = "none (unconditional model)"
-
-
 def _missing(sets: dict[str, SampleSet]) -> dict[str, list[str]]:
     """Return, per role, the names of the samples that have no caption."""
     return {role: [name for name, caption in zip(samples.names, samples.captions) if caption is None] for role, samples in sets.items()}
@@ -81,6 +78,6 @@ def apply_conditioning(samples: SampleSet, mode: str, prompt: str | None) -> Sam
     return dataclasses.replace(samples, captions=tuple(captions))
 
 
-def describe_conditioning(mode: str, prompt: str | None) -> str:
-    """Return the conditioning as reports state it."""
-    return {"none": UNCONDITIONAL, "caption": "caption (each image's manifest caption)", "empty": "empty caption", "prompt": f"prompt {prompt!r}"}[mode]
+def describe_conditioning(mode: str, prompt: str | None) -> str | None:
+    """Return the conditioning as reports state it (None for an unconditional model)."""
+    return {"none": None, "caption": "caption (each image's manifest caption)", "empty": "empty caption", "prompt": f"prompt {prompt!r}"}[mode]

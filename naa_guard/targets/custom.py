@@ -10,7 +10,8 @@ prepares: square ``sample_size`` images with ``in_channels`` channels in [-1, 1]
 A model that works in another space or takes a condition also defines ``encode(images, captions)
 -> (x0, cond)`` and ``predict_noise(x, t, cond)``; without ``encode`` the images are the
 diffusion space and ``predict_noise(x, t)`` is called without a condition (the first protocol,
-still accepted).
+still accepted). A target whose ``encode`` reads the captions sets ``takes_text = True``; the
+captions it gets then follow ``data.conditioning`` (otherwise every caption is None).
 
 Nothing else in a policy can run code: diffusers folders load from safetensors (pickles only
 with ``model.allow_pickle: true``) and schedulers only from diffusers' own classes. The loader

@@ -76,7 +76,7 @@ class LatentModelInfo:
 def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora: Path | None, lora_scale: float) -> LatentModelInfo:
     """Return a latent pipeline folder's components and image geometry, without importing torch."""
     names = ["vae", "unet", "scheduler", "text_encoder", "tokenizer"] + (["text_encoder_2", "tokenizer_2"] if sdxl else [])
-    folders = {name: root / (unet_subfolder or "unet" if name == "unet" else name) for name in names}
+    folders = {name: root / ((unet_subfolder or "unet") if name == "unet" else name) for name in names}
     missing = [f"{folder.name}/" for folder in folders.values() if not folder.is_dir()]
     if missing:
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
