@@ -359,12 +359,12 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
                 from naa_guard.targets.lora import apply_lora
 
                 apply_lora(parts, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
-    except (OSError, ValueError, RuntimeError) as exc:
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
-        raise TargetError(f"{info.root}: loading the pipeline failed: {detail} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
         alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod)
         check_alphas_cumprod(alphas_cumprod, str(scheduler_dir))
         return LatentTarget(parts, alphas_cumprod, prediction_type, info.sample_size, torch_device, torch_dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
+        raise TargetError(f"{info.root}: loading the pipeline failed: {detail} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
     finally:
         diffusers.logging.set_verbosity(verbosity[0])
         transformers.logging.set_verbosity(verbosity[1])

@@ -22,11 +22,15 @@ HOW = "Use the LoRA trained for this base pipeline (same UNet and text encoder l
 
 def _pipeline(parts: dict[str, Any], scheduler: Any) -> Any:
     """Return a diffusers pipeline over the loaded components (only to call its LoRA loader)."""
+    import warnings
+
     import diffusers
 
-    if "text_encoder_2" in parts:
-        return diffusers.StableDiffusionXLPipeline(scheduler=scheduler, add_watermarker=False, **parts)
-    return diffusers.StableDiffusionPipeline(scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scheduler-config deprecation notes: not the audit's business
+        if "text_encoder_2" in parts:
+            return diffusers.StableDiffusionXLPipeline(scheduler=scheduler, add_watermarker=False, **parts)
+        return diffusers.StableDiffusionPipeline(scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
 
 
 def _fingerprint(tensor: Any) -> tuple[tuple[int, ...], str]:
