@@ -98,6 +98,8 @@ def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora
         raise TargetError(f"{unet_file}: UNet class {unet_config.get('_class_name')!r}; a latent text-to-image pipeline needs a UNet2DConditionModel.")
     if vae_config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
         raise TargetError(f"{vae_file}: VAE class {vae_config.get('_class_name')!r} is not supported; naa-guard encodes with an AutoencoderKL.")
+    if vae_config.get("latents_mean") is not None or vae_config.get("latents_std") is not None:
+        raise TargetError(f"{vae_file}: this VAE normalises latents per channel (latents_mean / latents_std), which naa-guard does not apply yet; refusing rather than encoding differently from training.")
     latent_size, latent_channels = check_unet_config(unet_config, unet_file)
     _, image_channels = check_unet_config({"sample_size": 1, **vae_config}, vae_file)
     blocks = vae_config.get("block_out_channels") or [64]
