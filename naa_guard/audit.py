@@ -18,14 +18,15 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
+from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
 from naa_guard.data import SampleSet, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
 from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
-from naa_guard.loader import load_custom_target
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
 from naa_guard.scorecache import ScoreCache, cache_key, cached_scores_problem
-from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.targets.custom import load_custom_target
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class AuditResult:
     model_loaded: bool
     warnings: list[str] = field(default_factory=list)
     checks: ValidityReport | None = None  # overlap, distribution shift and null control results
+    conditioning: str | None = None  # the text condition a text-to-image model's queries got
 
     @property
     def passed(self) -> bool:
@@ -125,6 +127,7 @@ class AuditResult:
             "device": self.device,
             "dtype": self.dtype,
             "seed": self.seed,
+            "conditioning": self.conditioning,
             "attacks": {name: result.to_dict() for name, result in self.attacks.items()},
             "worst_case": self.worst_case(),
             "gates": [gate.to_dict() for gate in self.gates],
@@ -145,14 +148,16 @@ def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str,
 
     from naa_guard.attacks.common import sample_keys
 
+    target = as_target(target)
     scores: list[np.ndarray] = []
     offset = 0
     for images, indices in _batches(samples, batch_size):
-        x0 = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
         keys = sample_keys(role, indices)
         try:
             with torch.inference_mode():
-                batch_scores = attack.score(target, x0, keys, seed).detach().to("cpu", torch.float64).numpy()
+                x0, cond = target.encode(pixels, samples.captions[offset : offset + len(indices)])
+                batch_scores = attack.score(target, x0, keys, seed, cond).detach().to("cpu", torch.float64).numpy()
         except NonFiniteScoreError as exc:
             rows = getattr(exc, "batch_rows", None) or range(len(indices))
             names = ", ".join(samples.names[offset + row] for row in list(rows)[:5])
@@ -199,7 +204,7 @@ def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> R
         ) from None
 
 
-def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
+def _load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
     """Return the policy's model (diffusers folder or custom loader), probed with one test batch."""
     import torch
 
@@ -218,9 +223,9 @@ def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
 class _Scorer:
     """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
 
-    def __init__(self, policy: Policy, info: ModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
+    def __init__(self, policy: Policy, info: AnyModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
         self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
-        self.target = target
+        self.target = as_target(target) if target is not None else None
         self.model_loaded = False
         self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
         self.cache_warnings: list[str] = []  # bad entries recomputed, failed writes
@@ -273,6 +278,7 @@ class PreparedAudit:
     control: SampleSet | None
     validity: ValidityReport
     scorer: _Scorer
+    conditioning: str | None  # as reports state it; None for an unconditional model
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
@@ -304,7 +310,8 @@ def prepare_audit(
     limit = limit if limit is not None else policy.data.limit
     seed = runtime.seed
 
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
+    model = policy.model
+    info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
     scorer = _Scorer(policy, info, limit, score_cache, target, progress)
     geometry = scorer.load() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
@@ -312,8 +319,11 @@ def prepare_audit(
     members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members", fit=fit)
     nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers", fit=fit)
     control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control", fit=fit)
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
-    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
+    mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
+    members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
+    control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free, on the pixels: before any attack
+    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt))
 
 
 def audit(
@@ -374,4 +384,5 @@ def audit(
         model_loaded=scorer.model_loaded,
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
+        conditioning=prepared.conditioning,
     )

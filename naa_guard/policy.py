@@ -66,8 +66,11 @@ class ModelSection(_Section):
         "called as function(path=model.path, device=..., dtype=...)",
     )
 
-    _path_given = field_validator("path", mode="before")(_non_empty)
-    _resolve_path = field_validator("path")(_resolve)
+    lora: Path | None = Field(None, **_PATH, description="LoRA for a Stable Diffusion / SDXL pipeline: a .safetensors file or the folder save_lora_weights wrote, relative to the policy file")
+    lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
+
+    _path_given = field_validator("path", "lora", mode="before")(_non_empty)
+    _resolve_path = field_validator("path", "lora")(_resolve)
 
     @field_validator("loader")
     @classmethod
@@ -82,6 +85,8 @@ class ModelSection(_Section):
             raise ValueError("give model.path (a diffusers folder) or model.loader ('package.module:function')")
         if self.loader is not None and self.unet_subfolder is not None:
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
+        if self.loader is not None and self.lora is not None:
+            raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
         return self
 
 
@@ -98,9 +103,21 @@ class DataSection(_Section):
         "shorter side, then center crop), center_crop (cut the center, images must be at least the model's size) or pad "
         "(center on black, images must be at most the model's size). Pick how the training images were prepared.",
     )
+    prompt: str | None = Field(None, description="one prompt for every image of a text-to-image model (e.g. a DreamBooth instance prompt)")
+    conditioning: Literal["auto", "caption", "prompt", "empty"] = Field(
+        "auto", description="text condition of a text-to-image model: the manifest's captions, data.prompt, or the empty caption; auto = prompt when given, else captions when the manifests have them, else empty"
+    )
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
+
+    @model_validator(mode="after")
+    def _prompt_fits_conditioning(self) -> DataSection:
+        if self.conditioning == "prompt" and self.prompt is None:
+            raise ValueError("conditioning is 'prompt' but data.prompt is not set; give the prompt every image was trained with")
+        if self.prompt is not None and self.conditioning in ("caption", "empty"):
+            raise ValueError(f"data.prompt is set but conditioning is {self.conditioning!r}, which ignores it; remove data.prompt or use conditioning: prompt")
+        return self
 
 
 class Thresholds(_Section):

@@ -75,6 +75,8 @@ def format_table(result: AuditResult) -> str:
     lines = align_columns([rows[0], rule, *rows[1:]])
     lines.append("")
     lines.append(f"{result.name}: {result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "") + _split_note(result))
+    if result.conditioning is not None:
+        lines.append(f"  text conditioning: {result.conditioning}")
     for name, attack in result.attacks.items():
         leakage = attack.leakage
         lines.append(
@@ -102,6 +104,8 @@ def to_markdown(result: AuditResult) -> str:
     header = _header(result)
     lines = [f"### naa-guard: {result.name} — {'PASS' if result.passed else 'FAIL'}", ""]
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + _split_note(result))
+    if result.conditioning is not None:
+        lines.append(f"text conditioning: {result.conditioning}")
     lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")

@@ -21,11 +21,11 @@ import numpy as np
 from naa_guard import __version__
 from naa_guard.attacks import Attack
 from naa_guard.data import SampleSet, files_digest
-from naa_guard.loader import loader_identity
+from naa_guard.targets.custom import loader_identity
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
-    from naa_guard.targets import ModelInfo
+    from naa_guard.targets import AnyModelInfo
 
 __all__ = ["SCORES_FORMAT", "ScoreCache", "cache_key", "cached_scores_problem", "implementation_digest"]
 
@@ -41,15 +41,14 @@ class ScoreCache(Protocol):
     def put(self, key: str, scores: dict[str, np.ndarray]) -> None: ...
 
 
-def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
+def cache_key(info: AnyModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
     """Return the content hash under which an attack's scores are cached (None: not cacheable).
 
     A custom loader's model is identified by the loader string and the files under model.path;
     without a path it has no identity, so its scores are not cached.
     """
     if info is not None:
-        model_files = [*info.weight_files, info.unet_dir / "config.json", info.scheduler_dir / "scheduler_config.json"]
-        model = files_digest(model_files)
+        model = [files_digest(info.identity_files()), info.identity_material()]
     elif (model := loader_identity(str(policy.model.loader), policy.model.path)) is None:
         return None
     material = {
@@ -68,6 +67,8 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
     }
     if control is not None:
         material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
+    if any(caption is not None for samples in (members, nonmembers, control) if samples is not None for caption in samples.captions):
+        material["captions"] = hashlib.sha256(json.dumps([s.captions for s in (members, nonmembers, control) if s is not None]).encode()).hexdigest()
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -28,7 +28,7 @@ class KnownImagesTarget:
         self.device = torch.device("cpu")
         self.sample_queries = 0
 
-    def predict_noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: int, cond: object = None) -> torch.Tensor:
         """Return the exact noise of ``x``'s nearest clean image, perturbed for the perturbed set."""
         abar = self.alphas_cumprod[t]
         nearest = torch.cdist(x.flatten(start_dim=1), (abar.sqrt() * self.images).flatten(start_dim=1)).argmin(dim=1)

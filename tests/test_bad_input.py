@@ -163,6 +163,7 @@ def pickle_weights(tmp: Path, model: Path) -> Setup:
 
 
 def latent_pipeline(tmp: Path, model: Path) -> Setup:
+    """A model_index.json that names a VAE over a folder that has none: an incomplete latent pipeline."""
     copy = _copy_model(tmp, model)
     edit_json(copy / "model_index.json", vae=["diffusers", "AutoencoderKL"])
     return Setup(_policy(tmp, copy), {})
@@ -389,7 +390,7 @@ CASES = [
     case("model-folder-missing", _with(model_yaml="{path: ./no_model}"), TargetError, "no_model", "does not exist", "model.path"),
     case("missing-scheduler", missing_scheduler, TargetError, "missing subfolder scheduler/", "save_pretrained"),
     case("pickle-weights-refused", pickle_weights, TargetError, "diffusion_pytorch_model.bin", "arbitrary code", "allow_pickle: true"),
-    case("latent-pipeline", latent_pipeline, TargetError, "latent diffusion", "pixel-space"),
+    case("latent-pipeline", latent_pipeline, TargetError, "latent text-to-image pipeline is missing vae/", "save the whole pipeline"),
     case("bad-sample-size", bad_sample_size, TargetError, "config.json", "sample_size is 'large'", "positive int"),
     case("no-weights", no_weights, TargetError, "no weights found", "save_pretrained"),
     case("foreign-scheduler-class", foreign_scheduler_class, TargetError, "'DiffusionPipeline' is not a diffusers scheduler", "model.loader"),

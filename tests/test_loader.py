@@ -1,4 +1,4 @@
-"""Tests for naa_guard.loader: custom ``model.loader`` functions, the only way a policy runs code."""
+"""Tests for naa_guard.targets.custom: custom ``model.loader`` functions, the only way a policy runs code."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fakes import DictCache
 
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
-from naa_guard.loader import check_target, import_loader, loader_identity
+from naa_guard.targets.custom import check_target, import_loader, loader_identity
 from naa_guard.policy import load_policy, parse_policy
 
 # A user's loader module: a toy noise predictor that needs no diffusers folder. ``path`` may name a

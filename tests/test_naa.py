@@ -72,7 +72,7 @@ class RecordingTarget:
         self.sample_size, self.in_channels, self.device = 4, 1, torch.device("cpu")
         self.calls: list[tuple[int, torch.Tensor]] = []
 
-    def predict_noise(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: int, cond: object = None) -> torch.Tensor:
         self.calls.append((t, x.clone()))
         return torch.tanh(x * (1 + t / 100))
 

@@ -224,11 +224,11 @@ def test_missing_scheduler_names_the_folder_and_the_fix(tmp_path: Path) -> None:
         read_model_info(folder)
 
 
-def test_latent_pipelines_are_refused_clearly(tmp_path: Path) -> None:
+def test_a_latent_pipeline_without_its_components_is_refused_clearly(tmp_path: Path) -> None:
     folder = make_tiny_model(tmp_path / "m")
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
-    with pytest.raises(TargetError, match="latent diffusion pipeline"):
+    with pytest.raises(TargetError, match=r"latent text-to-image pipeline is missing vae/, text_encoder/, tokenizer/"):
         read_model_info(folder)
 
 

@@ -136,7 +136,7 @@ class Spy(Attack):
     def max_timestep(self) -> int:
         return 0
 
-    def score(self, target, x0, sample_keys, seed):  # type: ignore[no-untyped-def]
+    def score(self, target, x0, sample_keys, seed, cond=None):  # type: ignore[no-untyped-def]
         keys = sample_keys.tolist()
         Spy.seen.append((self.name, self.params.gain, keys))
         return torch.tensor([spy_score(self.params.gain, key) for key in keys], dtype=torch.float64)

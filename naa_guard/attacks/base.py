@@ -1,8 +1,10 @@
 """The attack protocol: a named scorer with validated parameters and a fixed query budget.
 
-An attack turns a batch of clean images ``x0`` (scaled to [-1, 1]) into one score per sample,
-where a higher score always means "more likely a training member". Its parameters are a pydantic
-model, validated when the policy is loaded, so a bad setting fails before any model is touched.
+An attack turns a batch of clean samples ``x0`` (images scaled to [-1, 1], or their latents for
+a latent model) and their condition ``cond`` (the target's own, e.g. text embeddings; None for an
+unconditional model) into one score per sample, where a higher score always means "more likely
+a training member". Its parameters are a pydantic model, validated when the policy is loaded, so
+a bad setting fails before any model is touched.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ class Attack(ABC):
         """Return the largest timestep this attack queries (checked against the model's schedule)."""
 
     @abstractmethod
-    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int) -> torch.Tensor:
-        """Return one float64 score per sample (higher = member) for a batch of images.
+    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
+        """Return one float64 score per sample (higher = member) for a batch of encoded samples.
 
-        ``sample_keys`` holds one int64 per sample that, with ``seed``, fixes that sample's noise,
+        ``x0`` and ``cond`` come from ``target.encode``; every model query passes ``cond`` through
+        unchanged. ``sample_keys`` holds one int64 per sample that, with ``seed``, fixes that sample's noise,
         so a score never depends on the batch it was computed in.
         """
 

@@ -9,7 +9,7 @@ Score: ``-||eps_theta(x_t, t) - e||^2`` (float64), so a smaller error, i.e. "mem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -43,10 +43,10 @@ class LossAttack(Attack):
     def max_timestep(self) -> int:
         return self.params.t
 
-    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int) -> torch.Tensor:
+    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
         from naa_guard.attacks.common import forward_noise, sample_distance, seeded_noise
 
         t = self.params.t
         noise = seeded_noise(sample_keys, tuple(x0.shape[1:]), seed, "loss.noise", x0.device)
         x_t = forward_noise(x0, target.alphas_cumprod[t], noise)
-        return -sample_distance(target.predict_noise(x_t, t), noise)
+        return -sample_distance(target.predict_noise(x_t, t, cond), noise)

@@ -12,7 +12,7 @@ volume), computed in float64, so a higher score means tighter clustering, i.e. "
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -103,7 +103,7 @@ class NAA(Attack):
         """Return the query timesteps ``t - i*stride``, i = 0..k-1."""
         return [self.params.t - i * self.params.stride for i in range(self.params.queries)]
 
-    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int) -> torch.Tensor:
+    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
         import torch
 
         from naa_guard.attacks.common import ddim_step, seeded_noise
@@ -122,7 +122,7 @@ class NAA(Attack):
         timesteps = self.timesteps()
         predictions = []
         for i, tau in enumerate(timesteps):
-            eps = target.predict_noise(x, tau)
+            eps = target.predict_noise(x, tau, cond)
             predictions.append(eps.flatten(start_dim=1).to("cpu", torch.float64))
             if i + 1 < len(timesteps):
                 x = ddim_step(x, eps, abar[tau], abar[timesteps[i + 1]])

@@ -12,7 +12,7 @@ Score: ``-sum |e0 - eps_theta(x_t, t)|^p`` (float64), so a smaller error, i.e. "
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -48,17 +48,17 @@ class PIA(Attack):
     def max_timestep(self) -> int:
         return self.params.t
 
-    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int) -> torch.Tensor:
+    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
         from naa_guard.attacks.common import forward_noise, sample_distance
 
         t = self.params.t
         # Deterministic throughout: no noise is drawn, so ``seed`` and ``sample_keys`` are unused.
-        e0 = target.predict_noise(x0, 0)
+        e0 = target.predict_noise(x0, 0, cond)
         if self.normalised:
             mean_abs = e0.abs().flatten(start_dim=1).mean(dim=1).view(-1, *([1] * (e0.dim() - 1)))
             e0 = e0 * math.sqrt(2 / math.pi) / mean_abs
         x_t = forward_noise(x0, target.alphas_cumprod[t], e0)
-        return -sample_distance(e0, target.predict_noise(x_t, t), self.params.p)
+        return -sample_distance(e0, target.predict_noise(x_t, t, cond), self.params.p)
 
 
 class PIAN(PIA):

@@ -11,7 +11,7 @@ Score: ``-||x_a' - x_a||^2`` (float64), so a smaller round-trip error, i.e. "mem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
@@ -58,7 +58,7 @@ class SecMI(Attack):
     def max_timestep(self) -> int:
         return self.params.t_sec
 
-    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int) -> torch.Tensor:
+    def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
         from naa_guard.attacks.common import ddim_step, sample_distance
 
         abar = target.alphas_cumprod
@@ -66,8 +66,8 @@ class SecMI(Attack):
         # Deterministic throughout: no noise is drawn, so ``seed`` and ``sample_keys`` are unused.
         x = x0
         for tau in range(0, t_sec - interval, interval):
-            x = ddim_step(x, target.predict_noise(x, tau), abar[tau], abar[tau + interval])
+            x = ddim_step(x, target.predict_noise(x, tau, cond), abar[tau], abar[tau + interval])
         start = t_sec - interval
-        x_far = ddim_step(x, target.predict_noise(x, start), abar[start], abar[t_sec])
-        x_back = ddim_step(x_far, target.predict_noise(x_far, t_sec), abar[t_sec], abar[start])
+        x_far = ddim_step(x, target.predict_noise(x, start, cond), abar[start], abar[t_sec])
+        x_back = ddim_step(x_far, target.predict_noise(x_far, t_sec, cond), abar[t_sec], abar[start])
         return -sample_distance(x_back, x)

@@ -1,0 +1,69 @@
+"""Which model family a folder holds, read from its ``model_index.json`` or its subfolders.
+
+:func:`read_model_info` looks at a folder without loading weights (so policies are checked and
+images prepared before any model loads) and returns the family's info: a pixel-space UNet
+(:mod:`~naa_guard.targets.pixel`) or a latent text-to-image pipeline
+(:mod:`~naa_guard.targets.latent`). :func:`load_target` loads the model that info describes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from naa_guard.errors import TargetError
+from naa_guard.modelcheck import check_model_index
+from naa_guard.targets.base import read_json
+from naa_guard.targets.latent import LatentModelInfo, load_latent_target, read_latent_info
+from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
+
+if TYPE_CHECKING:
+    from naa_guard.targets.base import Target
+
+AnyModelInfo = Union[ModelInfo, LatentModelInfo]
+# Subfolders only a latent text-to-image pipeline has: one of them marks a bare folder as latent.
+LATENT_PARTS = ("vae", "text_encoder", "tokenizer")
+
+
+def _is_latent(root: Path, index: dict[str, object] | None, unet_subfolder: str | None) -> bool:
+    if index is not None:
+        return any(part in index for part in LATENT_PARTS)
+    if any((root / part).is_dir() for part in LATENT_PARTS):
+        return True
+    unet_config = root / (unet_subfolder or "unet") / "config.json"
+    return unet_config.is_file() and read_json(unet_config).get("_class_name") == "UNet2DConditionModel"
+
+
+def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0) -> AnyModelInfo:
+    """Return the model folder's family, layout and image geometry, without importing torch."""
+    root = Path(path)
+    if not root.is_dir():
+        raise TargetError(
+            f"model folder {root} does not exist or is not a folder. Point model.path at a diffusers "
+            f"folder (with model_index.json, or unet/ and scheduler/ subfolders), relative to the policy file."
+        )
+    index_file = root / "model_index.json"
+    index = read_json(index_file) if index_file.is_file() else None
+    if index is not None:
+        check_model_index(index, index_file)  # entries of the wrong form are an error, not ignored
+    if index is not None and "transformer" in index and "unet" not in index:
+        raise TargetError(
+            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (SD3, Flux, PixArt, ...); "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL) for now."
+        )
+    if _is_latent(root, index, unet_subfolder):
+        sdxl = "text_encoder_2" in index if index is not None else (root / "text_encoder_2").is_dir()
+        return read_latent_info(root, unet_subfolder, sdxl=sdxl, lora=lora, lora_scale=lora_scale)
+    if lora is not None:
+        raise TargetError(
+            f"{root}: model.lora is set, but this is a pixel-space model without a text encoder; LoRA adapters "
+            f"apply to Stable Diffusion / SDXL pipelines. Remove model.lora, or point model.path at the LoRA's base pipeline."
+        )
+    return read_pixel_info(root, unet_subfolder)
+
+
+def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> Target:
+    """Return the loaded target for a model folder's info, offline, on the requested device and dtype."""
+    if isinstance(info, LatentModelInfo):
+        return load_latent_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
+    return load_pixel_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)

@@ -1,0 +1,86 @@
+"""LoRA adapters on a latent pipeline: loaded by the pipeline's own ``load_lora_weights``, then checked.
+
+diffusers (through peft) only *warns* when a LoRA's tensors match no layer of the model, and a
+LoRA that silently did not load leaves the base model, which never saw the LoRA's training images:
+the audit would then certify a leaking fine-tune (a false PASS). So after loading, every LoRA
+tensor of the file must be found, value for value, among the adapter weights of the UNet or the
+text encoders; otherwise the load is an error. The adapter is applied at ``model.lora_scale``
+through ``set_adapters`` (0 gives the base model's predictions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from naa_guard.errors import TargetError
+
+ADAPTER = "naa_guard_audit"
+HOW = "Use the LoRA trained for this base pipeline (same UNet and text encoder layout), saved with save_lora_weights"
+
+
+def _pipeline(parts: dict[str, Any], scheduler: Any) -> Any:
+    """Return a diffusers pipeline over the loaded components (only to call its LoRA loader)."""
+    import warnings
+
+    import diffusers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scheduler-config deprecation notes: not the audit's business
+        if "text_encoder_2" in parts:
+            return diffusers.StableDiffusionXLPipeline(scheduler=scheduler, add_watermarker=False, **parts)
+        return diffusers.StableDiffusionPipeline(scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
+
+
+def _fingerprint(tensor: Any) -> tuple[tuple[int, ...], str]:
+    import torch
+
+    values = tensor.detach().to("cpu", torch.float32).contiguous()
+    return tuple(values.shape), hashlib.sha256(values.numpy().tobytes()).hexdigest()
+
+
+def _file_tensors(file: Path, allow_pickle: bool) -> dict[str, Any]:
+    """Return the LoRA file's tensors; a pickle file only when the policy allows it."""
+    if file.suffix != ".safetensors":
+        if not allow_pickle:
+            raise TargetError(
+                f"model.lora {file}: a pickle file; loading one can run arbitrary code, so naa-guard refuses it. "
+                f"Save the LoRA as .safetensors (save_lora_weights(..., safe_serialization=True)), or set model.allow_pickle: true if you trust it."
+            )
+        import torch
+
+        return dict(torch.load(file, map_location="cpu", weights_only=True))
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(file)
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise TargetError(f"model.lora {file}: cannot read this safetensors file ({exc}). Restore or re-save it.") from None
+
+
+def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
+    """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
+    tensors = {name: tensor for name, tensor in _file_tensors(file, allow_pickle).items() if "lora" in name and not name.endswith("alpha")}
+    if not tensors:
+        raise TargetError(f"model.lora {file}: the file holds no LoRA tensors (no key contains 'lora'). {HOW}.")
+    pipeline = _pipeline(parts, scheduler)
+    try:
+        pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
+    except (ValueError, RuntimeError, KeyError, OSError, AttributeError) as exc:
+        detail = (str(exc).splitlines() or [""])[0][:300]
+        raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
+    loaded = {
+        _fingerprint(parameter)
+        for component in (parts[name] for name in ("unet", "text_encoder", "text_encoder_2") if name in parts)
+        for name, parameter in component.named_parameters()
+        if f".{ADAPTER}." in name
+    }
+    unmatched = sorted(name for name, tensor in tensors.items() if _fingerprint(tensor) not in loaded)
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        raise TargetError(
+            f"model.lora {file}: {len(unmatched)} of the LoRA's {len(tensors)} tensors match no layer of the UNet or "
+            f"text encoders ({shown}); auditing without them would audit the base model, not the fine-tune. {HOW}."
+        )
+    pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
