@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -20,8 +21,12 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
+from naa_guard.baseline import baseline_path, compare, load_baseline
 from naa_guard.data import SampleSet, files_digest, load_samples
+from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
+from naa_guard.exposed import ExposedMembers, most_exposed
+from naa_guard.fingerprint import audit_fingerprint, environment
 from naa_guard.loader import load_custom_target, loader_identity
 from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
@@ -57,6 +62,7 @@ class AttackResult:
     cached: bool = False
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
     tuning: TuningResult | None = None  # set when the policy listed candidate settings
+    epsilon: EpsilonBound | None = None  # the empirical epsilon lower bound (naa_guard.epsilon)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -74,6 +80,7 @@ class AttackResult:
             "seconds": self.seconds,
             "cached": self.cached,
             "metrics": self.leakage.to_dict(),
+            **({"epsilon": self.epsilon.to_dict()} if self.epsilon is not None else {}),
             **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
         }
 
@@ -95,6 +102,9 @@ class AuditResult:
     model_loaded: bool
     warnings: list[str] = field(default_factory=list)
     checks: ValidityReport | None = None  # overlap, distribution shift and null control results
+    exposed: ExposedMembers | None = None  # the worst-case attack's most-exposed members
+    fingerprint: dict[str, Any] | None = None  # what a baseline must share (naa_guard.fingerprint)
+    environment: dict[str, Any] = field(default_factory=dict)  # versions, device, dtype, seed, policy hash
 
     @property
     def passed(self) -> bool:
@@ -140,6 +150,9 @@ class AuditResult:
             "gates": [gate.to_dict() for gate in self.gates],
             "warnings": self.warnings,
             "checks": self.checks.to_dict() if self.checks is not None else None,
+            "exposed": self.exposed.to_dict() if self.exposed is not None else None,
+            "fingerprint": self.fingerprint,
+            "environment": self.environment,
             "passed": self.passed,
         }
 
@@ -309,8 +322,10 @@ class PreparedAudit:
         sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
         scores, cached = self.scorer.score_sets(attack, sets, attack.name)
         seconds = time.perf_counter() - started
-        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=self.policy.thresholds.confidence, seed=self.policy.runtime.seed)
-        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
+        thresholds = self.policy.thresholds
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
+        epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
+        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning, epsilon)
 
 
 def prepare_audit(
@@ -353,6 +368,7 @@ def audit(
     progress: bool = True,
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
+    baseline: Path | None = None,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
@@ -360,9 +376,11 @@ def audit(
     ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
-    (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
+    (naa_guard.checks). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
+    a mismatch raises BaselineError, a rise beyond ``thresholds.max_increase`` fails the gate. When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
+    baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target)
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
@@ -383,7 +401,11 @@ def audit(
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
 
-    gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
+    gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage, result.epsilon)]
+    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
+    if baseline is not None:
+        gates = compare(gates, fingerprint, load_baseline(baseline), baseline, policy.thresholds.max_increase)
+    device = str(scorer.target.device) if scorer.target is not None else None
     return AuditResult(
         name=policy.name,
         policy_path=str(policy.source) if policy.source else None,
@@ -391,11 +413,14 @@ def audit(
         n_nonmembers=len(nonmembers),
         attacks=results,
         gates=gates,
-        device=str(scorer.target.device) if scorer.target is not None else None,
+        device=device,
         dtype=policy.runtime.dtype,
         seed=seed,
         limit=prepared.limit,
         model_loaded=scorer.model_loaded,
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
+        exposed=most_exposed(results, members, policy.report.exposed),
+        fingerprint=fingerprint,
+        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed),
     )

@@ -85,10 +85,17 @@ class Thresholds(_Section):
     decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
     unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
+    epsilon_lb: float | None = Field(None, ge=0.0, description="limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit; see naa_guard/epsilon.py)")
+    delta: float = Field(1e-5, ge=0.0, lt=1.0, description="the delta of the (epsilon, delta) lower bound")
+    max_increase: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="regression gate: largest allowed rise of AUC / TPR gates since the baseline report, "
+        "counted beyond the two confidence intervals' overlap (now CI low - baseline CI high); needs a baseline",
+    )
 
     def limits(self) -> dict[str, float]:
         """Return the enabled gates: metric name -> limit."""
-        names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
+        names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "epsilon_lb")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -119,7 +126,8 @@ class Runtime(_Section):
 class ReportSection(_Section):
     """Where reports go."""
 
-    dir: Path | None = Field(None, description="folder for JSON and Markdown reports, relative to the policy file")
+    dir: Path | None = Field(None, description="folder for JSON, Markdown and HTML reports, relative to the policy file")
+    exposed: int = Field(24, ge=0, le=1000, description="how many most-exposed members the reports list (0: none)")
 
     _resolve_dir = field_validator("dir")(_resolve)
 
@@ -155,7 +163,10 @@ class Policy(_Section):
     checks: ChecksSection = Field(default_factory=ChecksSection)
     runtime: Runtime = Field(default_factory=Runtime)
     report: ReportSection = Field(default_factory=ReportSection)
+    baseline: Path | None = Field(None, description="a previous report.json to compare with (regression gate: thresholds.max_increase), relative to the policy file")
     source: Path | None = Field(None, exclude=True, description="the file this policy was read from")
+
+    _resolve_baseline = field_validator("baseline")(_resolve)
 
     @field_validator("attacks")
     @classmethod
