@@ -13,6 +13,7 @@ import base64
 import io
 from html import escape
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,8 +22,6 @@ from naa_guard.epsilon import DISCLAIMER
 from naa_guard.report import EXPOSED_HEADER, REGRESSION_HEADER, VERDICTS, _header, epsilon_line, regression_rows, table_rows, worst_case_rows
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from naa_guard.audit import AuditResult
     from naa_guard.exposed import ExposedMembers
 
@@ -44,12 +43,6 @@ figure{margin:0}img.plot{max-width:100%;height:auto;border:1px solid #d0d7de}
 .gallery img{width:96px;height:96px;image-rendering:pixelated;background:#000}
 .gallery figcaption{font-size:.75rem;word-break:break-all}
 """
-
-
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def thumbnail(image: np.ndarray) -> str:
@@ -106,14 +99,19 @@ def _regression(result: AuditResult) -> list[str]:
     return ["<h2>Since the baseline</h2>", f'<p class="note">baseline: {escape(source)}; {escape(rule)}</p>', _table(REGRESSION_HEADER, rows, verdict_column=6)]
 
 
-def _figures(result: AuditResult) -> list[str]:
-    from naa_guard.plots import histogram_figure, roc_figure
+def _inline(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
-    parts = ["<h2>ROC (log-log) and score histograms</h2>", '<div class="figures">']
-    parts.append(f'<figure><img id="roc" class="plot" alt="ROC curves of every attack on log-log axes" src="data:image/png;base64,{_png(roc_figure(result))}"></figure>')
-    for name, attack in result.attacks.items():
+
+def _figures(result: AuditResult, figures: Mapping[str, bytes] | None) -> list[str]:
+    parts = ["<h2>ROC (log-log) and score histograms</h2>"]
+    if figures is None:
+        return [*parts, '<p class="note">figures not drawn (reports written without plots)</p>']
+    parts.append('<div class="figures">')
+    parts.append(f'<figure><img id="roc" class="plot" alt="ROC curves of every attack on log-log axes" src="{_inline(figures["roc"])}"></figure>')
+    for name in result.attacks:
         alt = escape(f"{name} member and non-member score histograms")
-        parts.append(f'<figure><img class="plot histogram" alt="{alt}" src="data:image/png;base64,{_png(histogram_figure(attack))}"></figure>')
+        parts.append(f'<figure><img class="plot histogram" alt="{alt}" src="{_inline(figures[name])}"></figure>')
     return [*parts, "</div>"]
 
 
@@ -159,14 +157,18 @@ def _environment(result: AuditResult) -> list[str]:
     return ["<h2>Environment</h2>", _table(["", "value"], rows, table_id="environment", numeric=False)]
 
 
-def to_html(result: AuditResult, *, figures: bool = True) -> str:
-    """Return the report as one HTML document with every image inlined (figures need matplotlib)."""
+def to_html(result: AuditResult, *, figures: Mapping[str, bytes] | None = None) -> str:
+    """Return the report as one HTML document with every image inlined.
+
+    ``figures`` holds the PNG bytes of the ROC plot (key ``"roc"``) and of each attack's histogram
+    (key: the attack's name), as :func:`naa_guard.plots.write_plots` drew them; None leaves them out.
+    """
     verdict = _verdict(result)
     counts = f"{result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "")
     body = [
         f'<h1>naa-guard: {escape(result.name)}</h1>',
         f'<p><span id="verdict" class="verdict {verdict}">{verdict}</span> {escape(counts)}; policy {escape(str(result.policy_path))}</p>',
-        *_gates(result), *_privacy(result), *_regression(result), *(_figures(result) if figures and result.attacks else []),
+        *_gates(result), *_privacy(result), *_regression(result), *(_figures(result, figures) if result.attacks else []),
         *_details(result), *_checks(result), *_gallery(result.exposed), *_environment(result),
     ]  # fmt: skip
     return (
@@ -176,7 +178,7 @@ def to_html(result: AuditResult, *, figures: bool = True) -> str:
     )
 
 
-def write_html(result: AuditResult, path: Path, *, figures: bool = True) -> Path:
+def write_html(result: AuditResult, path: Path, *, figures: Mapping[str, bytes] | None = None) -> Path:
     """Write ``report.html`` to ``path`` and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_html(result, figures=figures), encoding="utf-8")

@@ -188,11 +188,14 @@ def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -
     markdown_path = directory / "report.md"
     markdown_path.write_text(to_markdown(result), encoding="utf-8")
     written = [json_path, markdown_path]
+    figures = None
     if plots:
         from naa_guard.plots import write_plots
 
-        written += write_plots(result, directory)
+        drawn = write_plots(result, directory)  # roc.png, then scores_<attack>.png in attack order
+        written += drawn
+        figures = dict(zip(["roc", *result.attacks], (path.read_bytes() for path in drawn)))
     from naa_guard.html_report import write_html
 
-    written.append(write_html(result, directory / "report.html", figures=plots))
+    written.append(write_html(result, directory / "report.html", figures=figures))
     return written
