@@ -119,7 +119,7 @@ class GateItem(pytest.Item):
         lines.append(f"policy: {self.policy.source} (thresholds.{self.metric}: {self.limit})")
         report = session.report_dir(self.policy)
         if report is not None:
-            lines.append(f"report: {report / 'report.md'} (ROC plot: {report / 'roc.png'})")
+            lines.append(f"report: {report / 'report.md'} (ROC plot: {report / 'roc.png'}; open {report / 'report.html'} to review it all)")
         else:
             lines.append("ROC plot and score histograms: re-run with --naa-report DIR")
         return "\n".join(lines)

@@ -44,6 +44,8 @@ class GateRow:
         measured = "value" in props
         value = f"{float(props['value']):.3f}" if measured else "-"
         ci = f"{float(props['ci_low']):.3f}-{float(props['ci_high']):.3f}" if measured else "-"
+        if measured and props["metric"] == "epsilon_lb":
+            ci = "(lower bound)"  # a confidence bound itself: no interval around it
         gate = GATE_IDS.get(str(props["metric"]), str(props["metric"]))
         return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", SHOWN.get(self.verdict, self.verdict))
 

@@ -234,7 +234,7 @@ def test_report_folder_holds_json_markdown_roc_and_histograms(pytester: pytest.P
     assert sorted(path.name for path in folder.iterdir()) == ["report.html", "report.json", "report.md", "roc.png", "scores_naa.png"]
     assert json.loads((folder / "report.json").read_text())["gates"][0]["status"] == "fail"
     assert (folder / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    result.stdout.fnmatch_lines([f"report: {folder / 'report.md'} (ROC plot: {folder / 'roc.png'})"])
+    result.stdout.fnmatch_lines([f"report: {folder / 'report.md'} (ROC plot: {folder / 'roc.png'}; open {folder / 'report.html'} to review it all)"])
 
 
 def test_naa_baseline_compares_with_a_previous_report_and_refuses_another_sample_set(pytester: pytest.Pytester) -> None:
