@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from naa_guard.epsilon import DISCLAIMER
-from naa_guard.report import EXPOSED_HEADER, REGRESSION_HEADER, VERDICTS, _header, epsilon_line, regression_rows, table_rows, worst_case_rows
+from naa_guard.report import EXPOSED_HEADER, REGRESSION_HEADER, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, worst_case_rows
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
@@ -77,7 +77,7 @@ def _verdict(result: AuditResult) -> str:
 
 
 def _gates(result: AuditResult) -> list[str]:
-    parts = ["<h2>Gates</h2>", _table(_header(result), table_rows(result), verdict_column=5, table_id="gates")]
+    parts = ["<h2>Gates</h2>", _table(table_header(result), table_rows(result), verdict_column=5, table_id="gates")]
     failing = [gate for gate in result.gates if gate.status != "pass"]
     parts += [f'<p class="message"><b>{escape(VERDICTS[g.status])}</b> {escape(g.message)}</p>' for g in failing]
     return parts

@@ -23,7 +23,7 @@ def table_rows(result: AuditResult) -> list[list[str]]:
     return rows
 
 
-def _header(result: AuditResult) -> list[str]:
+def table_header(result: AuditResult) -> list[str]:
     """Return the gate table's header; the CI column names the policy's confidence level."""
     confidence = next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
     return ["attack", "metric", "value", f"{round(100 * confidence)}% CI", "limit", "verdict"]
@@ -97,7 +97,7 @@ def align_columns(rows: list[list[str]]) -> list[str]:
 
 def format_table(result: AuditResult) -> str:
     """Return the gate table as aligned plain text, with a one-line summary underneath."""
-    rows = [_header(result), *table_rows(result)]
+    rows = [table_header(result), *table_rows(result)]
     rule = ["-" * max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = align_columns([rows[0], rule, *rows[1:]])
     lines.append("")
@@ -134,7 +134,7 @@ def format_table(result: AuditResult) -> str:
 
 def to_markdown(result: AuditResult) -> str:
     """Return a Markdown summary: the gate table and one line per attack."""
-    header = _header(result)
+    header = table_header(result)
     lines = [f"### naa-guard: {result.name} — {'PASS' if result.passed else 'FAIL'}", ""]
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + _split_note(result))
     lines.append("")

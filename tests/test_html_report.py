@@ -8,6 +8,7 @@ installed the browser test is skipped with that reason (CI installs it: see .ci/
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_report_html_renders_in_a_headless_browser(report_dir: tuple[AuditResult
             " top: box.top, height: box.height, viewport: innerHeight}; })()"
         )
         errors = browser.console_errors()
-        shot = browser.screenshot(Path(__import__("os").environ.get(SCREENSHOT_DIR_ENV, tmp_path)) / "report.png")
+        shot = browser.screenshot(Path(os.environ.get(SCREENSHOT_DIR_ENV, tmp_path)) / "report.png")
     assert errors == []
     assert title.startswith("naa-guard: tiny") and verdict in ("PASS", "FAIL", "ERROR")
     assert roc["complete"] and roc["width"] > 0 and roc["shownWidth"] > 300 and roc["visible"]
@@ -95,6 +96,21 @@ def test_report_html_renders_in_a_headless_browser(report_dir: tuple[AuditResult
     assert gallery["images"] == gallery["decoded"] == gallery["shown"] == 12
     assert gallery["height"] > 0 and 0 <= gallery["top"] < gallery["viewport"]
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_browser_check_sees_console_errors_and_broken_images(tmp_path: Path) -> None:
+    """The checks above must be able to fail: a broken image and a script error are both caught."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (install the chromium package; .ci/run does)")
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><img id="roc" src="missing.png"><script>console.error("boom")</script></body></html>')
+    with Browser(chromium) as browser:
+        browser.open(page.as_uri())
+        width = browser.evaluate("document.getElementById('roc').naturalWidth")
+        errors = browser.console_errors()
+    assert width == 0
+    assert "boom" in errors and any("missing.png" in error or "ERR_FILE_NOT_FOUND" in error for error in errors), errors
 
 
 def test_html_escapes_names() -> None:
