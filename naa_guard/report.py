@@ -63,10 +63,10 @@ def epsilon_line(name: str, attack: AttackResult) -> str | None:
     bound = attack.epsilon
     if bound is None:
         return None
-    return (
-        f"{name}: epsilon lower bound {bound.value:.3f} (delta {bound.delta:g}, {bound.confidence:.0%} one-sided Clopper-Pearson, "
-        f"Bonferroni over {bound.tests} thresholds; at FPR {bound.fpr:.3f} / FNR {bound.fnr:.3f}, {bound.direction})"
-    )
+    method = f"delta {bound.delta:g}, {bound.confidence:.0%} one-sided Clopper-Pearson, Bonferroni over {bound.tests} thresholds"
+    if bound.value == 0.0:
+        return f"{name}: epsilon lower bound 0.000: no threshold shows evidence beyond sampling noise ({method})"
+    return f"{name}: epsilon lower bound {bound.value:.3f} ({method}; at FPR {bound.fpr:.3f} / FNR {bound.fnr:.3f}, {bound.direction})"
 
 
 def regression_rows(result: AuditResult) -> list[list[str]]:
