@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from naa_guard.errors import (
     AuditInvalidError,
+    BaselineError,
     DataError,
     EnvironmentUnavailableError,
     InsufficientSamplesError,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditInvalidError",
     "AuditResult",
+    "BaselineError",
     "DataError",
     "EnvironmentUnavailableError",
     "InsufficientSamplesError",

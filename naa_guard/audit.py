@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,10 @@ from naa_guard.conditioning import apply_conditioning, choose_conditioning, desc
 from naa_guard.data import SampleSet, load_samples
 from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
 from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
+from naa_guard.baseline import baseline_path, compare, load_baseline
+from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
+from naa_guard.exposed import ExposedMembers, most_exposed
+from naa_guard.fingerprint import audit_fingerprint, environment
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
 from naa_guard.scorecache import ScoreCache, cache_key, cached_scores_problem
@@ -48,6 +53,7 @@ class AttackResult:
     cached: bool = False
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
     tuning: TuningResult | None = None  # set when the policy listed candidate settings
+    epsilon: EpsilonBound | None = None  # the empirical epsilon lower bound (naa_guard.epsilon)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -65,6 +71,7 @@ class AttackResult:
             "seconds": self.seconds,
             "cached": self.cached,
             "metrics": self.leakage.to_dict(),
+            **({"epsilon": self.epsilon.to_dict()} if self.epsilon is not None else {}),
             **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
         }
 
@@ -87,6 +94,9 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
     checks: ValidityReport | None = None  # overlap, distribution shift and null control results
     conditioning: str | None = None  # the text condition a text-to-image model's queries got
+    exposed: ExposedMembers | None = None  # the worst-case attack's most-exposed members
+    fingerprint: dict[str, Any] | None = None  # what a baseline must share (naa_guard.fingerprint)
+    environment: dict[str, Any] = field(default_factory=dict)  # versions, device, dtype, seed, policy hash
 
     @property
     def passed(self) -> bool:
@@ -133,6 +143,9 @@ class AuditResult:
             "gates": [gate.to_dict() for gate in self.gates],
             "warnings": self.warnings,
             "checks": self.checks.to_dict() if self.checks is not None else None,
+            "exposed": self.exposed.to_dict() if self.exposed is not None else None,
+            "fingerprint": self.fingerprint,
+            "environment": self.environment,
             "passed": self.passed,
         }
 
@@ -286,8 +299,10 @@ class PreparedAudit:
         sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
         scores, cached = self.scorer.score_sets(attack, sets, attack.name)
         seconds = time.perf_counter() - started
-        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=self.policy.thresholds.confidence, seed=self.policy.runtime.seed)
-        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
+        thresholds = self.policy.thresholds
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
+        epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
+        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning, epsilon)
 
 
 def prepare_audit(
@@ -335,6 +350,7 @@ def audit(
     progress: bool = True,
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
+    baseline: Path | None = None,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
@@ -342,9 +358,11 @@ def audit(
     ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
-    (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
+    (naa_guard.checks). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
+    a mismatch raises BaselineError, a rise beyond ``thresholds.max_increase`` fails the gate. When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
+    baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target)
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
@@ -369,7 +387,11 @@ def audit(
     warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
     warnings += scorer.cache_warnings
 
-    gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage)]
+    gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage, result.epsilon)]
+    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
+    if baseline is not None:
+        gates = compare(gates, fingerprint, load_baseline(baseline), baseline, policy.thresholds.max_increase)
+    device = str(scorer.target.device) if scorer.target is not None else None
     return AuditResult(
         name=policy.name,
         policy_path=str(policy.source) if policy.source else None,
@@ -377,7 +399,7 @@ def audit(
         n_nonmembers=len(nonmembers),
         attacks=results,
         gates=gates,
-        device=str(scorer.target.device) if scorer.target is not None else None,
+        device=device,
         dtype=policy.runtime.dtype,
         seed=seed,
         limit=prepared.limit,
@@ -385,4 +407,7 @@ def audit(
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
         conditioning=prepared.conditioning,
+        exposed=most_exposed(results, members, policy.report.exposed),
+        fingerprint=fingerprint,
+        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed),
     )

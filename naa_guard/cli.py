@@ -1,4 +1,4 @@
-"""The ``naa-guard`` command: audit a policy, run the demo, sweep an attack's parameters, print the schema.
+"""The ``naa-guard`` command: audit a policy, write a starting policy, run the demo, sweep an attack's parameters, print the schema.
 
 Exit codes: 0 all gates pass, 1 a gate fails, 2 the policy, the audit or an output is invalid,
 130 interrupted (Ctrl-C). Errors are one message on stderr, never a traceback, and a verdict is
@@ -68,7 +68,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from naa_guard.audit import audit
     from naa_guard.report import format_table
 
-    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    baseline = Path(args.baseline) if args.baseline else None
+    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, baseline=baseline)
     written = _write_outputs(result, json_path, policy.report.dir)
     print(format_table(result))
     for line in written:
@@ -76,6 +77,18 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if result.errored:
         return EXIT_INVALID
     return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from naa_guard.init_policy import write_initial_policy
+    from naa_guard.policy import load_policy
+
+    output = Path(args.output) if args.output else Path(f"{Path(args.model).resolve().name or 'model'}.naa.yaml")
+    written = write_initial_policy(Path(args.model), Path(args.members), Path(args.nonmembers), output, force=args.force)
+    load_policy(written)  # what init writes must validate; a failure here is a bug, reported as one
+    print(written.read_text(encoding="utf-8"))
+    print(f"wrote {written}; run it with: naa-guard audit {written}")
+    return EXIT_PASS
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -142,8 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="override runtime.batch_size")
     run.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
     run.add_argument("--json", help="write the JSON report to this path")
+    run.add_argument("--baseline", help="a previous report.json: show the change and gate it with thresholds.max_increase (overrides the policy's baseline)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_cmd_audit)
+
+    init = commands.add_parser("init", help="inspect a model folder and two sample sets and write a commented policy")
+    init.add_argument("model", help="diffusers model folder")
+    init.add_argument("members", help="training images: folder, .npz/.npy or .csv/.jsonl manifest")
+    init.add_argument("nonmembers", help="held-out images from the same distribution, same forms")
+    init.add_argument("-o", "--output", help="policy file to write (default: ./<model folder name>.naa.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    init.set_defaults(handler=_cmd_init)
 
     demo = commands.add_parser("demo", help="train a small leaky model on bundled digits and audit it")
     demo.add_argument("--out", default="naa-guard-demo", help="output folder (default: ./naa-guard-demo)")

@@ -10,6 +10,7 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     ├── InsufficientSamplesError  too few samples to resolve a requested metric
     ├── AuditInvalidError         the audit ran but its verdict cannot be trusted
     │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
+    ├── BaselineError             the baseline report is unreadable or measures something else
     ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
     └── OutputError               a report or JSON file cannot be written where it was asked for
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuditInvalidError",
+    "BaselineError",
     "DataError",
     "EnvironmentUnavailableError",
     "InsufficientSamplesError",
@@ -55,6 +57,10 @@ class AuditInvalidError(NaaGuardError):
 
 class NonFiniteScoreError(AuditInvalidError):
     """Raised when the model's predictions or an attack's scores contain NaN or infinity."""
+
+
+class BaselineError(NaaGuardError):
+    """Raised when a baseline report cannot be read, or differs in model layout, samples or attack settings."""
 
 
 class EnvironmentUnavailableError(NaaGuardError):

@@ -10,7 +10,10 @@ or infinite metric is an error, never "not above the limit". A gate needs at lea
 :data:`MIN_PER_SIDE` members and non-members as scored (after ``limit``, ``--naa-quick`` and any
 tuning split): with fewer, one sample moves the AUC by more than 0.05 and the bootstrap
 interval collapses (one member gives ``AUC 1.000, CI 1.000-1.000``), so a verdict would rest on
-chance. :func:`check_sample_counts` says so before any scoring.
+chance. :func:`check_sample_counts` says so before any scoring. The epsilon gate compares the
+empirical epsilon lower bound (:mod:`naa_guard.epsilon`) with ``thresholds.epsilon_lb``; the bound
+is already a confidence bound, so ``decision`` does not apply to it. A regression against a
+baseline report (:mod:`naa_guard.baseline`) can turn a passing gate into a failing one.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from naa_guard.errors import InsufficientSamplesError, PolicyError
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, min_nonmembers_for
 
 if TYPE_CHECKING:
+    from naa_guard.epsilon import EpsilonBound
     from naa_guard.policy import Policy
 
-GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR"}
+GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "epsilon_lb": "epsilon LB"}
 MIN_PER_SIDE = 20  # members and non-members a gate needs, as scored
 
 
@@ -86,6 +90,7 @@ class GateResult:
     status: str  # "pass", "fail", or "error" (the metric cannot be resolved)
     message: str
     warning: str | None = None  # e.g. an unresolvable TPR gate evaluated under thresholds.unresolvable: warn
+    baseline: dict[str, Any] | None = None  # the regression comparison, when a baseline report was given
 
     @property
     def passed(self) -> bool:
@@ -101,7 +106,7 @@ class GateResult:
             "attack": self.attack, "metric": self.metric, "value": self.value, "ci": list(self.ci),
             "limit": self.limit, "decision": self.decision, "direction": self.direction,
             "ci_width": self.ci[1] - self.ci[0], "status": self.status, "passed": self.passed,
-            "message": self.message, "warning": self.warning,
+            "message": self.message, "warning": self.warning, "baseline": self.baseline,
         }  # fmt: skip
 
 
@@ -109,11 +114,28 @@ def _direction_words(direction: str) -> str:
     return "members score higher" if direction == "members_higher" else "members score LOWER (reversed signal)"
 
 
-def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport) -> list[GateResult]:
-    """Return the verdict of every enabled gate of the policy for one attack's leakage."""
+def epsilon_gate(name: str, epsilon: EpsilonBound | None, limit: float) -> GateResult:
+    """Return the epsilon gate of one attack: its epsilon lower bound against ``thresholds.epsilon_lb``."""
+    if epsilon is None:
+        return GateResult(name, "epsilon_lb", float("nan"), (float("nan"), float("nan")), limit, "point", "-", "error",
+                          f"{name} epsilon lower bound was not computed, so thresholds.epsilon_lb cannot be decided.")  # fmt: skip
+    what = (
+        f"{name} epsilon lower bound {epsilon.value:.3f} (one-sided {epsilon.confidence:.0%} Clopper-Pearson, "
+        f"Bonferroni over {epsilon.tests} thresholds, delta {epsilon.delta:g}; heuristic: fixed member set, not a formal DP audit)"
+    )
+    status, verb = ("fail", "exceeds") if epsilon.value > limit else ("pass", "within")
+    point = (epsilon.value, epsilon.value)  # a confidence bound already: no interval around it
+    return GateResult(name, "epsilon_lb", epsilon.value, point, limit, "point", epsilon.direction, status, f"{what} {verb} limit {limit:.3f}")
+
+
+def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: EpsilonBound | None = None) -> list[GateResult]:
+    """Return the verdict of every enabled gate of the policy for one attack's leakage (and epsilon bound)."""
     thresholds = policy.thresholds
     gates = []
     for metric, limit in thresholds.limits().items():
+        if metric == "epsilon_lb":
+            gates.append(epsilon_gate(name, epsilon, limit))
+            continue
         measured = leakage.metrics[metric]
         compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
         ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"

@@ -130,19 +130,26 @@ class Thresholds(_Section):
     decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
     confidence: StrictNumber = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
     unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
+    epsilon_lb: StrictNumber | None = Field(None, ge=0.0, description="limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit; see naa_guard/epsilon.py)")
+    delta: StrictNumber = Field(1e-5, ge=0.0, lt=1.0, description="the delta of the (epsilon, delta) lower bound")
+    max_increase: StrictNumber | None = Field(
+        None, ge=0.0, le=1.0,
+        description="regression gate: largest allowed rise of AUC / TPR gates since the baseline report, "
+        "counted beyond the two confidence intervals' overlap (now CI low - baseline CI high); needs a baseline",
+    )
 
     @model_validator(mode="after")
     def _at_least_one_gate(self) -> Thresholds:
         if not self.limits():
             raise ValueError(
-                "every gate is disabled (auc, tpr_at_1pct_fpr and tpr_at_0_1pct_fpr are all null), so nothing would be "
+                "every gate is disabled (auc, tpr_at_1pct_fpr, tpr_at_0_1pct_fpr and epsilon_lb are all null), so nothing would be "
                 "checked and the audit could only pass; give at least one limit, e.g. auc: 0.60"
             )
         return self
 
     def limits(self) -> dict[str, float]:
         """Return the enabled gates: metric name -> limit."""
-        names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
+        names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "epsilon_lb")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -173,7 +180,8 @@ class Runtime(_Section):
 class ReportSection(_Section):
     """Where reports go."""
 
-    dir: Path | None = Field(None, **_PATH, description="folder for JSON and Markdown reports, relative to the policy file")
+    dir: Path | None = Field(None, **_PATH, description="folder for JSON, Markdown and HTML reports, relative to the policy file")
+    exposed: int = Field(24, ge=0, le=1000, description="how many most-exposed members the reports list (0: none)")
 
     _dir_given = field_validator("dir", mode="before")(_non_empty)
     _resolve_dir = field_validator("dir")(_resolve)
@@ -210,6 +218,7 @@ class Policy(_Section):
     checks: ChecksSection = Field(default_factory=ChecksSection)
     runtime: Runtime = Field(default_factory=Runtime)
     report: ReportSection = Field(default_factory=ReportSection)
+    baseline: Path | None = Field(None, **_PATH, description="a previous report.json to compare with (regression gate: thresholds.max_increase), relative to the policy file")
     source: Path | None = Field(None, **_PATH, exclude=True, description="the file this policy was read from")
 
     @field_validator("version", mode="before")
@@ -228,6 +237,9 @@ class Policy(_Section):
                 "{auc: 0.60, tpr_at_1pct_fpr: 0.05}), or remove the section to use those defaults"
             )
         return thresholds
+
+    _baseline_given = field_validator("baseline", mode="before")(_non_empty)
+    _resolve_baseline = field_validator("baseline")(_resolve)
 
     @field_validator("attacks")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
+    from naa_guard.audit import AttackResult, AuditResult
     from naa_guard.tuning import TuningResult
 
 VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
@@ -18,11 +18,12 @@ def table_rows(result: AuditResult) -> list[list[str]]:
     """Return one row per gate: attack, metric, value, CI, limit, verdict."""
     rows = []
     for gate in result.gates:
-        rows.append([gate.attack, gate.label, f"{gate.value:.3f}", f"{gate.ci[0]:.3f}-{gate.ci[1]:.3f}", f"{gate.limit:.3f}", VERDICTS[gate.status]])
+        ci = "(a lower bound)" if gate.metric == "epsilon_lb" else f"{gate.ci[0]:.3f}-{gate.ci[1]:.3f}"
+        rows.append([gate.attack, gate.label, f"{gate.value:.3f}", ci, f"{gate.limit:.3f}", VERDICTS[gate.status]])
     return rows
 
 
-def _header(result: AuditResult) -> list[str]:
+def table_header(result: AuditResult) -> list[str]:
     """Return the gate table's header; the CI column names the policy's confidence level."""
     confidence = next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
     return ["attack", "metric", "value", f"{round(100 * confidence)}% CI", "limit", "verdict"]
@@ -57,6 +58,32 @@ def candidate_rows(tuning: TuningResult) -> list[tuple[str, str]]:
     return rows
 
 
+def epsilon_line(name: str, attack: AttackResult) -> str | None:
+    """Return one line with an attack's epsilon lower bound and how it was obtained (None: not computed)."""
+    bound = attack.epsilon
+    if bound is None:
+        return None
+    method = f"delta {bound.delta:g}, {bound.confidence:.0%} one-sided Clopper-Pearson, Bonferroni over {bound.tests} thresholds"
+    if bound.value == 0.0:
+        return f"{name}: epsilon lower bound 0.000: no threshold shows evidence beyond sampling noise ({method})"
+    return f"{name}: epsilon lower bound {bound.value:.3f} ({method}; at FPR {bound.fpr:.3f} / FNR {bound.fnr:.3f}, {bound.direction})"
+
+
+def regression_rows(result: AuditResult) -> list[list[str]]:
+    """Return attack, metric, baseline, now, change, beyond-overlap, verdict per gate compared with a baseline."""
+    rows = []
+    for gate in result.gates:
+        if gate.baseline is not None:
+            record = gate.baseline
+            verdict = "REGRESSED" if record["regressed"] else ("ok" if record["max_increase"] is not None else "not gated (max_increase: null)")
+            rows.append([gate.attack, gate.label, f"{record['value']:.3f}", f"{record['now']:.3f}", f"{record['change']:+.3f}", f"{record['beyond_overlap']:+.3f}", verdict])
+    return rows
+
+
+REGRESSION_HEADER = ["attack", "metric", "baseline", "now", "change", "beyond CI overlap", "regression"]
+EXPOSED_HEADER = ["rank", "member", "score", "empirical FPR"]
+
+
 def _split_note(result: AuditResult) -> str:
     tuned = any(attack.tuning is not None for attack in result.attacks.values())
     return ", the evaluation split (tuned attacks chose their setting on the rest)" if tuned else ""
@@ -70,7 +97,7 @@ def align_columns(rows: list[list[str]]) -> list[str]:
 
 def format_table(result: AuditResult) -> str:
     """Return the gate table as aligned plain text, with a one-line summary underneath."""
-    rows = [_header(result), *table_rows(result)]
+    rows = [table_header(result), *table_rows(result)]
     rule = ["-" * max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = align_columns([rows[0], rule, *rows[1:]])
     lines.append("")
@@ -90,6 +117,14 @@ def format_table(result: AuditResult) -> str:
     if result.attacks:
         lines.append("worst case over attacks (the attack that leaks most, per metric):")
         lines.extend(f"  {line}" for line in align_columns(worst_case_rows(result)))
+    lines.extend(f"  {line}" for name, attack in result.attacks.items() if (line := epsilon_line(name, attack)))
+    if regression := regression_rows(result):
+        lines.append(f"compared with the baseline {next(g.baseline['report'] for g in result.gates if g.baseline)}:")
+        lines.extend(f"  {line}" for line in align_columns([REGRESSION_HEADER, *regression]))
+    if result.exposed is not None:
+        exposed = result.exposed
+        lines.append(f"most-exposed members under {exposed.attack} (top 5 of {len(exposed.members)}; empirical FPR = share of non-members scoring higher):")
+        lines.extend(f"  {line}" for line in align_columns([EXPOSED_HEADER, *exposed.table_rows()[:5]]))
     for line in result.checks.summary_lines() if result.checks is not None else []:
         lines.append(f"  {line}")
     for warning in result.warnings:
@@ -101,7 +136,7 @@ def format_table(result: AuditResult) -> str:
 
 def to_markdown(result: AuditResult) -> str:
     """Return a Markdown summary: the gate table and one line per attack."""
-    header = _header(result)
+    header = table_header(result)
     lines = [f"### naa-guard: {result.name} — {'PASS' if result.passed else 'FAIL'}", ""]
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + _split_note(result))
     if result.conditioning is not None:
@@ -122,6 +157,18 @@ def to_markdown(result: AuditResult) -> str:
         lines += ["", "**Worst case** (the attack that leaks most, per metric):", "", "| metric | attack | value | CI | direction |", "|---|---|---|---|---|"]
         lines.extend("| " + " | ".join(row) + " |" for row in worst_case_rows(result))
         lines.append("")
+    epsilon = [line for name, attack in result.attacks.items() if (line := epsilon_line(name, attack))]
+    if epsilon:
+        from naa_guard.epsilon import DISCLAIMER
+
+        lines += ["**Empirical epsilon lower bound**", "", *(f"- {line}" for line in epsilon), f"- {DISCLAIMER}", ""]
+    if regression := regression_rows(result):
+        lines += [f"**Regression** against `{next(g.baseline['report'] for g in result.gates if g.baseline)}`:", ""]
+        lines += [_markdown_row(REGRESSION_HEADER), "|" + "---|" * len(REGRESSION_HEADER), *(_markdown_row(row) for row in regression), ""]
+    if result.exposed is not None:
+        exposed = result.exposed
+        lines += [f"**Most-exposed members** under {exposed.attack} ({exposed.direction}; empirical FPR = share of the {exposed.n_nonmembers} non-members scoring higher):", ""]
+        lines += [_markdown_row(EXPOSED_HEADER), "|" + "---|" * len(EXPOSED_HEADER), *(_markdown_row(row) for row in exposed.table_rows()), ""]
     for line in result.checks.summary_lines() if result.checks is not None else []:
         lines.append(f"- {line}")
     for warning in result.warnings:
@@ -129,11 +176,15 @@ def to_markdown(result: AuditResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -> list[Path]:
-    """Write ``report.json`` and ``report.md`` into ``directory``; return the paths written.
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``directory``; return the paths written.
 
     Unless ``plots`` is False, also the log-log ROC plot ``roc.png`` and one ``scores_<attack>.png`` histogram
-    per attack (matplotlib is imported only then).
+    per attack (matplotlib is imported only then), and the HTML report inlines them.
     """
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "report.json"
@@ -141,8 +192,14 @@ def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -
     markdown_path = directory / "report.md"
     markdown_path.write_text(to_markdown(result), encoding="utf-8")
     written = [json_path, markdown_path]
+    figures = None
     if plots:
         from naa_guard.plots import write_plots
 
-        written += write_plots(result, directory)
+        drawn = write_plots(result, directory)  # roc.png, then scores_<attack>.png in attack order
+        written += drawn
+        figures = dict(zip(["roc", *result.attacks], (path.read_bytes() for path in drawn)))
+    from naa_guard.html_report import write_html
+
+    written.append(write_html(result, directory / "report.html", figures=figures))
     return written

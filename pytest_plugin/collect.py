@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
     from naa_guard.gates import GateResult
 
-GATE_IDS = {"auc": "auc", "tpr_at_1pct_fpr": "tpr@1%fpr", "tpr_at_0_1pct_fpr": "tpr@0.1%fpr"}
+GATE_IDS = {"auc": "auc", "tpr_at_1pct_fpr": "tpr@1%fpr", "tpr_at_0_1pct_fpr": "tpr@0.1%fpr", "epsilon_lb": "epsilon_lb"}
 DEFAULT_PATTERNS = ("*.naa.yaml", "*.naa.yml")
 EXTRA_POLICIES = pytest.StashKey[set[Path]]()
 
@@ -93,7 +93,8 @@ class GateItem(pytest.Item):
         result = session.outcome(self.policy)
         if isinstance(result, EnvironmentUnavailableError):
             if session.settings.strict:
-                pytest.fail(f"{type(result).__name__}: {result}\n(--naa-strict: a missing environment is an error, not a skip)", pytrace=False)
+                reason = session.settings.strict_reason
+                pytest.fail(f"{type(result).__name__}: {result}\n({reason}: a missing environment is an error, not a skip)", pytrace=False)
             skip = pytest.skip.Exception(f"naa-guard: {result}")
             skip._use_item_location = True  # report the skip at the policy file, not inside the plugin
             raise skip
@@ -118,7 +119,7 @@ class GateItem(pytest.Item):
         lines.append(f"policy: {self.policy.source} (thresholds.{self.metric}: {self.limit})")
         report = session.report_dir(self.policy)
         if report is not None:
-            lines.append(f"report: {report / 'report.md'} (ROC plot: {report / 'roc.png'})")
+            lines.append(f"report: {report / 'report.md'} (ROC plot: {report / 'roc.png'}; open {report / 'report.html'} to review it all)")
         else:
             lines.append("ROC plot and score histograms: re-run with --naa-report DIR")
         return "\n".join(lines)

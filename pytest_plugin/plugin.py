@@ -56,10 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--naa-quick", type=_positive_int, metavar="N", help="score a seeded subsample of N members and N non-members: a fast local check, not a release verdict")
     group.addoption("--naa-report", metavar="DIR", help="write report.json, report.md, roc.png and scores_<attack>.png per policy under DIR/<policy name>/")
     group.addoption("--naa-no-cache", action="store_true", help="recompute every score: neither read nor write the score cache")
-    group.addoption("--naa-strict", action="store_true", help="a missing environment (e.g. no CUDA) is an error instead of a skip")
+    group.addoption("--naa-strict", action="store_true", help="a missing environment (e.g. no CUDA) is an error instead of a skip (the default where $CI is set)")
+    group.addoption("--naa-no-strict", action="store_true", help="a missing environment is a skip even where $CI is set (the gate is reported NOT VERIFIED)")
+    group.addoption("--naa-baseline", metavar="PATH", help="a previous report.json to compare every policy with (overrides the policy's baseline; gate: thresholds.max_increase)")
     parser.addini("naa_policy_patterns", "file name patterns of policy files", type="args", default=list(DEFAULT_PATTERNS))
     parser.addini("naa_report_dir", "like --naa-report, relative to the ini file", default="")
-    parser.addini("naa_strict", "like --naa-strict", type="bool", default=False)
+    parser.addini("naa_strict", "like --naa-strict (true) or --naa-no-strict (false); unset: strict where $CI is set", type="bool", default=None)
     parser.addini("naa_device", "like --naa-device", default="")
 
 

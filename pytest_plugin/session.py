@@ -7,6 +7,7 @@ scored at most once per session (and per xdist worker: the scheduler keeps a pol
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -34,18 +35,43 @@ class Settings:
     report_dir: Path | None
     strict: bool
     use_cache: bool
+    baseline: Path | None = None
+    strict_reason: str = "--naa-strict"  # what made the run strict, for the error message
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Return the settings of this run: command-line options win over ini options."""
+        strict, strict_reason = _strict(config)
         return cls(
             device=config.getoption("naa_device") or config.getini("naa_device") or None,
             batch_size=config.getoption("naa_batch_size"),
             quick=config.getoption("naa_quick"),
             report_dir=_report_dir(config),
-            strict=bool(config.getoption("naa_strict") or config.getini("naa_strict")),
+            strict=strict,
+            strict_reason=strict_reason,
             use_cache=not config.getoption("naa_no_cache"),
+            baseline=(config.invocation_params.dir / config.getoption("naa_baseline")).resolve() if config.getoption("naa_baseline") else None,
         )
+
+
+def running_in_ci() -> bool:
+    """Return True where the ``CI`` environment variable is set (GitHub Actions, GitLab, ... set CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _strict(config: pytest.Config) -> tuple[bool, str]:
+    """Return whether a missing environment is an error: options, then the ini, then strict where $CI is set.
+
+    A CI job that lost its GPU must not go green on skipped gates, so CI is strict unless told otherwise.
+    """
+    if config.getoption("naa_strict") and config.getoption("naa_no_strict"):
+        raise pytest.UsageError("--naa-strict and --naa-no-strict contradict each other; give one of them.")
+    if config.getoption("naa_strict") or config.getoption("naa_no_strict"):
+        return bool(config.getoption("naa_strict")), "--naa-strict"
+    ini = config.getini("naa_strict")
+    if ini not in (None, []):  # pytest < 8 returns [] for an unset ini key without a default
+        return bool(ini), "naa_strict = true"
+    return running_in_ci(), "$CI is set, so strict is the default; --naa-no-strict opts out"
 
 
 def _report_dir(config: pytest.Config) -> Path | None:
@@ -119,7 +145,7 @@ class AuditSession:
         try:
             result = audit(
                 policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
-                progress=False, score_cache=self._score_cache(),
+                progress=False, score_cache=self._score_cache(), baseline=settings.baseline,
             )  # fmt: skip
         except NaaGuardError as exc:
             return exc

@@ -18,6 +18,9 @@ from pytest_plugin.session import quick_note
 
 HEADER = ("policy", "attack", "gate", "value", "CI", "limit", "verdict")
 VERDICT_ORDER = ("FAIL", "ERROR", "SKIP", "PASS")  # the run's verdict is the first one present
+# A skipped gate certified nothing: every table and summary says so in these words, in every mode.
+NOT_VERIFIED = "NOT VERIFIED"
+SHOWN = {"SKIP": f"{NOT_VERIFIED} (skipped)"}
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,10 @@ class GateRow:
         measured = "value" in props
         value = f"{float(props['value']):.3f}" if measured else "-"
         ci = f"{float(props['ci_low']):.3f}-{float(props['ci_high']):.3f}" if measured else "-"
+        if measured and props["metric"] == "epsilon_lb":
+            ci = "(lower bound)"  # a confidence bound itself: no interval around it
         gate = GATE_IDS.get(str(props["metric"]), str(props["metric"]))
-        return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", self.verdict)
+        return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", SHOWN.get(self.verdict, self.verdict))
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -85,6 +90,15 @@ class GateSummary:
         present = {row.verdict for row in self.rows.values()}
         return next(verdict for verdict in VERDICT_ORDER if verdict in present)
 
+    def run_verdict(self) -> str:
+        """Return the run's verdict as shown: a run whose worst outcome is a skip is NOT VERIFIED, not PASS."""
+        verdict = self.verdict()
+        return f"{NOT_VERIFIED} (gates skipped)" if verdict == "SKIP" else verdict
+
+    def not_verified_lines(self) -> list[str]:
+        """Return one line per skipped gate: it certifies nothing, whatever the exit code."""
+        return [f"{NOT_VERIFIED}: {row.nodeid} was skipped: {row.reason}" for row in self.ordered() if row.verdict == "SKIP"]
+
     def policy_notes(self) -> list[str]:
         """Return one line per policy: sample counts, where the scores came from, quick mode, report."""
         notes: dict[str, str] = {}
@@ -116,17 +130,18 @@ class GateSummary:
         if not self.rows:
             return
         terminal.write_sep("=", "naa-guard privacy gates")
-        for line in [*self.table_lines(), *self.policy_notes(), f"naa-guard verdict: {self.verdict()}"]:
+        for line in [*self.table_lines(), *self.policy_notes(), *self.not_verified_lines(), f"naa-guard verdict: {self.run_verdict()}"]:
             terminal.write_line(line)
 
     def to_markdown(self) -> str:
         """Return the gate table as Markdown, for a CI job summary."""
-        lines = [f"### naa-guard privacy gates: {self.verdict()}", ""]
+        lines = [f"### naa-guard privacy gates: {self.run_verdict()}", ""]
         lines.append("| " + " | ".join(HEADER) + " |")
         lines.append("|" + "|".join("---" for _ in HEADER) + "|")
         lines += ["| " + " | ".join(row.cells()) + " |" for row in self.ordered()]
         lines.append("")
         lines += [f"- {note}" for note in self.policy_notes()]
+        lines += [f"- **{line}**" for line in self.not_verified_lines()]
         return "\n".join(lines) + "\n"
 
     def append_step_summary(self) -> Path | None:

@@ -58,11 +58,12 @@ def test_histogram_figure_overlays_members_and_nonmembers(result: AuditResult) -
 def test_write_reports_with_plots_writes_the_four_kinds_of_artefact(result: AuditResult, tmp_path: Path) -> None:
     written = write_reports(result, tmp_path / "report", plots=True)
     names = sorted(path.name for path in written)
-    assert names == ["report.json", "report.md", "roc.png", "scores_loss.png", "scores_naa.png"]
+    assert names == ["report.html", "report.json", "report.md", "roc.png", "scores_loss.png", "scores_naa.png"]
     for name in ("roc.png", "scores_naa.png"):
         assert (tmp_path / "report" / name).read_bytes()[:8] == PNG_MAGIC
     assert json.loads((tmp_path / "report" / "report.json").read_text())["name"] == "synthetic"
 
 
-def test_write_reports_without_plots_stays_json_and_markdown(result: AuditResult, tmp_path: Path) -> None:
-    assert sorted(path.name for path in write_reports(result, tmp_path, plots=False)) == ["report.json", "report.md"]
+def test_write_reports_without_plots_draws_no_figure(result: AuditResult, tmp_path: Path) -> None:
+    assert sorted(path.name for path in write_reports(result, tmp_path, plots=False)) == ["report.html", "report.json", "report.md"]
+    assert "figures not drawn" in (tmp_path / "report.html").read_text()

@@ -132,11 +132,17 @@ def test_invalid_policy_is_a_collection_error_with_the_validation_message(pytest
     assert "pytest_plugin" not in result.stdout.str()
 
 
-def test_missing_environment_skips_and_strict_makes_it_an_error(pytester: pytest.Pytester) -> None:
+def test_missing_environment_skips_and_strict_makes_it_an_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # outside CI a skip is the default (see the CI test below)
     leaky_policy(pytester.path, device="cuda:99")  # no machine has 100 GPUs
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] leaky.naa.yaml:1: naa-guard: runtime.device is 'cuda:99' but *"])
+    result.stdout.fnmatch_lines([
+        "leaky.naa.yaml*naa*auc*-*-*0.600*NOT VERIFIED (skipped)",
+        "NOT VERIFIED: leaky.naa.yaml::naa::auc was skipped: runtime.device is 'cuda:99' but *",
+        "naa-guard verdict: NOT VERIFIED (gates skipped)",
+        "SKIPPED [[]1[]] leaky.naa.yaml:1: naa-guard: runtime.device is 'cuda:99' but *",
+    ])  # fmt: skip
     result = pytester.runpytest("--naa-strict")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["EnvironmentUnavailableError: *'cuda:99'*", "(--naa-strict: a missing environment is an error, not a skip)"])
@@ -144,6 +150,29 @@ def test_missing_environment_skips_and_strict_makes_it_an_error(pytester: pytest
     pytester.runpytest().assert_outcomes(errors=1)
     # --naa-device overrides the policy's runtime.device: the audit now runs on the CPU.
     pytester.runpytest("--naa-device", "cpu").assert_outcomes(failed=1)
+
+
+def test_under_ci_strict_is_the_default_and_opting_out_still_says_not_verified(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job that lost its GPU must not go green: with $CI set a skip is an error unless opted out."""
+    monkeypatch.setenv("CI", "true")
+    summary = pytester.path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    leaky_policy(pytester.path, device="cuda:99")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["EnvironmentUnavailableError: *'cuda:99'*", "($CI is set, so strict is the default; --naa-no-strict opts out: a missing environment is an error, not a skip)"])
+    result = pytester.runpytest("--naa-no-strict")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["NOT VERIFIED: leaky.naa.yaml::naa::auc was skipped: *", "naa-guard verdict: NOT VERIFIED (gates skipped)"])
+    assert "### naa-guard privacy gates: NOT VERIFIED (gates skipped)" in summary.read_text()
+    assert "- **NOT VERIFIED: leaky.naa.yaml::naa::auc was skipped:" in summary.read_text()
+    pytester.makeini("[pytest]\nnaa_strict = false\n")
+    pytester.runpytest().assert_outcomes(skipped=1)
+    monkeypatch.setenv("CI", "false")  # set but false: not CI
+    pytester.makeini("[pytest]\n")
+    pytester.runpytest().assert_outcomes(skipped=1)
+    result = pytester.runpytest("--naa-strict", "--naa-no-strict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester) -> None:
@@ -202,10 +231,24 @@ def test_report_folder_holds_json_markdown_roc_and_histograms(pytester: pytest.P
     leaky_policy(pytester.path)
     result = pytester.runpytest("--naa-report", "naa-report")
     folder = pytester.path / "naa-report" / "leaky"
-    assert sorted(path.name for path in folder.iterdir()) == ["report.json", "report.md", "roc.png", "scores_naa.png"]
+    assert sorted(path.name for path in folder.iterdir()) == ["report.html", "report.json", "report.md", "roc.png", "scores_naa.png"]
     assert json.loads((folder / "report.json").read_text())["gates"][0]["status"] == "fail"
     assert (folder / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    result.stdout.fnmatch_lines([f"report: {folder / 'report.md'} (ROC plot: {folder / 'roc.png'})"])
+    result.stdout.fnmatch_lines([f"report: {folder / 'report.md'} (ROC plot: {folder / 'roc.png'}; open {folder / 'report.html'} to review it all)"])
+
+
+def test_naa_baseline_compares_with_a_previous_report_and_refuses_another_sample_set(pytester: pytest.Pytester) -> None:
+    leaky_policy(pytester.path)
+    pytester.runpytest("--naa-report", "first").assert_outcomes(failed=1)
+    baseline = pytester.path / "first" / "leaky" / "report.json"
+    result = pytester.runpytest("--naa-baseline", str(baseline), "--naa-report", "second")
+    result.assert_outcomes(failed=1)  # the absolute limit still fails; the comparison itself is recorded
+    gate = json.loads((pytester.path / "second" / "leaky" / "report.json").read_text())["gates"][0]
+    assert gate["baseline"]["report"] == str(baseline) and gate["baseline"]["change"] == 0.0
+    leaky_policy(pytester.path, limit=30)  # another sample set
+    result = pytester.runpytest("--naa-baseline", str(baseline))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["BaselineError: baseline * does not measure the same thing as this audit*", "  - member sample set differs (*count: 40 (baseline) vs 30 (now)*"])
 
 
 def test_markdown_table_is_appended_to_the_github_step_summary(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,199 @@
+"""``naa-guard init MODEL MEMBERS NONMEMBERS``: write a commented starting policy for a model and two sets.
+
+Everything is read from files, nothing is loaded: the model's kind (pixel, or latent when
+``model_index.json`` lists a vae), sample size and prediction type come from its JSON configs; each
+set's count, image sizes and captions from a listing and a few image headers. Each set is then
+loaded for a handful of samples with the audit's own loader, so a set the audit would refuse is
+refused here, with the same message. Only the gates the counts can resolve are switched on; the
+others are written as ``null`` with the count they would need.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from naa_guard.data import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, load_samples
+from naa_guard.errors import DataError, PolicyError, TargetError
+from naa_guard.metrics import FPR_LEVELS, min_nonmembers_for
+
+MIN_PER_SIDE = 20  # an AUC gate needs at least this many members and non-members (SPEC section 8)
+_PROBE = 4  # samples each set is test-loaded with
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What the model folder's JSON files say."""
+
+    kind: str  # "pixel" or "latent"
+    pipeline: str  # model_index.json's _class_name, or "unet/ + scheduler/"
+    sample_size: int  # of the images the model takes (latent: the VAE's output size)
+    in_channels: int  # of the images (latent: 3)
+    prediction_type: str
+    timesteps: int
+
+
+@dataclass(frozen=True)
+class SetSummary:
+    """What a member or non-member source holds."""
+
+    source: Path
+    form: str  # "image folder", "array file" or "manifest"
+    count: int
+    sizes: tuple[str, ...]  # distinct image sizes among the inspected ones, e.g. "8x8"
+    captions: int  # samples with a caption (manifests only)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TargetError(f"{path}: cannot read this JSON config ({exc}). Re-save the model with save_pretrained.") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"{path}: expected a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def _side(value: Any) -> int | None:
+    value = value[0] if isinstance(value, (list, tuple)) and value else value
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def inspect_model(folder: Path) -> ModelSummary:
+    """Return the model's kind, image size and prediction type, read from its JSON configs only."""
+    if not folder.is_dir():
+        raise TargetError(f"model folder {folder} does not exist or is not a folder. Give a diffusers folder (model_index.json, or unet/ + scheduler/).")
+    index = _json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    for needed in ("unet/config.json", "scheduler/scheduler_config.json"):
+        if not (folder / needed).is_file():
+            raise TargetError(f"{folder}: no {needed}. A diffusers model folder needs unet/ and scheduler/; save the pipeline with save_pretrained.")
+    unet, scheduler = _json(folder / "unet" / "config.json"), _json(folder / "scheduler" / "scheduler_config.json")
+    size = _side(unet.get("sample_size"))
+    if size is None:
+        raise TargetError(f"{folder / 'unet' / 'config.json'}: sample_size is {unet.get('sample_size')!r}; expected a positive int.")
+    kind, channels = "pixel", unet.get("in_channels")
+    if "vae" in index:
+        vae = _json(folder / "vae" / "config.json") if (folder / "vae" / "config.json").is_file() else {}
+        blocks = vae.get("block_out_channels") or []
+        kind, channels, size = "latent", 3, size * 2 ** max(len(blocks) - 1, 0)
+    if channels not in (1, 3):
+        raise TargetError(f"{folder / 'unet' / 'config.json'}: in_channels is {channels!r}; a pixel model must take 1 or 3 image channels.")
+    return ModelSummary(
+        kind, str(index.get("_class_name", "unet/ + scheduler/")), size, int(channels),
+        str(scheduler.get("prediction_type", "epsilon")), int(scheduler.get("num_train_timesteps", 1000)),
+    )  # fmt: skip
+
+
+def _image_size(file: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:  # reads the header only
+            return f"{image.width}x{image.height}"
+    except OSError:
+        return "unreadable"
+
+
+def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+    text = manifest.read_text(encoding="utf-8-sig")
+    if manifest.suffix.lower() == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def inspect_set(source: Path, role: str, model: ModelSummary) -> SetSummary:
+    """Return the set's form, count, image sizes and captions; load a few samples as the audit would."""
+    load_samples(source, size=model.sample_size, channels=model.in_channels, limit=_PROBE, role=role)  # the audit's own checks
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        return SetSummary(source, "image folder", len(files), tuple(sorted({_image_size(f) for f in files[:16]})), 0)
+    if source.suffix.lower() in ARRAY_SUFFIXES:
+        if source.suffix.lower() == ".npy":
+            shape = np.load(source, mmap_mode="r", allow_pickle=False).shape
+        else:
+            with np.load(source, allow_pickle=False) as archive:
+                shape = archive["images" if "images" in archive.files else archive.files[0]].shape
+        height, width = shape[2:4] if len(shape) == 4 and shape[1] in (1, 3, 4) else shape[1:3]  # (N, C, H, W) or (N, H, W[, C])
+        return SetSummary(source, "array file", int(shape[0]), (f"{width}x{height}",), 0)
+    try:
+        rows = _manifest_rows(source)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+        raise DataError(f"The {role} manifest {source} cannot be read ({exc}).") from None
+    captions = sum(1 for row in rows if isinstance(row, dict) and str(row.get("caption") or row.get("text") or "").strip())
+    files = [source.parent / str(row.get("path", "")) for row in rows[:16] if isinstance(row, dict)]
+    return SetSummary(source, "manifest", len(rows), tuple(sorted({_image_size(f) for f in files})), captions)
+
+
+def _relative(path: Path, policy_dir: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), policy_dir.resolve())).as_posix()
+
+
+def _set_comment(summary: SetSummary, model: ModelSummary) -> str:
+    sizes = ", ".join(summary.sizes) or "unknown"
+    note = "" if summary.sizes == (f"{model.sample_size}x{model.sample_size}",) else f"; resized to the model's {model.sample_size}x{model.sample_size}"
+    captions = f"; {summary.captions} with captions" if summary.form == "manifest" else ""
+    return f"{summary.form}, {summary.count} samples, sizes {sizes}{note}{captions}"
+
+
+def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str) -> str:
+    """Return the commented policy YAML for these inspected inputs, gates limited to what the counts resolve."""
+    n_members, n_nonmembers = members.count, nonmembers.count
+    if min(n_members, n_nonmembers) < MIN_PER_SIDE:
+        raise PolicyError(
+            f"too few samples to resolve any gate: {n_members} members, {n_nonmembers} non-members; an AUC gate needs "
+            f"at least {MIN_PER_SIDE} of each. Add samples to the smaller set."
+        )
+    gates = []
+    for metric, rate in FPR_LEVELS.items():
+        needed = min_nonmembers_for(rate)
+        if n_nonmembers >= needed:
+            gates.append(f"  {metric}: {0.05 if rate == 0.01 else 0.01}    # resolvable: {n_nonmembers} >= {needed} non-members")
+        else:
+            gates.append(f"  {metric}: null   # needs >= {needed} non-members to be resolved; you have {n_nonmembers}")
+    kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
+    lines = [
+        f"# naa-guard policy written by `naa-guard init` for {model_path}",
+        "# Run it: naa-guard audit THIS_FILE, or pytest THIS_FILE. Every key: naa-guard schema.",
+        "version: 1",
+        f"name: {json.dumps(name)}",
+        "model:",
+        f"  # {kind}: {model.pipeline}, images {model.sample_size}x{model.sample_size}, {model.in_channels} channel(s),",
+        f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
+        f"  path: {json.dumps(_relative(model_path, policy_dir))}",
+        "data:",
+        f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
+        f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
+        "  limit: null          # a seeded subsample per side; null scores every sample",
+        "attacks:               # NAA, the primary attack, with its defaults; add loss / pia / secmi as peers",
+        "  naa: {}",
+        "thresholds:            # a gate fails when its metric is ABOVE the limit; null disables it",
+        f"  auc: 0.60           # resolvable: {n_members} members / {n_nonmembers} non-members (>= {MIN_PER_SIDE} each)",
+        *gates,
+        "  epsilon_lb: null     # limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit)",
+        "  decision: point      # point | upper_ci (gate on the upper end of the confidence interval)",
+        "  confidence: 0.95",
+        "runtime: {device: auto, dtype: float32, batch_size: 64, seed: 0}",
+        "report:",
+        "  dir: naa-report      # report.json, report.md and report.html, relative to this file",
+        "  exposed: 24          # most-exposed members listed in the reports",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_initial_policy(model_path: Path, members_path: Path, nonmembers_path: Path, output: Path, *, force: bool = False) -> Path:
+    """Inspect the model and both sets, write the commented policy to ``output`` and return it."""
+    if output.exists() and not force:
+        raise PolicyError(f"{output} already exists; choose another path with -o, or pass --force to overwrite it.")
+    model = inspect_model(model_path)
+    members = inspect_set(members_path, "members", model)
+    nonmembers = inspect_set(nonmembers_path, "nonmembers", model)
+    text = render_policy(model_path, model, members, nonmembers, output.parent, output.name.split(".")[0] or "policy")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    return output

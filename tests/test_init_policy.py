@@ -1,0 +1,74 @@
+"""Tests of ``naa-guard init`` (naa_guard/init_policy.py): the written policy validates and audits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import OVERFIT, make_tiny_model
+from naa_guard.audit import audit
+from naa_guard.cli import main
+from naa_guard.errors import PolicyError, TargetError
+from naa_guard.init_policy import inspect_model, inspect_set, write_initial_policy
+from naa_guard.policy import load_policy
+
+
+def test_init_on_the_overfit_fixture_writes_a_policy_that_validates_and_audits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "policies" / "digits.naa.yaml"
+    code = main(["init", str(OVERFIT / "model"), str(OVERFIT / "members.npz"), str(OVERFIT / "nonmembers.npz"), "-o", str(output)])
+    assert code == 0
+    text = output.read_text()
+    assert "pixel-space diffusion model: DDPMPipeline, images 8x8, 1 channel(s)" in text
+    assert "prediction type epsilon, 1000 training timesteps" in text
+    assert "array file, 100 samples, sizes 8x8" in text and "array file, 300 samples, sizes 8x8" in text
+    assert "tpr_at_1pct_fpr: null   # needs >= 1000 non-members to be resolved; you have 300" in text
+    assert f"wrote {output}" in capsys.readouterr().out
+    policy = load_policy(output)
+    assert policy.name == "digits" and policy.model.path == (OVERFIT / "model").resolve()
+    assert policy.thresholds.limits() == {"auc": 0.6}  # only what 100 / 300 samples resolve
+    assert policy.report.dir == output.parent / "naa-report"
+    result = audit(policy, limit=30, device="cpu", progress=False)
+    assert [(gate.metric, gate.status) for gate in result.gates] == [("auc", "fail")]  # the fixture leaks
+
+
+def test_init_refuses_to_overwrite_and_to_write_unresolvable_gates(tmp_path: Path) -> None:
+    (tmp_path / "taken.naa.yaml").write_text("keep me")
+    with pytest.raises(PolicyError, match="already exists.*--force"):
+        write_initial_policy(OVERFIT / "model", OVERFIT / "members.npz", OVERFIT / "nonmembers.npz", tmp_path / "taken.naa.yaml")
+    np.savez(tmp_path / "few.npz", images=np.zeros((5, 8, 8), np.uint8))
+    with pytest.raises(PolicyError, match="too few samples to resolve any gate: 5 members"):
+        write_initial_policy(OVERFIT / "model", tmp_path / "few.npz", OVERFIT / "nonmembers.npz", tmp_path / "new.naa.yaml")
+
+
+def test_init_counts_an_image_folder_and_the_captions_of_a_manifest(tmp_path: Path) -> None:
+    model = inspect_model(make_tiny_model(tmp_path / "model", sample_size=8, prediction_type="v_prediction"))
+    assert (model.kind, model.sample_size, model.in_channels, model.prediction_type) == ("pixel", 8, 1, "v_prediction")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(25):
+        Image.fromarray(np.full((16, 16), i, np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"path": f"{i:02d}.png", **({"caption": "a digit"} if i % 2 else {})}) for i in range(25)))
+    images = inspect_set(folder, "members", model)
+    assert (images.form, images.count, images.sizes) == ("image folder", 25, ("16x16",))
+    manifest = inspect_set(folder / "train.jsonl", "members", model)
+    assert (manifest.form, manifest.count, manifest.captions) == ("manifest", 25, 12)
+
+
+def test_init_reads_a_latent_pipeline_from_its_json_files_only(tmp_path: Path) -> None:
+    """No weights are needed: model_index.json listing a vae makes it latent, the VAE's depth sets the image size."""
+    for sub, config in {
+        "unet": {"_class_name": "UNet2DConditionModel", "sample_size": 64, "in_channels": 4},
+        "scheduler": {"_class_name": "PNDMScheduler", "prediction_type": "epsilon", "num_train_timesteps": 1000},
+        "vae": {"_class_name": "AutoencoderKL", "block_out_channels": [128, 256, 512, 512]},
+    }.items():
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).write_text(json.dumps(config))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"]}))
+    model = inspect_model(tmp_path)
+    assert (model.kind, model.pipeline, model.sample_size, model.in_channels) == ("latent", "StableDiffusionPipeline", 512, 3)
+    with pytest.raises(TargetError, match="no unet/config.json"):
+        inspect_model(tmp_path / "vae")
