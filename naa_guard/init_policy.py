@@ -109,7 +109,9 @@ def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
 
 def inspect_set(source: Path, role: str, model: ModelSummary) -> SetSummary:
     """Return the set's form, count, image sizes and captions; load a few samples as the audit would."""
-    load_samples(source, size=model.sample_size, channels=model.in_channels, limit=_PROBE, role=role)  # the audit's own checks
+    # The audit's own checks; the fit only lets a set of another size be probed: the written
+    # policy leaves data.fit for the user to choose (see render_policy).
+    load_samples(source, size=model.sample_size, channels=model.in_channels, limit=_PROBE, role=role, fit="resize")
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(source).parts))
         return SetSummary(source, "image folder", len(files), tuple(sorted({_image_size(f) for f in files[:16]})), 0)
@@ -136,9 +138,13 @@ def _relative(path: Path, policy_dir: Path) -> str:
 
 def _set_comment(summary: SetSummary, model: ModelSummary) -> str:
     sizes = ", ".join(summary.sizes) or "unknown"
-    note = "" if summary.sizes == (f"{model.sample_size}x{model.sample_size}",) else f"; resized to the model's {model.sample_size}x{model.sample_size}"
+    note = "" if _fits(summary, model) else f"; NOT the model's {model.sample_size}x{model.sample_size}: see data.fit"
     captions = f"; {summary.captions} with captions" if summary.form == "manifest" else ""
     return f"{summary.form}, {summary.count} samples, sizes {sizes}{note}{captions}"
+
+
+def _fits(summary: SetSummary, model: ModelSummary) -> bool:
+    return summary.sizes == (f"{model.sample_size}x{model.sample_size}",)
 
 
 def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str) -> str:
@@ -169,6 +175,11 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         "data:",
         f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
         f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
+        *([] if _fits(members, model) and _fits(nonmembers, model) else [
+            f"  # REQUIRED before auditing: the images are not {model.sample_size}x{model.sample_size}, and naa-guard never resizes",
+            "  # silently. Uncomment and name the preparation used in training: resize | center_crop | pad.",
+            "  # fit: resize",
+        ]),
         "  limit: null          # a seeded subsample per side; null scores every sample",
         "attacks:               # NAA, the primary attack, with its defaults; add loss / pia / secmi as peers",
         "  naa: {}",

@@ -1,7 +1,7 @@
 """Tests of the regression gate (naa_guard/baseline.py) and the fingerprints it compares (naa_guard/fingerprint.py).
 
 "Now" is the committed overfit digits fixture on a 40-per-side subsample (NAA AUC ~0.97): the
-absolute limit is set to 1.0 so that only the regression can fail the gate.
+absolute limit is set to 0.999 (above any AUC these sets give) so that only the regression can fail the gate.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def overfit_policy(folder: Path, *, limit: int = 40, extra: str = "") -> Path:
         model: {{path: {OVERFIT / "model"}}}
         data: {{members: {OVERFIT / "members.npz"}, nonmembers: {OVERFIT / "nonmembers.npz"}, limit: {limit}}}
         attacks: {{naa: {{t: 40, stride: 10, noise: scaled, sigma: 0.1}}}}
-        thresholds: {{auc: 1.0, tpr_at_1pct_fpr: null, max_increase: 0.02}}
+        thresholds: {{auc: 0.999, tpr_at_1pct_fpr: null, max_increase: 0.02}}
         runtime: {{device: cpu, batch_size: 128}}
         """ + extra,
     )
