@@ -1,13 +1,18 @@
-"""Load a sample set (members, non-members or a control set) into model-ready arrays.
+"""List a sample set (members, non-members or a control set) and decode it into model-ready arrays.
 
 A source is an image folder, a ``.npy`` / ``.npz`` array file, or a ``.csv`` / ``.jsonl``
 manifest. Every format goes through the same preprocessing, so identical pixels give identical
 float32 bytes: the member / non-member overlap check relies on it.
+
+:func:`list_samples` only lists a set (file names, indices, captions): its images are decoded
+chunk by chunk, as a batch needs them (:meth:`SampleSet.decode`), so an audit's memory does not
+grow with the number of images. :func:`load_samples` decodes the whole set at once, for small sets.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -16,14 +21,14 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
 
 from naa_guard.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "load_samples", "sample_digests"]
+__all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "list_samples", "load_samples", "sample_digests"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
@@ -34,20 +39,160 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601, as PIL's
 _CHUNK = 1 << 20
 
 
+class _Reader(Protocol):
+    """Decodes the samples of one source at given rows (file list positions or array indices)."""
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Return the samples at ``rows`` as float32 (n, C, H, W) in [-1, 1]."""
+
+    def origin(self, row: int) -> str:
+        """Return where the sample at ``row`` comes from: its file path or array index."""
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: comparing ndarray fields with == is ambiguous
 class SampleSet:
-    """A loaded sample set: preprocessed images plus where each one came from."""
+    """A listed sample set: where each sample comes from; images are decoded on demand."""
 
-    images: np.ndarray  # float32, (N, C, H, W), in [-1, 1]
+    reader: _Reader
+    rows: np.ndarray  # int64, each sample's row in the reader
     names: tuple[str, ...]
     indices: np.ndarray  # int64, index in the full source before `limit`
     captions: tuple[str | None, ...]
     source: Path
     files: tuple[Path, ...]
 
+    @classmethod
+    def from_images(cls, images: np.ndarray, names: tuple[str, ...], indices: np.ndarray, captions: tuple[str | None, ...], source: Path, files: tuple[Path, ...]) -> SampleSet:
+        """Return a set over images already in memory (float32 (N, C, H, W) in [-1, 1])."""
+        return cls(_InMemory(np.asarray(images, dtype=np.float32), source), np.arange(len(images), dtype=np.int64), names, np.asarray(indices, dtype=np.int64), captions, source, files)
+
     def __len__(self) -> int:
         """Return the number of samples."""
-        return int(self.images.shape[0])
+        return int(self.rows.shape[0])
+
+    def decode(self, start: int, stop: int) -> np.ndarray:
+        """Return the samples at positions start..stop-1, decoded to float32 (n, C, H, W) in [-1, 1]."""
+        return self.reader.read(self.rows[start:stop])
+
+    @property
+    def images(self) -> np.ndarray:
+        """Return every sample decoded at once (memory grows with the set: for small sets)."""
+        return self.decode(0, len(self))
+
+    def subset(self, positions: np.ndarray) -> SampleSet:
+        """Return the samples at these positions (source indices, names and files kept)."""
+        return dataclasses.replace(
+            self,
+            rows=self.rows[positions],
+            names=tuple(self.names[i] for i in positions),
+            indices=self.indices[positions],
+            captions=tuple(self.captions[i] for i in positions),
+        )
+
+    def origin(self, position: int) -> str:
+        """Return where the sample at ``position`` comes from: its file path or array index."""
+        return self.reader.origin(int(self.rows[position]))
+
+    def materialize(self) -> SampleSet:
+        """Return the same set with every image decoded into memory."""
+        return dataclasses.replace(self, reader=_InMemory(self.images, self.source, tuple(map(self.origin, range(len(self))))), rows=np.arange(len(self), dtype=np.int64))
+
+
+class _InMemory:
+    """Samples already decoded."""
+
+    def __init__(self, images: np.ndarray, source: Path, origins: tuple[str, ...] | None = None) -> None:
+        self.images, self.source, self.origins = images, source, origins
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.images[rows]
+
+    def origin(self, row: int) -> str:
+        return self.origins[row] if self.origins is not None else f"{self.source}[{row}]"
+
+
+class _ImageFiles:
+    """Image files (a folder's or a manifest's), decoded one by one when read."""
+
+    def __init__(self, entries: list[_Entry], size: int, channels: int, role: str) -> None:
+        self.entries, self.size, self.channels, self.role = entries, size, channels, role
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.empty((0, self.channels, self.size, self.size), dtype=np.float32)
+        return _stack([_decode_image(self.entries[row].file, self.size, self.channels, self.role) for row in rows])
+
+    def origin(self, row: int) -> str:
+        return str(self.entries[row].file)
+
+
+class _ArrayFile:
+    """A .npy (memory-mapped) or .npz array, opened on first read in each process (not pickled)."""
+
+    def __init__(self, file: Path, size: int, channels: int, role: str, array: np.ndarray | None = None) -> None:
+        self.file, self.size, self.channels, self.role = file, size, channels, role
+        self._array = array
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_array": None}  # a worker process reopens the file itself
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        if self._array is None:
+            self._array = _read_array(self.file, self.role)
+            _check_layout(self._array, self.file, self.role)
+        return _decode_array_rows(self._array, rows, self.file, self.size, self.channels, self.role)
+
+    def origin(self, row: int) -> str:
+        return f"{self.file}[{row}]"
+
+
+def list_samples(
+    source: str | Path,
+    *,
+    size: int,
+    channels: int,
+    limit: int | None = None,
+    seed: int = 0,
+    role: str = "members",
+    allow_outside: bool = False,
+) -> SampleSet:
+    """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode)."""
+    _check_arguments(size, channels, limit, role)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(
+            f"The {role} source {path} does not exist (looked for {path.absolute()}). "
+            "Fix: check the path for a typo, or give an absolute path to an image folder, "
+            "a .npy / .npz array file or a .csv / .jsonl manifest."
+        )
+    is_folder, suffix = path.is_dir(), path.suffix.lower()
+    if not is_folder and suffix in ARRAY_SUFFIXES:
+        return _list_array_file(path, size, channels, limit, seed, role)
+    if not is_folder and suffix not in MANIFEST_SUFFIXES:
+        raise DataError(
+            f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
+            f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
+            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
+            "source at one of these (a single image must be put in a folder)."
+        )
+    entries = _list_folder(path, role) if is_folder else _list_manifest(path, role, allow_outside)
+    indices = _choose(len(entries), limit, seed)
+    chosen = [entries[i] for i in indices]  # only these are ever decoded
+    # A folder's listing decides which file gets which index (and so its noise seed), so a
+    # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
+    if is_folder:
+        files = tuple(e.file for e in entries)
+    else:
+        files = (path, *dict.fromkeys(e.file for e in chosen))
+    return SampleSet(
+        reader=_ImageFiles(chosen, size, channels, role),
+        rows=np.arange(len(chosen), dtype=np.int64),
+        names=tuple(e.name for e in chosen),
+        indices=indices,
+        captions=tuple(e.caption for e in chosen),
+        source=path,
+        files=files,
+    )
 
 
 def load_samples(
@@ -60,42 +205,8 @@ def load_samples(
     role: str = "members",
     allow_outside: bool = False,
 ) -> SampleSet:
-    """Return the sample set at `source`, preprocessed to float32 (N, channels, size, size)."""
-    _check_arguments(size, channels, limit, role)
-    path = Path(source)
-    if not path.exists():
-        raise DataError(
-            f"The {role} source {path} does not exist (looked for {path.absolute()}). "
-            "Fix: check the path for a typo, or give an absolute path to an image folder, "
-            "a .npy / .npz array file or a .csv / .jsonl manifest."
-        )
-    is_folder, suffix = path.is_dir(), path.suffix.lower()
-    if not is_folder and suffix in ARRAY_SUFFIXES:
-        return _load_array_file(path, size, channels, limit, seed, role)
-    if not is_folder and suffix not in MANIFEST_SUFFIXES:
-        raise DataError(
-            f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
-            f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
-            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
-            "source at one of these (a single image must be put in a folder)."
-        )
-    entries = _list_folder(path, role) if is_folder else _list_manifest(path, role, allow_outside)
-    indices = _choose(len(entries), limit, seed)
-    chosen = [entries[i] for i in indices]  # only these are decoded
-    # A folder's listing decides which file gets which index (and so its noise seed), so a
-    # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
-    if is_folder:
-        files = tuple(e.file for e in entries)
-    else:
-        files = (path, *dict.fromkeys(e.file for e in chosen))
-    return SampleSet(
-        images=_stack([_decode_image(e.file, size, channels, role) for e in chosen]),
-        names=tuple(e.name for e in chosen),
-        indices=indices,
-        captions=tuple(e.caption for e in chosen),
-        source=path,
-        files=files,
-    )
+    """Return the sample set at `source`, every image decoded to float32 (N, channels, size, size)."""
+    return list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside).materialize()
 
 
 def sample_digests(images: np.ndarray) -> list[str]:
@@ -244,33 +355,37 @@ def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
 # --- array files --------------------------------------------------------------------------
 
 
-def _load_array_file(
-    file: Path, size: int, channels: int, limit: int | None, seed: int, role: str
-) -> SampleSet:
-    """Return the sample set stored in a .npy or .npz file."""
+def _list_array_file(file: Path, size: int, channels: int, limit: int | None, seed: int, role: str) -> SampleSet:
+    """Return the sample set stored in a .npy or .npz file, its layout checked, not yet decoded."""
     array = _read_array(file, role)
     _check_layout(array, file, role)
     indices = _choose(array.shape[0], limit, seed)
-    try:
-        chosen = np.asarray(array[indices])  # memory-mapped .npy: reads only these samples
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"Cannot read the samples of {file} for the {role} set ({exc}). "
-            "Fix: the file is probably truncated; write it again with np.save / np.savez."
-        ) from exc
-    if chosen.dtype == np.uint8:
-        images = _stack([_prepare(_uint8_to_pil(sample), size, channels) for sample in chosen])
-    else:
-        _check_float_values(chosen, file, role)
-        images = np.stack([_prepare_float(sample, size, channels) for sample in chosen])
     return SampleSet(
-        images=images,
+        reader=_ArrayFile(file, size, channels, role, array),
+        rows=indices,
         names=tuple(f"{file.name}[{i}]" for i in indices),
         indices=indices,
         captions=(None,) * len(indices),
         source=file,
         files=(file,),
     )
+
+
+def _decode_array_rows(array: np.ndarray, rows: np.ndarray, file: Path, size: int, channels: int, role: str) -> np.ndarray:
+    """Return the array's samples at ``rows``, preprocessed to float32 (n, channels, size, size)."""
+    try:
+        chosen = np.asarray(array[rows])  # memory-mapped .npy: reads only these samples
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"Cannot read the samples of {file} for the {role} set ({exc}). "
+            "Fix: the file is probably truncated; write it again with np.save / np.savez."
+        ) from exc
+    if not len(chosen):
+        return np.empty((0, channels, size, size), dtype=np.float32)
+    if chosen.dtype == np.uint8:
+        return _stack([_prepare(_uint8_to_pil(sample), size, channels) for sample in chosen])
+    _check_float_values(chosen, file, role)
+    return np.stack([_prepare_float(sample, size, channels) for sample in chosen])
 
 
 def _read_array(file: Path, role: str) -> np.ndarray:

@@ -126,7 +126,7 @@ def test_model_calls_per_sample(tiny, attack, calls: int) -> None:  # type: igno
 @pytest.mark.parametrize("name", ["loss", "secmi", "pia", "pian"])
 def test_scores_do_not_depend_on_the_batch_size(tiny, name: str) -> None:  # type: ignore[no-untyped-def]
     target, _, _, x0, _ = tiny
-    samples = SampleSet(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
+    samples = SampleSet.from_images(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
     attack = get_attack(name)()
     whole = score_samples(attack, target, samples, "members", batch_size=N, seed=SEED)
     batched = score_samples(attack, target, samples, "members", batch_size=4, seed=SEED)
