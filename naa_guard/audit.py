@@ -1,9 +1,10 @@
 """The audit runner: policy in, scores, metrics and gate verdicts out.
 
-``audit(policy)`` loads the sample sets, scores every sample with every listed attack (batched,
-under ``inference_mode``, with per-sample seeded noise so a score never depends on the batch
-size), computes the leakage metrics and applies the policy's gates. Scores can be cached by a
-content hash, so an unchanged model and data set re-gate without loading the model.
+``audit(policy)`` lists the sample sets, checks them, scores every sample with every listed
+attack (chunk by chunk, see :mod:`naa_guard.scoring`; per-sample seeded noise, so a score never
+depends on the batch size or the number of processes), computes the leakage metrics and applies
+the policy's gates. Scores can be cached by a content hash, so an unchanged model and data set
+re-gate without loading the model, and saved chunk by chunk, so a killed audit resumes.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
-from naa_guard.data import SampleSet, files_digest, load_samples
-from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
-from naa_guard.loader import load_custom_target, loader_identity
+from naa_guard.data import SampleSet, files_digest, list_samples
+from naa_guard.errors import PolicyError
 from naa_guard.gates import GateResult, evaluate_gates
+from naa_guard.loader import loader_identity
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.targets import ModelInfo, Target, load_target, probe_target, read_model_info, resolve_device
+from naa_guard.scoring import ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
+from naa_guard.targets import ModelInfo, Target
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from naa_guard.scorestore import ChunkStore
 
 WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
@@ -57,6 +59,12 @@ class AttackResult:
     cached: bool = False
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
     tuning: TuningResult | None = None  # set when the policy listed candidate settings
+    samples: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None  # role -> (source indices, origins) of the scored samples
+
+    def per_sample(self) -> dict[str, tuple[np.ndarray, tuple[str, ...], np.ndarray]]:
+        """Return, by role, each scored sample's source index, origin (file or array index) and score."""
+        scores = {"members": self.member_scores, "nonmembers": self.nonmember_scores, "control": self.control_scores}
+        return {role: (indices, origins, scores[role]) for role, (indices, origins) in (self.samples or {}).items() if scores[role] is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -144,43 +152,6 @@ class AuditResult:
         }
 
 
-def _batches(samples: SampleSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for start in range(0, len(samples), batch_size):
-        yield samples.images[start : start + batch_size], samples.indices[start : start + batch_size]
-
-
-def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str, *, batch_size: int, seed: int, progress: Any = None) -> np.ndarray:
-    """Return the attack's float64 score of every sample in the set, batch by batch."""
-    import torch
-
-    from naa_guard.attacks.common import sample_keys
-
-    scores: list[np.ndarray] = []
-    offset = 0
-    for images, indices in _batches(samples, batch_size):
-        x0 = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
-        keys = sample_keys(role, indices)
-        try:
-            with torch.inference_mode():
-                batch_scores = attack.score(target, x0, keys, seed).detach().to("cpu", torch.float64).numpy()
-        except NonFiniteScoreError as exc:
-            rows = getattr(exc, "batch_rows", None) or range(len(indices))
-            names = ", ".join(samples.names[offset + row] for row in list(rows)[:5])
-            raise NonFiniteScoreError(f"attack {attack.name}, {role} sample(s) {names}{' ...' if len(rows) > 5 else ''}: {exc}") from None
-        bad = np.flatnonzero(~np.isfinite(batch_scores))
-        if bad.size:
-            names = [samples.names[offset + i] for i in bad[:5]]
-            raise NonFiniteScoreError(
-                f"attack {attack.name} gave non-finite scores for {bad.size} {role} sample(s), e.g. {', '.join(names)}. "
-                f"The model's predictions are degenerate for these images; check the checkpoint, or use runtime.dtype: float32."
-            )
-        scores.append(batch_scores)
-        offset += len(indices)
-        if progress is not None:
-            progress.update(len(indices))
-    return np.concatenate(scores)
-
-
 def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
     """Return the content hash under which an attack's scores are cached (None: not cacheable).
 
@@ -208,21 +179,6 @@ def cache_key(info: ModelInfo | None, policy: Policy, attack: Attack, members: S
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _progress(total: int, description: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def _check_timesteps(attack: Attack, target: Target) -> None:
-    steps = len(target.alphas_cumprod)
-    if attack.max_timestep >= steps:
-        raise TargetError(
-            f"attack {attack.name} queries timestep {attack.max_timestep}, but the model's schedule has "
-            f"only {steps} timesteps (0..{steps - 1}). Lower the attack's timestep in attacks.{attack.name}."
-        )
-
-
 def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> Runtime:
     """Return the policy's runtime section with the caller's overrides, validated like the policy."""
     overrides = {key: value for key, value in {"device": device, "batch_size": batch_size}.items() if value is not None}
@@ -236,61 +192,6 @@ def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> R
         ) from None
 
 
-def _load_model(policy: Policy, info: ModelInfo | None) -> Target:
-    """Return the policy's model (diffusers folder or custom loader), probed with one test batch."""
-    import torch
-
-    runtime = policy.runtime
-    if info is None:
-        loader = str(policy.model.loader)
-        target = load_custom_target(loader, policy.model.path, device=resolve_device(runtime.device), dtype=getattr(torch, runtime.dtype))
-        where = f"model.loader {loader!r}"
-    else:
-        target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
-        where = str(info.unet_dir)
-    probe_target(target, where)
-    return target
-
-
-class _Scorer:
-    """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
-
-    def __init__(self, policy: Policy, info: ModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
-        self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
-        self.target = target
-        self.model_loaded = False
-        self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
-
-    def load(self) -> Target:
-        """Return the target, loading (and probing) the policy's model on first use."""
-        if self.target is None:
-            self.target, self.model_loaded = _load_model(self.policy, self.info), True
-        return self.target
-
-    def score_sets(self, attack: Attack, sets: dict[str, SampleSet], label: str) -> tuple[dict[str, np.ndarray], bool]:
-        """Return each set's scores by role ("members", "nonmembers", "control"), and whether cached."""
-        runtime = self.policy.runtime
-        key = None
-        if self.score_cache is not None:
-            key = cache_key(self.info, self.policy, attack, sets["members"], sets["nonmembers"], self.limit, sets.get("control"))
-            self.uncacheable = self.uncacheable or key is None
-        cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
-        if cached is not None and set(sets) <= set(cached):
-            return {role: cached[role] for role in sets}, True
-        target = self.load()
-        _check_timesteps(attack, target)
-        with _progress(sum(len(samples) for samples in sets.values()), f"{self.policy.name}: {label}", self.progress) as bar:
-            scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=runtime.seed, progress=bar) for role, samples in sets.items()}
-        if self.score_cache is not None and key is not None:
-            self.score_cache.put(key, scores)
-        return scores, False
-
-    def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Return (member scores, non-member scores, whether cached): the tuning's score function."""
-        scores, cached = self.score_sets(attack, {"members": members, "nonmembers": nonmembers}, label)
-        return scores["members"], scores["nonmembers"], cached
-
-
 @dataclass
 class PreparedAudit:
     """What an audit has before any attack runs: the effective policy, checked sets, a scorer."""
@@ -301,7 +202,7 @@ class PreparedAudit:
     nonmembers: SampleSet
     control: SampleSet | None
     validity: ValidityReport
-    scorer: _Scorer
+    scorer: Scorer
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
@@ -310,7 +211,8 @@ class PreparedAudit:
         scores, cached = self.scorer.score_sets(attack, sets, attack.name)
         seconds = time.perf_counter() - started
         leakage = evaluate(scores["members"], scores["nonmembers"], confidence=self.policy.thresholds.confidence, seed=self.policy.runtime.seed)
-        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning)
+        samples = {role: (s.indices, tuple(map(s.origin, range(len(s))))) for role, s in sets.items()}
+        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning, samples)
 
 
 def prepare_audit(
@@ -322,25 +224,34 @@ def prepare_audit(
     progress: bool = True,
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
+    chunk_store: ChunkStore | None = None,
+    runner: ChunkRunner | None = None,
 ) -> PreparedAudit:
-    """Return the audit's inputs: sample sets loaded once and checked (overlap, shift), and a scorer.
+    """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
     The model is loaded here only for a custom loader (only the loaded target knows the image
-    geometry); otherwise the scorer loads it on the first cache miss.
+    geometry); otherwise the scorer loads it on the first chunk that is not cached.
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
     limit = limit if limit is not None else policy.data.limit
     seed = runtime.seed
+    runner = runner or LocalRunner()
 
-    info = read_model_info(policy.model.path, policy.model.unet_subfolder) if policy.model.loader is None else None
-    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
-    geometry = scorer.load() if target is None and info is None else (target or info)
+    models = model_source(policy, target)
+    info = models.info
+
+    def key(attack: Attack, sets: dict[str, SampleSet]) -> str | None:
+        return cache_key(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
+
+    scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress)
+    geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
-    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
-    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
-    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free: before any attack
+    members = list_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
+    nonmembers = list_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
+    control = None if policy.data.control is None else list_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
+    # model-free, before any attack; streams every image once, so an undecodable one fails here
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets))
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
 
 
@@ -353,17 +264,24 @@ def audit(
     progress: bool = True,
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
+    chunk_store: ChunkStore | None = None,
+    runner: ChunkRunner | None = None,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
     ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
-    ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
+    ``target`` replaces loading the policy's model (used by tests). ``chunk_store`` keeps scores
+    chunk by chunk so a killed audit resumes; ``runner`` runs the chunks (default: here; see
+    :mod:`naa_guard.distributed` for ranks of a process group). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
     (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
-    prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target)
+    prepared = prepare_audit(
+        policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
+        chunk_store=chunk_store, runner=runner,
+    )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
 
@@ -391,7 +309,7 @@ def audit(
         n_nonmembers=len(nonmembers),
         attacks=results,
         gates=gates,
-        device=str(scorer.target.device) if scorer.target is not None else None,
+        device=str(scorer.models.ready.device) if scorer.models.ready is not None else None,
         dtype=policy.runtime.dtype,
         seed=seed,
         limit=prepared.limit,

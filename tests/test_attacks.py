@@ -24,7 +24,7 @@ from naa_guard.attacks.common import sample_keys, seeded_noise
 from naa_guard.attacks.loss import LossAttack, LossParams
 from naa_guard.attacks.pia import PIA, PIAN, PIAParams
 from naa_guard.attacks.secmi import SecMI, SecMIParams
-from naa_guard.audit import score_samples
+from naa_guard.scoring import score_samples
 from naa_guard.data import SampleSet
 from naa_guard.errors import PolicyError
 from naa_guard.metrics import auc
