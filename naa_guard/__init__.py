@@ -5,6 +5,7 @@ from __future__ import annotations
 from naa_guard.errors import (
     AuditInvalidError,
     DataError,
+    DistributedError,
     EnvironmentUnavailableError,
     InsufficientSamplesError,
     NaaGuardError,
@@ -20,6 +21,7 @@ __all__ = [
     "AuditInvalidError",
     "AuditResult",
     "DataError",
+    "DistributedError",
     "EnvironmentUnavailableError",
     "InsufficientSamplesError",
     "NaaGuardError",

@@ -27,7 +27,7 @@ from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.loader import loader_identity
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.scoring import ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
+from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
 from naa_guard.targets import ModelInfo, Target
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
@@ -226,6 +226,7 @@ def prepare_audit(
     target: Target | None = None,
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
+    chunk_samples: int = CHUNK_SAMPLES,
 ) -> PreparedAudit:
     """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
@@ -244,14 +245,14 @@ def prepare_audit(
     def key(attack: Attack, sets: dict[str, SampleSet]) -> str | None:
         return cache_key(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
 
-    scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress)
+    scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
     geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     members = list_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members")
     nonmembers = list_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers")
     control = None if policy.data.control is None else list_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control")
     # model-free, before any attack; streams every image once, so an undecodable one fails here
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets))
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets, chunk_samples))
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer)
 
 
@@ -266,13 +267,15 @@ def audit(
     target: Target | None = None,
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
+    chunk_samples: int = CHUNK_SAMPLES,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
     ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
-    ``target`` replaces loading the policy's model (used by tests). ``chunk_store`` keeps scores
-    chunk by chunk so a killed audit resumes; ``runner`` runs the chunks (default: here; see
-    :mod:`naa_guard.distributed` for ranks of a process group). Before any attack runs, the
+    ``target`` replaces loading the policy's model (used by tests). Images are decoded and scored
+    ``chunk_samples`` at a time (rounded to whole batches); ``chunk_store`` keeps scores chunk by
+    chunk so a killed audit resumes; ``runner`` runs the chunks (default: here; see
+    :mod:`naa_guard.distributed` for the ranks of a process group). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
     (naa_guard.checks). When an attack lists candidate settings, every attack is reported and
@@ -280,7 +283,7 @@ def audit(
     """
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
-        chunk_store=chunk_store, runner=runner,
+        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
     )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity

@@ -17,23 +17,80 @@ EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    from naa_guard import distributed
+
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _launch_audit(args)
+    if not distributed.launched_by_torchrun():
+        return _audit_here(args, None)
+    group = distributed.join()
+    try:
+        if group.rank == 0:
+            code = distributed.lead(group, lambda runner: _audit_here(args, runner, group.local_rank))
+        else:
+            code = distributed.serve(group)
+    finally:
+        distributed.leave()
+    return EXIT_PASS if args.result_file else code  # launched by --nproc: the code travels in the result file
+
+
+def _launch_audit(args: argparse.Namespace) -> int:
+    """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code."""
+    from naa_guard.distributed import launch
+
+    outcome, _ = launch(args.nproc, _audit_arguments(args))
+    return outcome.code
+
+
+def _audit_arguments(args: argparse.Namespace) -> list[str]:
+    """Return the command-line arguments that repeat this audit's options (for the ranks torchrun starts)."""
+    options = {
+        "--device": args.device, "--batch-size": args.batch_size, "--limit": args.limit, "--json": args.json, "--scores": args.scores,
+        "--cache": args.cache, "--chunk-size": args.chunk_size,
+    }  # fmt: skip
+    forwarded = ["audit", str(Path(args.policy).resolve())]
+    for flag, value in options.items():
+        if value is not None:
+            forwarded += [flag, str(Path(value).resolve()) if flag in ("--json", "--scores", "--cache") else str(value)]
+    return forwarded + (["--quiet"] if args.quiet else []) + (["--no-reports"] if args.no_reports else [])
+
+
+def _audit_here(args: argparse.Namespace, runner: object, local_rank: int = 0) -> int:
+    """Run the audit in this process (rank 0 of a group when ``runner`` is given); return the exit code."""
     from naa_guard.audit import audit
+    from naa_guard.distributed import Outcome, rank_device, write_outcome
     from naa_guard.policy import load_policy
     from naa_guard.report import format_table, write_reports
+    from naa_guard.scorestore import ChunkStore
+    from naa_guard.scoring import write_scores
 
-    policy = load_policy(args.policy)
-    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet)
+    try:
+        policy = load_policy(args.policy)
+        device = rank_device(args.device or policy.runtime.device, local_rank) if runner is not None else args.device
+        store = ChunkStore(Path(args.cache)) if args.cache else None
+        result = audit(
+            policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
+            runner=runner, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),  # type: ignore[arg-type]
+        )  # fmt: skip
+    except NaaGuardError as exc:
+        print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.result_file:
+            write_outcome(Path(args.result_file), Outcome(EXIT_INVALID, error=exc))
+        return EXIT_INVALID
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         print(f"JSON report: {args.json}")
-    if policy.report.dir is not None:
+    if args.scores:
+        print(f"scores: {write_scores(result, Path(args.scores))}")
+    if policy.report.dir is not None and not args.no_reports:
         for path in write_reports(result, policy.report.dir):
             print(f"report: {path}")
-    if result.errored:
-        return EXIT_INVALID
-    return EXIT_PASS if result.passed else EXIT_FAIL
+    code = EXIT_INVALID if result.errored else EXIT_PASS if result.passed else EXIT_FAIL
+    if args.result_file:
+        write_outcome(Path(args.result_file), Outcome(code, result=result))
+    return code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -94,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="override runtime.batch_size")
     run.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
     run.add_argument("--json", help="write the JSON report to this path")
+    run.add_argument("--scores", metavar="PATH", help="write every sample's score as CSV (attack,role,index,source,score)")
+    run.add_argument("--cache", metavar="DIR", help="keep scores under DIR chunk by chunk: a killed run resumes, an unchanged model re-gates without loading")
+    run.add_argument("--chunk-size", type=int, metavar="N", help="images decoded, saved and shared out at a time, rounded to whole batches (default 256)")
+    run.add_argument("--nproc", type=int, default=1, metavar="N", help="score on N local processes under torchrun (one per GPU, or CPU processes)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-reports", action="store_true", help=argparse.SUPPRESS)  # the pytest plugin writes its own
+    run.add_argument("--result-file", help=argparse.SUPPRESS)  # rank 0's outcome, for the process that launched torchrun
     run.set_defaults(handler=_cmd_audit)
 
     demo = commands.add_parser("demo", help="train a small leaky model on bundled digits and audit it")
@@ -121,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "limit"):
+    for name in ("batch_size", "limit", "nproc", "chunk_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"naa-guard: error: --{name.replace('_', '-')} must be at least 1 (got {value}).", file=sys.stderr)

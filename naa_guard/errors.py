@@ -10,7 +10,8 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     ├── InsufficientSamplesError  too few samples to resolve a requested metric
     ├── AuditInvalidError         the audit ran but its verdict cannot be trusted
     │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
-    └── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
+    ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
+    └── DistributedError          a rank of a distributed audit failed, died or could not join
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "AuditInvalidError",
     "DataError",
+    "DistributedError",
     "EnvironmentUnavailableError",
     "InsufficientSamplesError",
     "NaaGuardError",
@@ -57,3 +59,7 @@ class NonFiniteScoreError(AuditInvalidError):
 
 class EnvironmentUnavailableError(NaaGuardError):
     """Raised when the policy or command asks for a device this machine does not have."""
+
+
+class DistributedError(NaaGuardError):
+    """Raised when a rank of a distributed audit fails outside naa-guard's own errors, dies, or cannot join."""

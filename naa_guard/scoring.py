@@ -40,9 +40,9 @@ SCORE_COLUMNS = ("attack", "role", "index", "source", "score")
 # --------------------------------------------------------------------------- chunks and batches
 
 
-def chunk_size(batch_size: int) -> int:
-    """Return the chunk size for this batch size: a whole number of batches, about CHUNK_SAMPLES."""
-    return batch_size * max(1, round(CHUNK_SAMPLES / batch_size))
+def chunk_size(batch_size: int, samples: int = CHUNK_SAMPLES) -> int:
+    """Return the chunk size for this batch size: a whole number of batches, about ``samples`` images."""
+    return batch_size * max(1, round(samples / batch_size))
 
 
 def chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
@@ -226,10 +226,10 @@ def _noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndar
     return sample_keys(role, samples.indices[start:stop]).numpy()
 
 
-def summarize_sets(runner: ChunkRunner, models: ModelSource, sets: dict[str, tuple[SampleSet, np.ndarray | None]]) -> dict[str, SetSummary]:
+def summarize_sets(runner: ChunkRunner, models: ModelSource, sets: dict[str, tuple[SampleSet, np.ndarray | None]], chunk_samples: int = CHUNK_SAMPLES) -> dict[str, SetSummary]:
     """Return each set's summary for the validity checks, its chunks run by ``runner``."""
     job = SummaryJob({role: samples for role, (samples, _) in sets.items()}, {role: positions for role, (_, positions) in sets.items()})
-    chunks = [(role, start, stop) for role, (samples, _) in sets.items() for start, stop in chunk_bounds(len(samples), CHUNK_SAMPLES)]
+    chunks = [(role, start, stop) for role, (samples, _) in sets.items() for start, stop in chunk_bounds(len(samples), chunk_samples)]
     results = runner.run(job, chunks, models)
     return {role: merge_summary(samples, [part for (r, _, _), part in zip(chunks, results) if r == role]) for role, (samples, _) in sets.items()}
 
@@ -255,8 +255,11 @@ class Scorer:
     only if a chunk is missing.
     """
 
-    def __init__(self, policy: Policy, models: ModelSource, key: KeyFunction, *, score_cache: ScoreCache | None, store: ChunkStore | None, runner: ChunkRunner, progress: bool) -> None:
-        self.policy, self.models, self.key = policy, models, key
+    def __init__(
+        self, policy: Policy, models: ModelSource, key: KeyFunction, *, score_cache: ScoreCache | None, store: ChunkStore | None,
+        runner: ChunkRunner, progress: bool, chunk_samples: int = CHUNK_SAMPLES,
+    ) -> None:  # fmt: skip
+        self.policy, self.models, self.key, self.chunk_samples = policy, models, key, chunk_samples
         self.score_cache, self.store, self.runner, self.progress = score_cache, store, runner, progress
         self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
 
@@ -274,7 +277,7 @@ class Scorer:
         if cached is not None and set(sets) <= set(cached):
             return {role: cached[role] for role in sets}, True
 
-        size = chunk_size(runtime.batch_size)
+        size = chunk_size(runtime.batch_size, self.chunk_samples)
         store_key = self._store_key(key, size) if self.store is not None and key is not None else None
         found: dict[Chunk, np.ndarray] = {}
         missing: list[Chunk] = []
