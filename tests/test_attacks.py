@@ -80,7 +80,10 @@ def test_secmi_matches_the_formula(tiny) -> None:  # type: ignore[no-untyped-def
     x_100 = ddim(x_90, eps(unet, x_90, 90), 90, 100)
     x_90_again = ddim(x_100, eps(unet, x_100, 100), 100, 90)
     expected = -sq_dist(x_90_again, x_90)
-    torch.testing.assert_close(SecMI().score(target, x0, keys, SEED), expected, rtol=1e-6, atol=0)
+    # The score is the small gap between two long chains of nearly equal float32 values: the
+    # padded batch of the target and this unpadded one round differently (1e-5 relative at one
+    # OpenMP thread); a wrong formula is off by orders of magnitude.
+    torch.testing.assert_close(SecMI().score(target, x0, keys, SEED), expected, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("attack_class", [PIA, PIAN])
