@@ -95,7 +95,8 @@ def test_pia_and_pian_match_the_formula(tiny, attack_class: type[PIA]) -> None: 
         e0 = e0 * math.sqrt(2 / math.pi) / e0.abs().mean(dim=(1, 2, 3), keepdim=True)
     x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * e0
     expected = -sq_dist(e0, eps(unet, x_t, t), p)
-    torch.testing.assert_close(attack_class().score(target, x0, keys, SEED), expected, rtol=1e-6, atol=0)
+    # float32 predictions of a padded and an unpadded batch differ by ~1e-7 relative; p = 4 quadruples it.
+    torch.testing.assert_close(attack_class().score(target, x0, keys, SEED), expected, rtol=1e-5, atol=0)
 
 
 def test_pian_differs_from_pia(tiny) -> None:  # type: ignore[no-untyped-def]

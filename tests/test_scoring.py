@@ -58,3 +58,18 @@ def test_runtime_compile_runs_the_unet_through_torch_compile(tiny_setup: Path, m
     with_compile = audit(policy.model_copy(update={"runtime": runtime}), progress=False).attacks["naa"]
     assert len(compiled) == 1 and type(compiled[0]).__name__ == "UNet2DModel"
     assert np.array_equal(plain.member_scores, with_compile.member_scores)
+
+
+def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup: Path) -> None:
+    from naa_guard.attacks.loss import LossAttack
+    from naa_guard.data import load_samples
+    from naa_guard.scoring import model_batch, score_samples
+    from naa_guard.targets import load_target, read_model_info
+
+    assert [model_batch(size) for size in (1, 10, 16, 17, 100, 128)] == [1, 10, 16, 16, 96, 128]
+    policy = load_policy(tiny_setup)
+    target = load_target(read_model_info(policy.model.path), allow_pickle=False, device="cpu", dtype="float32")
+    samples = load_samples(policy.data.members, size=8, channels=1)
+    odd = score_samples(LossAttack(), target, samples, "members", batch_size=20, seed=0)
+    assert target.forward_calls == 2 and target.sample_queries == 24  # calls of 16 and 8 rows, not 20 and 4 padded to 32 and 16
+    assert np.array_equal(odd, score_samples(LossAttack(), target, samples, "members", batch_size=24, seed=0))
