@@ -226,6 +226,6 @@ def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tup
 
 def write_outcome(path: Path, outcome: Outcome) -> None:
     """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
-    temporary = Path(path).with_suffix(".tmp")
-    temporary.write_bytes(pickle.dumps(outcome))
-    os.replace(temporary, path)
+    from naa_guard.scorestore import write_atomically
+
+    write_atomically(Path(path), pickle.dumps(outcome))

@@ -16,6 +16,7 @@ folder (otherwise each node resumes its own chunks, and the rest are scored agai
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -66,16 +67,23 @@ class ChunkStore:
     def save(self, key: str, role: str, start: int, stop: int, sample_keys: np.ndarray, scores: np.ndarray) -> None:
         """Store one chunk's scores atomically: readers see no file or the whole file."""
         path = self.path_for(key, role, start, stop)
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.asarray(sample_keys, dtype=np.int64), scores=np.asarray(scores, dtype=np.float64))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as stream:
-                    np.savez(stream, keys=np.asarray(sample_keys, dtype=np.int64), scores=np.asarray(scores, dtype=np.float64))
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            write_atomically(path, buffer.getvalue())
         except OSError as exc:
             # The scores stand without their copy on disk; a read-only or full disk only costs a resume.
             warnings.warn(f"naa-guard: could not save the chunk {path}: {exc}", stacklevel=2)
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename: readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
