@@ -10,8 +10,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from naa_guard.errors import NaaGuardError
+
+if TYPE_CHECKING:
+    from naa_guard.scoring import ChunkRunner
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
@@ -55,7 +59,7 @@ def _audit_arguments(args: argparse.Namespace) -> list[str]:
     return forwarded + (["--quiet"] if args.quiet else []) + (["--no-reports"] if args.no_reports else [])
 
 
-def _audit_here(args: argparse.Namespace, runner: object, local_rank: int = 0) -> int:
+def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank: int = 0) -> int:
     """Run the audit in this process (rank 0 of a group when ``runner`` is given); return the exit code."""
     from naa_guard.audit import audit
     from naa_guard.distributed import Outcome, rank_device, write_outcome
@@ -70,7 +74,7 @@ def _audit_here(args: argparse.Namespace, runner: object, local_rank: int = 0) -
         store = ChunkStore(Path(args.cache)) if args.cache else None
         result = audit(
             policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
-            runner=runner, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),  # type: ignore[arg-type]
+            runner=runner, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
         )  # fmt: skip
     except NaaGuardError as exc:
         print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
