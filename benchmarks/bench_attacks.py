@@ -91,13 +91,14 @@ def main() -> None:
         scorer(name)()
     ratios: dict[str, list[float]] = {name: [] for name in names}
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for _ in range(args.rounds):
+    for round_number in range(args.rounds):
         for name in names:
             queries = ATTACKS[name]().queries_per_sample
             forward_rate = args.n / timed(forwards)
             attack_rate = args.n / timed(scorer(name))
             ratios[name].append(attack_rate / (forward_rate / queries))
             rates[name].append((forward_rate, attack_rate))
+            print(f"round {round_number + 1} {name}: forward {forward_rate:.1f}/s, attack {attack_rate:.2f} samples/s, ratio {ratios[name][-1]:.3f}", flush=True)
     params = sum(p.numel() for p in unet.parameters())
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device {device} ({where}), dtype {args.dtype}, UNet {params / 1e6:.1f}M params, {args.size}x{args.size}x{args.channels}, batch {args.batch}, n {args.n}, rounds {args.rounds}")
