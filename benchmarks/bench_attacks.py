@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
     )  # fmt: skip
     target = DiffusersTarget(unet, DDPMScheduler(num_train_timesteps=1000).alphas_cumprod, "epsilon", device, dtype)
     images = np.random.default_rng(0).uniform(-1, 1, (args.n, args.channels, args.size, args.size)).astype(np.float32)
-    samples = SampleSet.from_images(images, tuple(map(str, range(args.n))), np.arange(args.n), (None,) * args.n, __import__("pathlib").Path("bench"), ())
+    samples = SampleSet.from_images(images, tuple(map(str, range(args.n))), np.arange(args.n), (None,) * args.n, Path("bench"), ())
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     x_device = torch.from_numpy(images).to(device, dtype)
 
