@@ -1,9 +1,10 @@
 """The audit runner: policy in, scores, metrics and gate verdicts out.
 
-``audit(policy)`` loads the sample sets, scores every sample with every listed attack (batched,
-under ``inference_mode``, with per-sample seeded noise so a score never depends on the batch
-size), computes the leakage metrics and applies the policy's gates. Scores can be cached by a
-content hash, so an unchanged model and data set re-gate without loading the model.
+``audit(policy)`` lists the sample sets, checks them, scores every sample with every listed
+attack (chunk by chunk, see :mod:`naa_guard.scoring`; per-sample seeded noise, so a score never
+depends on the batch size or the number of processes), computes the leakage metrics and applies
+the policy's gates. Scores can be cached by a content hash, so an unchanged model and data set
+re-gate without loading the model, and saved chunk by chunk, so a killed audit resumes.
 """
 
 from __future__ import annotations
@@ -19,23 +20,23 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
-from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
-from naa_guard.data import SampleSet, load_samples
-from naa_guard.errors import NonFiniteScoreError, PolicyError, TargetError
-from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
 from naa_guard.baseline import baseline_path, compare, load_baseline
+from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
+from naa_guard.data import SampleSet, list_samples
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
+from naa_guard.errors import PolicyError
 from naa_guard.exposed import ExposedMembers, most_exposed
 from naa_guard.fingerprint import audit_fingerprint, environment
+from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.scorecache import ScoreCache, cache_key, cached_scores_problem
-from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
-from naa_guard.targets.custom import load_custom_target
+from naa_guard.scorecache import ScoreCache, cache_key
+from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
+from naa_guard.targets import Target
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from naa_guard.scorestore import ChunkStore
 
 WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
@@ -54,6 +55,12 @@ class AttackResult:
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
     tuning: TuningResult | None = None  # set when the policy listed candidate settings
     epsilon: EpsilonBound | None = None  # the empirical epsilon lower bound (naa_guard.epsilon)
+    samples: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None  # role -> (source indices, origins) of the scored samples
+
+    def per_sample(self) -> dict[str, tuple[np.ndarray, tuple[str, ...], np.ndarray]]:
+        """Return, by role, each scored sample's source index, origin (file or array index) and score."""
+        scores = {"members": self.member_scores, "nonmembers": self.nonmember_scores, "control": self.control_scores}
+        return {role: (indices, origins, scores[role]) for role, (indices, origins) in (self.samples or {}).items() if scores[role] is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form: headline metrics first, then the full leakage report."""
@@ -150,58 +157,6 @@ class AuditResult:
         }
 
 
-def _batches(samples: SampleSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for start in range(0, len(samples), batch_size):
-        yield samples.images[start : start + batch_size], samples.indices[start : start + batch_size]
-
-
-def score_samples(attack: Attack, target: Target, samples: SampleSet, role: str, *, batch_size: int, seed: int, progress: Any = None) -> np.ndarray:
-    """Return the attack's float64 score of every sample in the set, batch by batch."""
-    import torch
-
-    from naa_guard.attacks.common import sample_keys
-
-    target = as_target(target)
-    scores: list[np.ndarray] = []
-    offset = 0
-    for images, indices in _batches(samples, batch_size):
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(target.device)
-        keys = sample_keys(role, indices)
-        try:
-            with torch.inference_mode():
-                x0, cond = target.encode(pixels, samples.captions[offset : offset + len(indices)])
-                batch_scores = attack.score(target, x0, keys, seed, cond).detach().to("cpu", torch.float64).numpy()
-        except NonFiniteScoreError as exc:
-            rows = getattr(exc, "batch_rows", None) or range(len(indices))
-            names = ", ".join(samples.names[offset + row] for row in list(rows)[:5])
-            raise NonFiniteScoreError(f"attack {attack.name}, {role} sample(s) {names}{' ...' if len(rows) > 5 else ''}: {exc}") from None
-        bad = np.flatnonzero(~np.isfinite(batch_scores))
-        if bad.size:
-            names = [samples.names[offset + i] for i in bad[:5]]
-            raise NonFiniteScoreError(
-                f"attack {attack.name} gave non-finite scores for {bad.size} {role} sample(s), e.g. {', '.join(names)}. "
-                f"The model's predictions are degenerate for these images; check the checkpoint, or use runtime.dtype: float32."
-            )
-        scores.append(batch_scores)
-        offset += len(indices)
-        if progress is not None:
-            progress.update(len(indices))
-    return np.concatenate(scores)
-
-
-def _progress(total: int, description: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def _check_timesteps(attack: Attack, target: Target) -> None:
-    steps = len(target.alphas_cumprod)
-    if attack.max_timestep >= steps:
-        raise TargetError(
-            f"attack {attack.name} queries timestep {attack.max_timestep}, but the model's schedule has "
-            f"only {steps} timesteps (0..{steps - 1}). Lower the attack's timestep in attacks.{attack.name}."
-        )
 
 
 def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> Runtime:
@@ -217,69 +172,6 @@ def _runtime(policy: Policy, *, device: str | None, batch_size: int | None) -> R
         ) from None
 
 
-def _load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
-    """Return the policy's model (diffusers folder or custom loader), probed with one test batch."""
-    import torch
-
-    runtime = policy.runtime
-    if info is None:
-        loader = str(policy.model.loader)
-        target = load_custom_target(loader, policy.model.path, device=resolve_device(runtime.device), dtype=getattr(torch, runtime.dtype))
-        where = f"model.loader {loader!r}"
-    else:
-        target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
-        where = str(info.unet_dir)
-    probe_target(target, where)
-    return target
-
-
-class _Scorer:
-    """Scores attacks on sample sets: from the cache when it can, else on the model, loaded once."""
-
-    def __init__(self, policy: Policy, info: AnyModelInfo | None, limit: int | None, score_cache: ScoreCache | None, target: Target | None, progress: bool) -> None:
-        self.policy, self.info, self.limit, self.score_cache, self.progress = policy, info, limit, score_cache, progress
-        self.target = as_target(target) if target is not None else None
-        self.model_loaded = False
-        self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
-        self.cache_warnings: list[str] = []  # bad entries recomputed, failed writes
-
-    def load(self) -> Target:
-        """Return the target, loading (and probing) the policy's model on first use."""
-        if self.target is None:
-            self.target, self.model_loaded = _load_model(self.policy, self.info), True
-        return self.target
-
-    def score_sets(self, attack: Attack, sets: dict[str, SampleSet], label: str) -> tuple[dict[str, np.ndarray], bool]:
-        """Return each set's scores by role ("members", "nonmembers", "control"), and whether cached."""
-        runtime = self.policy.runtime
-        key = None
-        if self.score_cache is not None:
-            key = cache_key(self.info, self.policy, attack, sets["members"], sets["nonmembers"], self.limit, sets.get("control"))
-            self.uncacheable = self.uncacheable or key is None
-        cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
-        if cached is not None:
-            problem = cached_scores_problem(cached, sets)
-            if problem is None:
-                return {role: np.asarray(cached[role], dtype=np.float64) for role in sets}, True
-            self.cache_warnings.append(f"score cache entry {key} ({label}) was ignored and recomputed: {problem}")
-        target = self.load()
-        _check_timesteps(attack, target)
-        with _progress(sum(len(samples) for samples in sets.values()), f"{self.policy.name}: {label}", self.progress) as bar:
-            scores = {role: score_samples(attack, target, samples, role, batch_size=runtime.batch_size, seed=runtime.seed, progress=bar) for role, samples in sets.items()}
-        if self.score_cache is not None and key is not None:
-            entry = {**scores, **{f"{role}_indices": samples.indices for role, samples in sets.items()}}
-            try:
-                self.score_cache.put(key, entry)
-            except OSError as exc:  # a read-only or full cache folder costs time, never the verdict
-                self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
-        return scores, False
-
-    def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Return (member scores, non-member scores, whether cached): the tuning's score function."""
-        scores, cached = self.score_sets(attack, {"members": members, "nonmembers": nonmembers}, label)
-        return scores["members"], scores["nonmembers"], cached
-
-
 @dataclass
 class PreparedAudit:
     """What an audit has before any attack runs: the effective policy, checked sets, a scorer."""
@@ -290,7 +182,7 @@ class PreparedAudit:
     nonmembers: SampleSet
     control: SampleSet | None
     validity: ValidityReport
-    scorer: _Scorer
+    scorer: Scorer
     conditioning: str | None  # as reports state it; None for an unconditional model
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
@@ -302,7 +194,11 @@ class PreparedAudit:
         thresholds = self.policy.thresholds
         leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
         epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
-        return AttackResult(attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached, scores.get("control"), tuning, epsilon)
+        samples = {role: (s.indices, tuple(map(s.origin, range(len(s))))) for role, s in sets.items()}
+        return AttackResult(
+            attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached,
+            scores.get("control"), tuning, epsilon=epsilon, samples=samples,
+        )  # fmt: skip
 
 
 def prepare_audit(
@@ -314,30 +210,39 @@ def prepare_audit(
     progress: bool = True,
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
+    chunk_store: ChunkStore | None = None,
+    runner: ChunkRunner | None = None,
+    chunk_samples: int = CHUNK_SAMPLES,
 ) -> PreparedAudit:
-    """Return the audit's inputs: sample sets loaded once and checked (overlap, shift), and a scorer.
+    """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
     The model is loaded here only for a custom loader (only the loaded target knows the image
-    geometry); otherwise the scorer loads it on the first cache miss.
+    geometry); otherwise the scorer loads it on the first chunk that is not cached.
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
     limit = limit if limit is not None else policy.data.limit
     seed = runtime.seed
+    runner = runner or LocalRunner()
 
-    model = policy.model
-    info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
-    scorer = _Scorer(policy, info, limit, score_cache, target, progress)
-    geometry = scorer.load() if target is None and info is None else (target or info)
+    models = model_source(policy, target)
+    info = models.info
+
+    def key(attack: Attack, sets: dict[str, SampleSet]) -> str | None:
+        return cache_key(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
+
+    scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
+    geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     fit = policy.data.fit
-    members = load_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members", fit=fit)
-    nonmembers = load_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers", fit=fit)
-    control = None if policy.data.control is None else load_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control", fit=fit)
+    members = list_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members", fit=fit)
+    nonmembers = list_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers", fit=fit)
+    control = None if policy.data.control is None else list_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control", fit=fit)
     mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed)  # model-free, on the pixels: before any attack
+    # model-free, before any attack; streams every image once, so an undecodable one fails here
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets, chunk_samples))
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt))
 
 
@@ -351,11 +256,17 @@ def audit(
     score_cache: ScoreCache | None = None,
     target: Target | None = None,
     baseline: Path | None = None,
+    chunk_store: ChunkStore | None = None,
+    runner: ChunkRunner | None = None,
+    chunk_samples: int = CHUNK_SAMPLES,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
     ``device``, ``batch_size`` and ``limit`` override the policy's runtime and data settings;
-    ``target`` replaces loading the policy's model (used by tests). Before any attack runs, the
+    ``target`` replaces loading the policy's model (used by tests). Images are decoded and scored
+    ``chunk_samples`` at a time (rounded to whole batches); ``chunk_store`` keeps scores chunk by
+    chunk so a killed audit resumes; ``runner`` runs the chunks (default: here; see
+    :mod:`naa_guard.distributed` for the ranks of a process group). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
     (naa_guard.checks). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
@@ -363,7 +274,10 @@ def audit(
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
-    prepared = prepare_audit(policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target)
+    prepared = prepare_audit(
+        policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
+        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
+    )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
 
@@ -391,7 +305,7 @@ def audit(
     fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
     if baseline is not None:
         gates = compare(gates, fingerprint, load_baseline(baseline), baseline, policy.thresholds.max_increase)
-    device = str(scorer.target.device) if scorer.target is not None else None
+    device = str(scorer.models.ready.device) if scorer.models.ready is not None else None
     return AuditResult(
         name=policy.name,
         policy_path=str(policy.source) if policy.source else None,

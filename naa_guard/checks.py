@@ -19,7 +19,9 @@ passing results go into every report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,8 +34,8 @@ if TYPE_CHECKING:
     from naa_guard.policy import ChecksSection
 
 __all__ = [
-    "ControlCheck", "OverlapCheck", "ShiftCheck", "ValidityReport", "check_control", "check_overlap",
-    "check_samples", "check_shift", "image_features", "shift_classifier",
+    "ControlCheck", "OverlapCheck", "SetSummary", "ShiftCheck", "ValidityReport", "check_control", "check_overlap",
+    "check_samples", "check_shift", "image_features", "shift_classifier", "summarize",
 ]  # fmt: skip
 
 SHIFT_FOLDS = 5
@@ -50,6 +52,67 @@ SHIFT_METHOD = (
 )
 SHIFT_RULE = "flagged when AUC > checks.shift_auc AND permutation p-value < checks.shift_alpha"
 EXAMPLES = 5  # duplicate pairs named in an overlap message
+SUMMARY_CHUNK = 256  # images decoded at a time by the checks
+
+
+# ----------------------------------------------------------------------------- streamed summaries
+
+
+@dataclass(frozen=True)
+class SetSummary:
+    """What the checks keep of a sample set: one digest per sample, shift features of a capped few.
+
+    Built chunk by chunk (:func:`summarize`), so the checks never hold a whole set's images.
+    """
+
+    names: tuple[str, ...]
+    source: Path
+    digests: tuple[str, ...]
+    features: np.ndarray | None  # image_features rows of the samples the shift check uses
+
+    def __len__(self) -> int:
+        """Return the number of samples."""
+        return len(self.digests)
+
+
+def summarize_chunk(images: np.ndarray, feature_rows: np.ndarray | None) -> tuple[list[str], np.ndarray | None]:
+    """Return the digests of a decoded chunk and the shift features of its rows ``feature_rows``."""
+    features = image_features(images[feature_rows]) if feature_rows is not None and len(feature_rows) else None
+    return sample_digests(images), features
+
+
+def chunk_feature_rows(feature_positions: np.ndarray | None, start: int, stop: int) -> np.ndarray | None:
+    """Return the sorted feature positions that fall in start..stop-1, relative to start."""
+    if feature_positions is None:
+        return None
+    return feature_positions[(feature_positions >= start) & (feature_positions < stop)] - start
+
+
+def merge_summary(samples: SampleSet, parts: list[tuple[list[str], np.ndarray | None]]) -> SetSummary:
+    """Return a set's summary from its chunks' (digests, features), in chunk order."""
+    features = [part[1] for part in parts if part[1] is not None]
+    return SetSummary(samples.names, samples.source, tuple(d for part in parts for d in part[0]), np.concatenate(features) if features else None)
+
+
+def summarize(samples: SampleSet, feature_positions: np.ndarray | None = None, chunk_size: int = SUMMARY_CHUNK) -> SetSummary:
+    """Return the set's summary, decoding ``chunk_size`` images at a time."""
+    parts = []
+    for start in range(0, len(samples), chunk_size):
+        stop = min(start + chunk_size, len(samples))
+        parts.append(summarize_chunk(samples.decode(start, stop), chunk_feature_rows(feature_positions, start, stop)))
+    return merge_summary(samples, parts)
+
+
+def _summary(samples: SampleSet | SetSummary, feature_positions: np.ndarray | None = None) -> SetSummary:
+    return samples if isinstance(samples, SetSummary) else summarize(samples, feature_positions)
+
+
+def shift_feature_positions(n_members: int, n_nonmembers: int, settings: ChecksSection, seed: int) -> dict[str, np.ndarray]:
+    """Return, by role, the positions whose shift features the checks need (none when the check is off)."""
+    if settings.shift_auc is None or min(n_members, n_nonmembers) < 2:
+        return {}
+    members, nonmembers, _ = shift_sample_positions(n_members, n_nonmembers, seed)
+    return {"members": members, "nonmembers": nonmembers}
 
 
 # ----------------------------------------------------------------------------- overlap
@@ -68,16 +131,17 @@ class OverlapCheck:
         return {"sets": [self.first, self.second], "count": len(self.pairs), "examples": [list(p) for p in self.pairs[:EXAMPLES]]}
 
 
-def find_overlap(first: SampleSet, second: SampleSet, first_role: str, second_role: str) -> OverlapCheck:
+def find_overlap(first: SampleSet | SetSummary, second: SampleSet | SetSummary, first_role: str, second_role: str) -> OverlapCheck:
     """Return every pair of identical preprocessed images between two sets."""
+    first, second = _summary(first), _summary(second)
     seen: dict[str, str] = {}
-    for name, digest in zip(first.names, sample_digests(first.images)):
+    for name, digest in zip(first.names, first.digests):
         seen.setdefault(digest, name)
-    pairs = tuple((seen[d], name) for name, d in zip(second.names, sample_digests(second.images)) if d in seen)
+    pairs = tuple((seen[d], name) for name, d in zip(second.names, second.digests) if d in seen)
     return OverlapCheck(first_role, second_role, pairs)
 
 
-def check_overlap(first: SampleSet, second: SampleSet, first_role: str, second_role: str) -> OverlapCheck:
+def check_overlap(first: SampleSet | SetSummary, second: SampleSet | SetSummary, first_role: str, second_role: str) -> OverlapCheck:
     """Return the overlap check of two sets; raise AuditInvalidError when they share an image."""
     found = find_overlap(first, second, first_role, second_role)
     if found.pairs:
@@ -160,10 +224,16 @@ def image_features(images: np.ndarray) -> np.ndarray:
     return np.concatenate([_block_means(images, SHIFT_GRID).reshape(n, -1), *stats], axis=1)
 
 
-def _capped(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    if len(images) <= SHIFT_MAX_PER_SIDE:
-        return images
-    return images[np.sort(rng.choice(len(images), SHIFT_MAX_PER_SIDE, replace=False))]
+def shift_sample_positions(n_members: int, n_nonmembers: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """Return the positions of the members and non-members the shift classifier uses, and its generator.
+
+    At most ``SHIFT_MAX_PER_SIDE`` per side, seeded; the generator continues from there (permutations).
+    """
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for n in (n_members, n_nonmembers):
+        chosen.append(np.arange(n) if n <= SHIFT_MAX_PER_SIDE else np.sort(rng.choice(n, SHIFT_MAX_PER_SIDE, replace=False)))
+    return chosen[0], chosen[1], rng
 
 
 def _column_aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -199,14 +269,21 @@ def shift_classifier(members: np.ndarray, nonmembers: np.ndarray, *, seed: int, 
     Scores are out-of-fold predictions (higher = looks like a member) for the capped sets; the
     p-value is the share of label permutations whose cross-validated AUC reaches the observed one.
     """
+    kept_members, kept_nonmembers, rng = shift_sample_positions(len(members), len(nonmembers), seed)
+    return classify_features(image_features(members[kept_members]), image_features(nonmembers[kept_nonmembers]), rng, seed=seed, permutations=permutations)
+
+
+def classify_features(member_features: np.ndarray, nonmember_features: np.ndarray, rng: np.random.Generator, *, seed: int, permutations: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return :func:`shift_classifier`'s result from the capped samples' features.
+
+    ``rng`` is the generator :func:`shift_sample_positions` returned: it draws the permutations.
+    """
     from sklearn.model_selection import KFold
     from sklearn.preprocessing import StandardScaler
 
-    rng = np.random.default_rng(seed)
-    members, nonmembers = _capped(members, rng), _capped(nonmembers, rng)
     # Standardising without labels leaks nothing, so it may see every image.
-    features = StandardScaler().fit_transform(image_features(np.concatenate([members, nonmembers])))
-    labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    features = StandardScaler().fit_transform(np.concatenate([member_features, nonmember_features]))
+    labels = np.r_[np.ones(len(member_features)), np.zeros(len(nonmember_features))]
     # Folds that ignore the labels keep the permutation test exact.
     folds = list(KFold(n_splits=min(SHIFT_FOLDS, len(labels)), shuffle=True, random_state=seed).split(features))
     columns = np.column_stack([labels] + [rng.permutation(labels) for _ in range(permutations)])
@@ -214,10 +291,10 @@ def shift_classifier(members: np.ndarray, nonmembers: np.ndarray, *, seed: int, 
     aucs = _column_aucs(predictions, columns)
     scores = predictions[:, 0]
     p_value = (1 + int((aucs[1:] >= aucs[0]).sum())) / (permutations + 1)
-    return scores[: len(members)], scores[len(members) :], p_value
+    return scores[: len(member_features)], scores[len(member_features) :], p_value
 
 
-def check_shift(members: SampleSet, nonmembers: SampleSet, settings: ChecksSection, seed: int) -> ShiftCheck:
+def check_shift(members: SampleSet | SetSummary, nonmembers: SampleSet | SetSummary, settings: ChecksSection, seed: int) -> ShiftCheck:
     """Return the distribution-shift check; raise AuditInvalidError when the sets are told apart.
 
     Rule: flagged only when the classifier's out-of-fold AUC is above ``checks.shift_auc`` AND
@@ -235,7 +312,10 @@ def check_shift(members: SampleSet, nonmembers: SampleSet, settings: ChecksSecti
         return ShiftCheck(None, None, None, flagged=False, skipped="fewer than 2 images on one side", **common)
     # Enough permutations that p can fall below alpha with room to spare (199 at alpha 0.01).
     permutations = max(199, round(2 / settings.shift_alpha) - 1)
-    member_scores, nonmember_scores, p_value = shift_classifier(members.images, nonmembers.images, seed=seed, permutations=permutations)
+    kept_members, kept_nonmembers, rng = shift_sample_positions(len(members), len(nonmembers), seed)
+    members, nonmembers = _summary(members, kept_members), _summary(nonmembers, kept_nonmembers)
+    assert members.features is not None and nonmembers.features is not None
+    member_scores, nonmember_scores, p_value = classify_features(members.features, nonmembers.features, rng, seed=seed, permutations=permutations)
     report = evaluate(member_scores, nonmember_scores, n_bootstrap=SHIFT_BOOTSTRAP, seed=seed)
     low, high = report.metrics["auc"].ci
     ci = (low, high) if report.direction == "members_higher" else (1.0 - high, 1.0 - low)
@@ -343,13 +423,28 @@ class ValidityReport:
         return lines
 
 
-def check_samples(members: SampleSet, nonmembers: SampleSet, control: SampleSet | None, settings: ChecksSection, *, seed: int) -> ValidityReport:
-    """Return the model-free checks' results (overlap, then shift); raise AuditInvalidError on a failure."""
+# (role -> (set, feature positions or None)) -> role -> summary: local by default, or spread over ranks
+Summarizer = Callable[[dict[str, tuple[SampleSet, "np.ndarray | None"]]], dict[str, SetSummary]]
+
+
+def _summarize_here(sets: dict[str, tuple[SampleSet, np.ndarray | None]]) -> dict[str, SetSummary]:
+    return {role: summarize(samples, positions) for role, (samples, positions) in sets.items()}
+
+
+def check_samples(members: SampleSet, nonmembers: SampleSet, control: SampleSet | None, settings: ChecksSection, *, seed: int, summarizer: Summarizer | None = None) -> ValidityReport:
+    """Return the model-free checks' results (overlap, then shift); raise AuditInvalidError on a failure.
+
+    Every set is streamed once through ``summarizer`` (default: here, chunk by chunk), which
+    also surfaces any image that cannot be decoded before a model is loaded.
+    """
     report = ValidityReport(n_control=None if control is None else len(control))
-    report.overlap.append(check_overlap(members, nonmembers, "members", "non-members"))
+    positions = shift_feature_positions(len(members), len(nonmembers), settings, seed)
+    sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
+    summaries = (summarizer or _summarize_here)({role: (samples, positions.get(role)) for role, samples in sets.items()})
+    report.overlap.append(check_overlap(summaries["members"], summaries["nonmembers"], "members", "non-members"))
     if control is not None:
         # A control image that is also a member (or a non-member) would make the null control vacuous.
-        report.overlap.append(check_overlap(members, control, "members", "control set"))
-        report.overlap.append(check_overlap(nonmembers, control, "non-members", "control set"))
-    report.shift = check_shift(members, nonmembers, settings, seed)
+        report.overlap.append(check_overlap(summaries["members"], summaries["control"], "members", "control set"))
+        report.overlap.append(check_overlap(summaries["nonmembers"], summaries["control"], "non-members", "control set"))
+    report.shift = check_shift(summaries["members"], summaries["nonmembers"], settings, seed)
     return report

@@ -15,8 +15,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from naa_guard.errors import NaaGuardError, OutputError
+
+if TYPE_CHECKING:
+    from naa_guard.scoring import ChunkRunner
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -37,9 +41,10 @@ def check_output(path: Path, *, folder: bool, where: str) -> None:
         raise OutputError(f"{where} {path}: the folder {parent} is not writable. Fix: choose a writable path, or fix its permissions.")
 
 
-def _write_outputs(result: object, json_path: Path | None, report_dir: Path | None) -> list[str]:
+def _write_outputs(result: object, json_path: Path | None, report_dir: Path | None, scores_path: Path | None = None) -> list[str]:
     """Return the lines naming the files written; OutputError when one cannot be written."""
     from naa_guard.report import write_reports
+    from naa_guard.scoring import write_scores
 
     lines = []
     try:
@@ -47,6 +52,8 @@ def _write_outputs(result: object, json_path: Path | None, report_dir: Path | No
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")  # type: ignore[attr-defined]
             lines.append(f"JSON report: {json_path}")
+        if scores_path is not None:
+            lines.append(f"scores: {write_scores(result, scores_path)}")  # type: ignore[arg-type]
         if report_dir is not None:
             lines += [f"report: {path}" for path in write_reports(result, report_dir)]  # type: ignore[arg-type]
     except OSError as exc:
@@ -55,28 +62,91 @@ def _write_outputs(result: object, json_path: Path | None, report_dir: Path | No
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    from naa_guard import distributed
+
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _launch_audit(args)
+    if not distributed.launched_by_torchrun():
+        return _audit_here(args, None)
+    group = distributed.join()
+    try:
+        if group.rank == 0:
+            code = distributed.lead(group, lambda runner: _audit_here(args, runner, group.local_rank))
+        else:
+            code = distributed.serve(group)
+    finally:
+        distributed.leave()
+    return EXIT_PASS if args.result_file else code  # launched by --nproc: the code travels in the result file
+
+
+def _launch_audit(args: argparse.Namespace) -> int:
+    """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code."""
+    from naa_guard.distributed import launch
+
+    outcome, _ = launch(args.nproc, _audit_arguments(args))
+    return outcome.code
+
+
+def _audit_arguments(args: argparse.Namespace) -> list[str]:
+    """Return the command-line arguments that repeat this audit's options (for the ranks torchrun starts)."""
+    options = {
+        "--device": args.device, "--batch-size": args.batch_size, "--limit": args.limit, "--json": args.json, "--scores": args.scores,
+        "--cache": args.cache, "--chunk-size": args.chunk_size, "--baseline": args.baseline,
+    }  # fmt: skip
+    forwarded = ["audit", str(Path(args.policy).resolve())]
+    for flag, value in options.items():
+        if value is not None:
+            forwarded += [flag, str(Path(value).resolve()) if flag in ("--json", "--scores", "--cache", "--baseline") else str(value)]
+    return forwarded + (["--quiet"] if args.quiet else []) + (["--no-reports"] if args.no_reports else [])
+
+
+def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank: int = 0) -> int:
+    """Run the audit in this process (rank 0 of a group when ``runner`` is given); return the exit code.
+
+    Outputs are checked before any scoring and written before the verdict is printed: a report
+    that cannot be written is exit 2, never a PASS followed by a traceback.
+    """
+    from naa_guard.distributed import Outcome, write_outcome
     from naa_guard.policy import load_policy, preflight
 
-    policy = load_policy(args.policy)
-    json_path = Path(args.json) if args.json else None
-    if json_path is not None:
-        check_output(json_path, folder=False, where="--json")
-    if policy.report.dir is not None:
-        check_output(policy.report.dir, folder=True, where=f"{policy.source}: report.dir")
-    preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
+    try:
+        policy = load_policy(args.policy)
+        json_path = Path(args.json) if args.json else None
+        scores_path = Path(args.scores) if args.scores else None
+        report_dir = policy.report.dir if not args.no_reports else None
+        for path, where in ((json_path, "--json"), (scores_path, "--scores")):
+            if path is not None:
+                check_output(path, folder=False, where=where)
+        if report_dir is not None:
+            check_output(report_dir, folder=True, where=f"{policy.source}: report.dir")
+        preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
 
-    from naa_guard.audit import audit
+        from naa_guard.audit import audit
+        from naa_guard.distributed import rank_device
+        from naa_guard.scorestore import ChunkStore
+
+        device = rank_device(args.device or policy.runtime.device, local_rank) if runner is not None else args.device
+        store = ChunkStore(Path(args.cache)) if args.cache else None
+        baseline = Path(args.baseline) if args.baseline else None
+        result = audit(
+            policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
+            runner=runner, baseline=baseline, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
+        )  # fmt: skip
+        written = _write_outputs(result, json_path, report_dir, scores_path)
+    except NaaGuardError as exc:
+        print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.result_file:
+            write_outcome(Path(args.result_file), Outcome(EXIT_INVALID, error=exc))
+        return EXIT_INVALID
     from naa_guard.report import format_table
 
-    baseline = Path(args.baseline) if args.baseline else None
-    result = audit(policy, device=args.device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, baseline=baseline)
-    written = _write_outputs(result, json_path, policy.report.dir)
     print(format_table(result))
     for line in written:
         print(line)
-    if result.errored:
-        return EXIT_INVALID
-    return EXIT_PASS if result.passed else EXIT_FAIL
+    code = EXIT_INVALID if result.errored else EXIT_PASS if result.passed else EXIT_FAIL
+    if args.result_file:
+        write_outcome(Path(args.result_file), Outcome(code, result=result))
+    return code
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -156,7 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
     run.add_argument("--json", help="write the JSON report to this path")
     run.add_argument("--baseline", help="a previous report.json: show the change and gate it with thresholds.max_increase (overrides the policy's baseline)")
+    run.add_argument("--scores", metavar="PATH", help="write every sample's score as CSV (attack,role,index,source,score)")
+    run.add_argument("--cache", metavar="DIR", help="keep scores under DIR chunk by chunk: a killed run resumes, an unchanged model re-gates without loading")
+    run.add_argument("--chunk-size", type=int, metavar="N", help="images decoded, saved and shared out at a time, rounded to whole batches (default 256)")
+    run.add_argument("--nproc", type=int, default=1, metavar="N", help="score on N local processes under torchrun (one per GPU, or CPU processes)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-reports", action="store_true", help=argparse.SUPPRESS)  # the pytest plugin writes its own
+    run.add_argument("--result-file", help=argparse.SUPPRESS)  # rank 0's outcome, for the process that launched torchrun
     run.set_defaults(handler=_cmd_audit)
 
     init = commands.add_parser("init", help="inspect a model folder and two sample sets and write a commented policy")
@@ -191,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "limit"):
+    for name in ("batch_size", "limit", "nproc", "chunk_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"naa-guard: error: --{name.replace('_', '-')} must be at least 1 (got {value}).", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Load a sample set (members, non-members or a control set) into model-ready arrays.
+"""List a sample set (members, non-members or a control set) and decode it into model-ready arrays.
 
 A source is an image folder, a ``.npy`` / ``.npz`` array file, or a ``.csv`` / ``.jsonl``
 manifest. Every format goes through the same preprocessing, so identical pixels give identical
@@ -8,11 +8,16 @@ An image whose size differs from the model's is an error unless ``fit`` (the pol
 ``data.fit``) says how to prepare it (:mod:`naa_guard.imagefit`); dropped alpha channels, fitted
 images and skipped non-regular files are reported in the set's ``notes``. Array files are read
 without unpickling, and no message ever suggests enabling it.
+
+:func:`list_samples` only lists a set (file names, indices, captions): its images are decoded
+chunk by chunk, as a batch needs them (:meth:`SampleSet.decode`), so an audit's memory does not
+grow with the number of images. :func:`load_samples` decodes the whole set at once, for small sets.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,7 +26,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -29,7 +34,7 @@ from PIL import Image
 from naa_guard.errors import DataError
 from naa_guard.imagefit import fit_array, fit_image
 
-__all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "load_samples", "sample_digests"]
+__all__ = ["IMAGE_EXTENSIONS", "SampleSet", "files_digest", "list_samples", "load_samples", "sample_digests"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 ARRAY_SUFFIXES: tuple[str, ...] = (".npy", ".npz")
@@ -40,21 +45,168 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601, as PIL's
 _CHUNK = 1 << 20
 
 
+class _Reader(Protocol):
+    """Decodes the samples of one source at given rows (file list positions or array indices)."""
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Return the samples at ``rows`` as float32 (n, C, H, W) in [-1, 1]."""
+
+    def origin(self, row: int) -> str:
+        """Return where the sample at ``row`` comes from: its file path or array index."""
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: comparing ndarray fields with == is ambiguous
 class SampleSet:
-    """A loaded sample set: preprocessed images plus where each one came from."""
+    """A listed sample set: where each sample comes from; images are decoded on demand."""
 
-    images: np.ndarray  # float32, (N, C, H, W), in [-1, 1]
+    reader: _Reader
+    rows: np.ndarray  # int64, each sample's row in the reader
     names: tuple[str, ...]
     indices: np.ndarray  # int64, index in the full source before `limit`
     captions: tuple[str | None, ...]
     source: Path
     files: tuple[Path, ...]
-    notes: tuple[str, ...] = ()  # what preprocessing did beyond conversion: fitted sizes, dropped alpha, skipped files
+    log: _Notes | None = None  # what preprocessing did beyond conversion, filled as images are decoded
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Return what preprocessing did beyond conversion so far: fitted sizes, dropped alpha, skipped files."""
+        return self.log.lines(len(self)) if self.log is not None else ()
+
+    @classmethod
+    def from_images(cls, images: np.ndarray, names: tuple[str, ...], indices: np.ndarray, captions: tuple[str | None, ...], source: Path, files: tuple[Path, ...]) -> SampleSet:
+        """Return a set over images already in memory (float32 (N, C, H, W) in [-1, 1])."""
+        return cls(_InMemory(np.asarray(images, dtype=np.float32), source), np.arange(len(images), dtype=np.int64), names, np.asarray(indices, dtype=np.int64), captions, source, files)
 
     def __len__(self) -> int:
         """Return the number of samples."""
-        return int(self.images.shape[0])
+        return int(self.rows.shape[0])
+
+    def decode(self, start: int, stop: int) -> np.ndarray:
+        """Return the samples at positions start..stop-1, decoded to float32 (n, C, H, W) in [-1, 1]."""
+        return self.reader.read(self.rows[start:stop])
+
+    @property
+    def images(self) -> np.ndarray:
+        """Return every sample decoded at once (memory grows with the set: for small sets)."""
+        return self.decode(0, len(self))
+
+    def subset(self, positions: np.ndarray) -> SampleSet:
+        """Return the samples at these positions (source indices, names and files kept)."""
+        return dataclasses.replace(
+            self,
+            rows=self.rows[positions],
+            names=tuple(self.names[i] for i in positions),
+            indices=self.indices[positions],
+            captions=tuple(self.captions[i] for i in positions),
+        )
+
+    def origin(self, position: int) -> str:
+        """Return where the sample at ``position`` comes from: its file path or array index."""
+        return self.reader.origin(int(self.rows[position]))
+
+    def materialize(self) -> SampleSet:
+        """Return the same set with every image decoded into memory."""
+        return dataclasses.replace(self, reader=_InMemory(self.images, self.source, tuple(map(self.origin, range(len(self))))), rows=np.arange(len(self), dtype=np.int64))
+
+
+class _InMemory:
+    """Samples already decoded."""
+
+    def __init__(self, images: np.ndarray, source: Path, origins: tuple[str, ...] | None = None) -> None:
+        self.images, self.source, self.origins = images, source, origins
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.images[rows]
+
+    def origin(self, row: int) -> str:
+        return self.origins[row] if self.origins is not None else f"{self.source}[{row}]"
+
+
+class _ImageFiles:
+    """Image files (a folder's or a manifest's), decoded one by one when read."""
+
+    def __init__(self, entries: list[_Entry], size: int, channels: int, role: str, notes: _Notes) -> None:
+        self.entries, self.size, self.channels, self.role, self.notes = entries, size, channels, role, notes
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.empty((0, self.channels, self.size, self.size), dtype=np.float32)
+        return _stack([_decode_image(self.entries[row].file, self.size, self.channels, self.role, self.notes) for row in rows])
+
+    def origin(self, row: int) -> str:
+        return str(self.entries[row].file)
+
+
+class _ArrayFile:
+    """A .npy (memory-mapped) or .npz array, opened on first read in each process (not pickled)."""
+
+    def __init__(self, file: Path, size: int, channels: int, role: str, notes: _Notes, array: np.ndarray | None = None) -> None:
+        self.file, self.size, self.channels, self.role, self.notes = file, size, channels, role, notes
+        self._array = array
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_array": None}  # a worker process reopens the file itself
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        if self._array is None:
+            self._array = _read_array(self.file, self.role)
+            _check_layout(self._array, self.file, self.role)
+        return _decode_array_rows(self._array, rows, self.file, self.size, self.channels, self.role, self.notes)
+
+    def origin(self, row: int) -> str:
+        return f"{self.file}[{row}]"
+
+
+def list_samples(
+    source: str | Path,
+    *,
+    size: int,
+    channels: int,
+    limit: int | None = None,
+    seed: int = 0,
+    role: str = "members",
+    allow_outside: bool = False,
+    fit: str | None = None,
+) -> SampleSet:
+    """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode).
+
+    ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
+    brought to ``size`` when decoded; None makes a size mismatch a DataError.
+    """
+    _check_arguments(size, channels, limit, role)
+    path = Path(source)
+    check_source(path, role)
+    notes = _Notes(role, size, fit)
+    is_folder, suffix = path.is_dir(), path.suffix.lower()
+    if not is_folder and suffix in ARRAY_SUFFIXES:
+        return _list_array_file(path, size, channels, limit, seed, role, notes)
+    if not is_folder and suffix not in MANIFEST_SUFFIXES:
+        raise DataError(
+            f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
+            f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
+            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
+            "source at one of these (a single image must be put in a folder)."
+        )
+    entries = _list_folder(path, role, notes) if is_folder else _list_manifest(path, role, allow_outside)
+    indices = _choose(len(entries), limit, seed)
+    chosen = [entries[i] for i in indices]  # only these are ever decoded
+    # A folder's listing decides which file gets which index (and so its noise seed), so a
+    # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
+    if is_folder:
+        files = tuple(e.file for e in entries)
+    else:
+        files = (path, *dict.fromkeys(e.file for e in chosen))
+    return SampleSet(
+        reader=_ImageFiles(chosen, size, channels, role, notes),
+        rows=np.arange(len(chosen), dtype=np.int64),
+        names=tuple(e.name for e in chosen),
+        indices=indices,
+        captions=tuple(e.caption for e in chosen),
+        source=path,
+        files=files,
+        log=notes,
+    )
 
 
 def load_samples(
@@ -68,43 +220,13 @@ def load_samples(
     allow_outside: bool = False,
     fit: str | None = None,
 ) -> SampleSet:
-    """Return the sample set at `source`, preprocessed to float32 (N, channels, size, size).
+    """Return the sample set at `source`, every image decoded to float32 (N, channels, size, size).
 
     ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
     brought to ``size``; None makes a size mismatch a DataError.
     """
-    _check_arguments(size, channels, limit, role)
-    path = Path(source)
-    check_source(path, role)
-    notes = _Notes(role, size, fit)
-    is_folder, suffix = path.is_dir(), path.suffix.lower()
-    if not is_folder and suffix in ARRAY_SUFFIXES:
-        return _load_array_file(path, size, channels, limit, seed, role, notes)
-    if not is_folder and suffix not in MANIFEST_SUFFIXES:
-        raise DataError(
-            f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
-            f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
-            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
-            "source at one of these (a single image must be put in a folder)."
-        )
-    entries = _list_folder(path, role, notes) if is_folder else _list_manifest(path, role, allow_outside)
-    indices = _choose(len(entries), limit, seed)
-    chosen = [entries[i] for i in indices]  # only these are decoded
-    # A folder's listing decides which file gets which index (and so its noise seed), so a
-    # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
-    if is_folder:
-        files = tuple(e.file for e in entries)
-    else:
-        files = (path, *dict.fromkeys(e.file for e in chosen))
-    return SampleSet(
-        images=_stack([_decode_image(e.file, size, channels, role, notes) for e in chosen]),
-        names=tuple(e.name for e in chosen),
-        indices=indices,
-        captions=tuple(e.caption for e in chosen),
-        source=path,
-        files=files,
-        notes=notes.lines(len(chosen)),
-    )
+    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit)
+    return listed.materialize()
 
 
 def check_source(source: str | Path, role: str) -> None:
@@ -132,19 +254,20 @@ class _Notes:
 
     def __init__(self, role: str, size: int, fit: str | None) -> None:
         self.role, self.size, self.fit = role, size, fit
-        self.fitted = 0
-        self.converted: dict[str, int] = {}  # "color to grayscale" / "grayscale to RGB" -> count
-        self.alpha: list[str] = []
+        # Keyed by sample name: a streamed set decodes an image once per pass (checks, each attack).
+        self.fitted: set[str] = set()
+        self.converted: dict[str, set[str]] = {}  # "color to grayscale" / "grayscale to RGB" -> sample names
+        self.alpha: dict[str, None] = {}  # ordered set of sample names
         self.skipped: list[str] = []
 
     def lines(self, total: int) -> tuple[str, ...]:
         found = []
         if self.fitted:
-            found.append(f"{self.fitted} of {total} {self.role} image(s) were fitted to the model's {self.size}x{self.size} input with data.fit: {self.fit}")
-        for how, count in self.converted.items():
-            found.append(f"{count} of {total} {self.role} image(s) were converted from {how} to fit the model's input channels")
+            found.append(f"{len(self.fitted)} of {total} {self.role} image(s) were fitted to the model's {self.size}x{self.size} input with data.fit: {self.fit}")
+        for how, names in self.converted.items():
+            found.append(f"{len(names)} of {total} {self.role} image(s) were converted from {how} to fit the model's input channels")
         if self.alpha:
-            found.append(f"{len(self.alpha)} {self.role} image(s) had an alpha channel, which was dropped (not composited), e.g. {', '.join(self.alpha[:3])}")
+            found.append(f"{len(self.alpha)} {self.role} image(s) had an alpha channel, which was dropped (not composited), e.g. {', '.join(list(self.alpha)[:3])}")
         if self.skipped:
             found.append(f"{len(self.skipped)} non-regular file(s) in the {self.role} folder were skipped (pipes, sockets, devices, broken links), e.g. {', '.join(self.skipped[:3])}")
         return tuple(found)
@@ -257,7 +380,7 @@ def _decode_image(file: Path, size: int, channels: int, role: str, notes: _Notes
                     "expected 8 bits per channel (L, RGB, RGBA, P, ...). Fix: save it as an "
                     "8-bit image; naa-guard does not guess how to scale it down."
                 )
-            return _prepare(img, size, channels, notes, f"Image {file} in the {role} set", file.name)
+            return _prepare(img, size, channels, notes, f"Image {file} in the {role} set", str(file))
     except DataError:
         raise
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...) for bad files
@@ -273,15 +396,15 @@ def _prepare(img: Image.Image, size: int, channels: int, notes: _Notes, where: s
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")  # via RGBA: palette transparency would otherwise warn
     if "A" in img.mode:
-        notes.alpha.append(name)
+        notes.alpha[name] = None
     color = img.mode not in ("1", "L", "LA")
     if color != (channels == 3):
         how = "color to grayscale" if color else "grayscale to RGB"
-        notes.converted[how] = notes.converted.get(how, 0) + 1
+        notes.converted.setdefault(how, set()).add(name)
     img = img.convert("L" if channels == 1 else "RGB")  # alpha is dropped, not composited
     if img.size != (size, size):
         img = fit_image(img, size, notes.fit, where)
-        notes.fitted += 1
+        notes.fitted.add(name)
     pixels = np.asarray(img, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
@@ -295,34 +418,20 @@ def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
 # --- array files --------------------------------------------------------------------------
 
 
-def _load_array_file(
-    file: Path, size: int, channels: int, limit: int | None, seed: int, role: str, notes: _Notes
-) -> SampleSet:
-    """Return the sample set stored in a .npy or .npz file."""
+def _list_array_file(file: Path, size: int, channels: int, limit: int | None, seed: int, role: str, notes: _Notes) -> SampleSet:
+    """Return the sample set stored in a .npy or .npz file, its layout checked, not yet decoded."""
     array = _read_array(file, role)
     _check_layout(array, file, role)
     indices = _choose(array.shape[0], limit, seed)
-    try:
-        chosen = np.asarray(array[indices])  # memory-mapped .npy: reads only these samples
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"Cannot read the samples of {file} for the {role} set ({exc}). "
-            "Fix: the file is probably truncated; write it again with np.save / np.savez."
-        ) from exc
-    names = tuple(f"{file.name}[{i}]" for i in indices)
-    if chosen.dtype == np.uint8:
-        images = _stack([_prepare(_uint8_to_pil(sample), size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
-    else:
-        _check_float_values(chosen, file, role)
-        images = np.stack([_prepare_float(sample, size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
     return SampleSet(
-        images=images,
-        names=names,
+        reader=_ArrayFile(file, size, channels, role, notes, array),
+        rows=indices,
+        names=tuple(f"{file.name}[{i}]" for i in indices),
         indices=indices,
         captions=(None,) * len(indices),
         source=file,
         files=(file,),
-        notes=notes.lines(len(indices)),
+        log=notes,
     )
 
 
@@ -347,6 +456,24 @@ def _check_magic(file: Path, role: str) -> None:
             f"The {role} source {file} ends in {suffix} but is {kind} (it does not start with the {suffix} signature). "
             "Fix: save the images with np.savez(path, images=x) / np.save, or put image files in a folder."
         )
+
+
+def _decode_array_rows(array: np.ndarray, rows: np.ndarray, file: Path, size: int, channels: int, role: str, notes: _Notes) -> np.ndarray:
+    """Return the array's samples at ``rows``, preprocessed to float32 (n, channels, size, size)."""
+    try:
+        chosen = np.asarray(array[rows])  # memory-mapped .npy: reads only these samples
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"Cannot read the samples of {file} for the {role} set ({exc}). "
+            "Fix: the file is probably truncated; write it again with np.save / np.savez."
+        ) from exc
+    if not len(chosen):
+        return np.empty((0, channels, size, size), dtype=np.float32)
+    names = [f"{file.name}[{row}]" for row in rows]
+    if chosen.dtype == np.uint8:
+        return _stack([_prepare(_uint8_to_pil(sample), size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
+    _check_float_values(chosen, file, role)
+    return np.stack([_prepare_float(sample, size, channels, notes, f"Sample {name} of the {role} set", name) for sample, name in zip(chosen, names, strict=True)])
 
 
 def _read_array(file: Path, role: str) -> np.ndarray:
@@ -435,11 +562,11 @@ def _uint8_to_pil(sample: np.ndarray) -> Image.Image:
 def _prepare_float(sample: np.ndarray, size: int, channels: int, notes: _Notes, where: str, name: str) -> np.ndarray:
     """Return a float C,H,W sample in [0, 1] as float32 (channels, size, size) in [-1, 1]."""
     if sample.shape[0] == 4:
-        notes.alpha.append(name)
+        notes.alpha[name] = None
     data = _convert_channels(sample.astype(np.float64), channels)
     if data.shape[1:] != (size, size):
         data = fit_array(data, size, notes.fit, where)
-        notes.fitted += 1
+        notes.fitted.add(name)
     return (2.0 * data - 1.0).astype(np.float32)
 
 

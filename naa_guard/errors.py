@@ -12,7 +12,8 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
     ├── BaselineError             the baseline report is unreadable or measures something else
     ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
-    └── OutputError               a report or JSON file cannot be written where it was asked for
+    ├── OutputError               a report or JSON file cannot be written where it was asked for
+    └── DistributedError          a rank of a distributed audit failed, died or could not join
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "AuditInvalidError",
     "BaselineError",
     "DataError",
+    "DistributedError",
     "EnvironmentUnavailableError",
     "InsufficientSamplesError",
     "NaaGuardError",
@@ -69,3 +71,7 @@ class EnvironmentUnavailableError(NaaGuardError):
 
 class OutputError(NaaGuardError):
     """Raised when a report or JSON file cannot be written where the command line or policy says."""
+
+
+class DistributedError(NaaGuardError):
+    """Raised when a rank of a distributed audit fails outside naa-guard's own errors, dies, or cannot join."""

@@ -198,7 +198,8 @@ def check_model_index(index: dict[str, Any], file: Path) -> dict[str, tuple[str,
     """Return the components ``model_index.json`` names (name -> (library, class)) after checking its form.
 
     Entries are ``"name": ["library", "ClassName"]``; ``[null, null]`` marks an absent optional
-    component; keys starting with ``_`` are metadata.
+    component; keys starting with ``_`` are metadata, and booleans / numbers are pipeline settings
+    (e.g. ``requires_safety_checker``).
     """
     components: dict[str, tuple[str, str]] = {}
     for name, entry in index.items():
@@ -206,6 +207,8 @@ def check_model_index(index: dict[str, Any], file: Path) -> dict[str, tuple[str,
             continue
         if isinstance(entry, list) and len(entry) == 2 and entry[0] is None and entry[1] is None:
             continue
+        if entry is None or isinstance(entry, (bool, int, float)):
+            continue  # a pipeline setting (requires_safety_checker, force_zeros_for_empty_prompt, ...), not a component
         if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) and part for part in entry)):
             raise TargetError(
                 f"{file}: component {name!r} is {entry!r}; expected [\"library\", \"ClassName\"] "

@@ -168,6 +168,7 @@ class Runtime(_Section):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch_size: int = Field(64, ge=1, le=65_536)
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    compile: bool = Field(False, description="run the UNet through torch.compile (faster on GPUs after a warm-up; scores may differ in the last bits)")
 
     @field_validator("device")
     @classmethod

@@ -13,7 +13,6 @@ scikit-learn at module level (pytest collection stays light).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
@@ -111,13 +110,7 @@ class CalibrationSplit:
 
 def subset(samples: SampleSet, positions: np.ndarray) -> SampleSet:
     """Return the samples at these positions (source indices, names and files kept)."""
-    return dataclasses.replace(
-        samples,
-        images=samples.images[positions],
-        names=tuple(samples.names[i] for i in positions),
-        indices=samples.indices[positions],
-        captions=tuple(samples.captions[i] for i in positions),
-    )
+    return samples.subset(positions)
 
 
 def _split_side(samples: SampleSet, fraction: float, seed: int, role: str) -> tuple[SampleSet, SampleSet]:

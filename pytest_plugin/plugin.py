@@ -56,6 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--naa-quick", type=_positive_int, metavar="N", help="score a seeded subsample of N members and N non-members: a fast local check, not a release verdict")
     group.addoption("--naa-report", metavar="DIR", help="write report.json, report.md, roc.png and scores_<attack>.png per policy under DIR/<policy name>/")
     group.addoption("--naa-no-cache", action="store_true", help="recompute every score: neither read nor write the score cache")
+    group.addoption("--naa-nproc", type=_positive_int, metavar="N", help="score each policy on N processes: a torchrun subprocess (one rank per GPU, else CPU processes)")
     group.addoption("--naa-strict", action="store_true", help="a missing environment (e.g. no CUDA) is an error instead of a skip (the default where $CI is set)")
     group.addoption("--naa-no-strict", action="store_true", help="a missing environment is a skip even where $CI is set (the gate is reported NOT VERIFIED)")
     group.addoption("--naa-baseline", metavar="PATH", help="a previous report.json to compare every policy with (overrides the policy's baseline; gate: thresholds.max_increase)")

@@ -21,8 +21,10 @@ from naa_guard.policy import Policy, load_policy
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult, ScoreCache
+    from naa_guard.scorestore import ChunkStore
 
 CACHE_NAME = "naa-guard"
+CHUNK_CACHE_NAME = "naa-guard-chunks"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Settings:
     use_cache: bool
     baseline: Path | None = None
     strict_reason: str = "--naa-strict"  # what made the run strict, for the error message
+    nproc: int = 1
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -51,6 +54,7 @@ class Settings:
             strict_reason=strict_reason,
             use_cache=not config.getoption("naa_no_cache"),
             baseline=(config.invocation_params.dir / config.getoption("naa_baseline")).resolve() if config.getoption("naa_baseline") else None,
+            nproc=config.getoption("naa_nproc") or 1,
         )
 
 
@@ -143,10 +147,13 @@ class AuditSession:
 
         settings = self.settings
         try:
-            result = audit(
-                policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
-                progress=False, score_cache=self._score_cache(), baseline=settings.baseline,
-            )  # fmt: skip
+            if settings.nproc > 1:
+                result = self._run_distributed(policy)
+            else:
+                result = audit(
+                    policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
+                    progress=False, score_cache=self._score_cache(), chunk_store=self._chunk_store(), baseline=settings.baseline,
+                )  # fmt: skip
         except NaaGuardError as exc:
             return exc
         target = self._choose_report_dir(policy)
@@ -158,6 +165,35 @@ class AuditSession:
                 return result
             self._report_dirs[Path(policy.source or policy.name).resolve()] = target
         return result
+
+    def _run_distributed(self, policy: Policy) -> AuditResult:
+        """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""
+        from naa_guard.distributed import launch
+
+        settings = self.settings
+        options = {"--device": settings.device, "--batch-size": settings.batch_size, "--limit": self.limit_for(policy), "--cache": self._chunk_root(), "--baseline": settings.baseline}
+        arguments = ["audit", str(policy.source), "--quiet", "--no-reports"]
+        for flag, value in options.items():
+            arguments += [flag, str(value)] if value is not None else []
+        outcome, _ = launch(settings.nproc, arguments, capture=True)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result
+
+    def _chunk_root(self) -> Path | None:
+        """Return the folder of the chunk store (scores saved as they finish, so a killed run resumes)."""
+        if not self.settings.use_cache or self._pytest_cache is None:
+            return None
+        return self._pytest_cache.mkdir(CHUNK_CACHE_NAME)
+
+    def _chunk_store(self) -> ChunkStore | None:
+        root = self._chunk_root()
+        if root is None:
+            return None
+        from naa_guard.scorestore import ChunkStore
+
+        return ChunkStore(root)
 
     def _score_cache(self) -> ScoreCache | None:
         if not self.settings.use_cache or self._pytest_cache is None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# One intra-op thread (set before torch loads; inherited by subprocesses): the tiny test models
+# gain nothing from more, and on a shared machine OpenMP threads that spin-wait for each other
+# made forward passes 5-50x slower (measured on 2 busy cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OVERFIT = FIXTURES / "overfit_digits"

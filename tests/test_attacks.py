@@ -24,7 +24,7 @@ from naa_guard.attacks.common import sample_keys, seeded_noise
 from naa_guard.attacks.loss import LossAttack, LossParams
 from naa_guard.attacks.pia import PIA, PIAN, PIAParams
 from naa_guard.attacks.secmi import SecMI, SecMIParams
-from naa_guard.audit import score_samples
+from naa_guard.scoring import score_samples
 from naa_guard.data import SampleSet
 from naa_guard.errors import PolicyError
 from naa_guard.metrics import auc
@@ -86,7 +86,10 @@ def test_secmi_matches_the_formula(tiny) -> None:  # type: ignore[no-untyped-def
     x_100 = ddim(x_90, eps(target, x_90, 90), 90, 100)
     x_90_again = ddim(x_100, eps(target, x_100, 100), 100, 90)
     expected = -sq_dist(x_90_again, x_90)
-    torch.testing.assert_close(SecMI().score(target, x0, keys, SEED), expected, rtol=1e-6, atol=0)
+    # The score is the small gap between two long chains of nearly equal float32 values: the
+    # padded batch of the target and this unpadded one round differently (1e-5 relative at one
+    # OpenMP thread); a wrong formula is off by orders of magnitude.
+    torch.testing.assert_close(SecMI().score(target, x0, keys, SEED), expected, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("attack_class", [PIA, PIAN])
@@ -132,7 +135,7 @@ def test_model_calls_per_sample(tiny, attack, calls: int) -> None:  # type: igno
 @pytest.mark.parametrize("name", ["loss", "secmi", "pia", "pian"])
 def test_scores_do_not_depend_on_the_batch_size(tiny, name: str) -> None:  # type: ignore[no-untyped-def]
     target, _, _, x0, _ = tiny
-    samples = SampleSet(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
+    samples = SampleSet.from_images(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
     attack = get_attack(name)()
     whole = score_samples(attack, target, samples, "members", batch_size=N, seed=SEED)
     batched = score_samples(attack, target, samples, "members", batch_size=4, seed=SEED)

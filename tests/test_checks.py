@@ -36,7 +36,7 @@ DEFAULTS = ChecksSection()
 def _set(images: np.ndarray, name: str = "set.npz") -> SampleSet:
     """Return a SampleSet over float images in [-1, 1], named like an array file's samples."""
     n = len(images)
-    return SampleSet(images.astype(np.float32), tuple(f"{name}[{i}]" for i in range(n)), np.arange(n), (None,) * n, Path(name), ())
+    return SampleSet.from_images(images.astype(np.float32), tuple(f"{name}[{i}]" for i in range(n)), np.arange(n), (None,) * n, Path(name), ())
 
 
 def _uint8_set(images: np.ndarray, name: str = "set.npz") -> SampleSet:

@@ -122,7 +122,7 @@ def test_html_escapes_names() -> None:
 
 def _samples(n: int) -> SampleSet:
     images = np.linspace(-1, 1, n * 4, dtype=np.float32).reshape(n, 1, 2, 2)
-    return SampleSet(images, tuple(f"m{i}.png" for i in range(n)), np.arange(n, dtype=np.int64) + 100, (None,) * n, Path("/data/members"), ())
+    return SampleSet.from_images(images, tuple(f"m{i}.png" for i in range(n)), np.arange(n, dtype=np.int64) + 100, (None,) * n, Path("/data/members"), ())
 
 
 def test_empirical_fpr_counts_nonmembers_strictly_above_in_the_leak_direction() -> None:

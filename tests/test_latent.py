@@ -99,20 +99,20 @@ def test_every_attack_tuning_and_sweep_run_in_latent_space(tmp_path: Path, sd_ta
 def test_scores_are_bit_identical_across_batch_sizes(tmp_path: Path) -> None:
     scores = []
     for batch_size in (5, 16):
-        policy = load_policy(sd_policy(tmp_path, attacks="{naa: {}}", data=", limit: 12", batch_size=batch_size, name=f"b{batch_size}"))
+        policy = load_policy(sd_policy(tmp_path, attacks="{naa: {}}", data=", limit: 20", batch_size=batch_size, name=f"b{batch_size}"))
         scores.append(audit(policy, progress=False).attacks["naa"].member_scores)
     assert np.array_equal(scores[0], scores[1])
 
 
 def test_latents_and_text_are_encoded_once_per_sample(tmp_path: Path) -> None:
     target = load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
-    policy = load_policy(sd_policy(tmp_path, attacks="{loss: {}, pia: {}}", data=", limit: 10"))
+    policy = load_policy(sd_policy(tmp_path, attacks="{loss: {}, pia: {}}", data=", limit: 20"))
     prepared = prepare_audit(policy, target=target, progress=False)
     captions = len(set(prepared.members.captions + prepared.nonmembers.captions))  # a caption shared by two images is encoded once
     first = audit(policy, target=target, progress=False)  # two attacks
-    assert (target.encoded_images, target.encoded_texts) == (20, captions)
+    assert (target.encoded_images, target.encoded_texts) == (40, captions)  # 20 members + 20 non-members
     again = audit(policy, target=target, progress=False)  # a re-run on the same loaded model
-    assert (target.encoded_images, target.encoded_texts) == (20, captions)
+    assert (target.encoded_images, target.encoded_texts) == (40, captions)
     assert np.array_equal(first.attacks["pia"].member_scores, again.attacks["pia"].member_scores)
 
 
@@ -136,10 +136,10 @@ def test_the_cache_key_covers_the_lora_file_and_scale(tmp_path: Path) -> None:
 
     keys = set()
     for scale, name in ((1.0, "a"), (0.5, "b")):
-        policy = load_policy(sd_policy(tmp_path, model=f", lora: {SD / 'lora'}, lora_scale: {scale}", data=", limit: 4", name=name))
+        policy = load_policy(sd_policy(tmp_path, model=f", lora: {SD / 'lora'}, lora_scale: {scale}", data=", limit: 20", name=name))
         prepared = prepare_audit(policy, progress=False)
         keys.add(cache_key(prepared.scorer.info, policy, LossAttack(), prepared.members, prepared.nonmembers, 4))
-    base = load_policy(sd_policy(tmp_path, data=", limit: 4", name="c"))
+    base = load_policy(sd_policy(tmp_path, data=", limit: 20", name="c"))
     prepared = prepare_audit(base, progress=False)
     keys.add(cache_key(prepared.scorer.info, base, LossAttack(), prepared.members, prepared.nonmembers, 4))
     assert len(keys) == 3
@@ -151,12 +151,12 @@ def test_a_lora_that_does_not_match_the_unet_is_an_error(tmp_path: Path, capsys:
     tensors = load_file(SD / "lora" / "pytorch_lora_weights.safetensors")
     renamed = {name.replace("down_blocks.0", "down_blocks.7"): tensor for name, tensor in tensors.items()}
     save_file(renamed, tmp_path / "other.safetensors")
-    policy = sd_policy(tmp_path, model=f", lora: {tmp_path / 'other.safetensors'}", data=", limit: 4")
+    policy = sd_policy(tmp_path, model=f", lora: {tmp_path / 'other.safetensors'}", data=", limit: 20")
     assert main(["audit", str(policy), "--quiet"]) == 2
     assert "match no layer of the UNet or text encoders" in capsys.readouterr().err
     with pytest.raises(TargetError, match="pickle"):
         (tmp_path / "other.bin").write_bytes(b"x")
-        audit(load_policy(sd_policy(tmp_path, model=f", lora: {tmp_path / 'other.bin'}", data=", limit: 4", name="pickle")), progress=False)
+        audit(load_policy(sd_policy(tmp_path, model=f", lora: {tmp_path / 'other.bin'}", data=", limit: 20", name="pickle")), progress=False)
 
 
 # ----------------------------------------------------------------------------- other pipelines
@@ -165,7 +165,7 @@ def test_a_lora_that_does_not_match_the_unet_is_an_error(tmp_path: Path, capsys:
 @pytest.fixture(scope="module")
 def random_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sets")
-    return write_set(root, "a", 6, seed=11), write_set(root, "b", 6, seed=12)
+    return write_set(root, "a", 20, seed=11), write_set(root, "b", 20, seed=12)
 
 
 def _random_policy(tmp_path: Path, model: Path, sets: tuple[Path, Path], extra: str = "") -> Path:
@@ -247,7 +247,7 @@ def test_transformers_not_installed_names_the_extra(tmp_path: Path, monkeypatch:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_transformers)
-    assert main(["audit", str(sd_policy(tmp_path, data=", limit: 4")), "--quiet"]) == 2
+    assert main(["audit", str(sd_policy(tmp_path, data=", limit: 20")), "--quiet"]) == 2
     assert 'pip install "naa-guard[sd]"' in capsys.readouterr().err
 
 

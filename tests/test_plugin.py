@@ -201,7 +201,7 @@ def test_second_run_regates_from_the_cache_without_loading_the_model(pytester: p
     first.stdout.fnmatch_lines(["*scores computed, model loaded*"])
     assert list((pytester.path / ".pytest_cache" / "d" / "naa-guard").glob("*.npz"))
 
-    monkeypatch.setattr("naa_guard.audit.load_target", _refuse_to_load)
+    monkeypatch.setattr("naa_guard.scoring.load_target", _refuse_to_load)
     second = pytester.runpytest()
     second.assert_outcomes(failed=1)
     second.stdout.fnmatch_lines(["*cached scores, model not loaded*"])
@@ -322,3 +322,17 @@ def test_xdist_gives_the_same_outcomes_with_each_policy_on_one_worker(pytester: 
     workers = re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ leaky\.naa\.yaml::naa::(\S+)", distributed.stdout.str())
     assert len(workers) == 2 and workers[0][0] == workers[1][0], distributed.stdout.str()
     distributed.stdout.fnmatch_lines(["baseline.naa.yaml*auc*PASS", "leaky.naa.yaml*auc*FAIL", "leaky.naa.yaml*tpr@1%fpr*ERROR"])
+
+
+def test_nproc_runs_the_audit_under_torchrun_with_the_same_items_outcomes_and_cache(pytester: pytest.Pytester) -> None:
+    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05}")
+    plain = pytester.runpytest("--naa-no-cache", "-q")
+    plain.assert_outcomes(failed=1, errors=1)
+    distributed = pytester.runpytest("--naa-nproc", "2", "-q")
+    distributed.assert_outcomes(failed=1, errors=1)
+    gate_lines = [line for line in plain.stdout.lines if line.startswith("leaky.naa.yaml")]
+    assert gate_lines and all(line in distributed.stdout.lines for line in gate_lines)  # same items, values and verdicts
+    distributed.stdout.fnmatch_lines(["*scores computed, model loaded*"])
+    again = pytester.runpytest("--naa-nproc", "2", "-q")
+    again.assert_outcomes(failed=1, errors=1)
+    again.stdout.fnmatch_lines(["*cached scores, model not loaded*"])

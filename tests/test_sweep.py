@@ -9,6 +9,7 @@ import pytest
 from conftest import make_tiny_setup
 
 import naa_guard.audit
+import naa_guard.scoring
 import naa_guard.targets
 from naa_guard.audit import audit
 from naa_guard.cli import main
@@ -60,19 +61,19 @@ def test_sweep_scores_every_combination_like_an_audit_with_one_model_load(tiny_p
         return real_load(*args, **kwargs)
 
     decoded = []
-    real_samples = naa_guard.audit.load_samples
+    real_samples = naa_guard.audit.list_samples
 
     def counting_samples(*args, **kwargs):  # type: ignore[no-untyped-def]
         decoded.append(kwargs["role"])
         return real_samples(*args, **kwargs)
 
     monkeypatch.setattr(naa_guard.targets, "load_target", counting_load)
-    monkeypatch.setattr(naa_guard.audit, "load_target", counting_load)
-    monkeypatch.setattr(naa_guard.audit, "load_samples", counting_samples)
+    monkeypatch.setattr(naa_guard.scoring, "load_target", counting_load)
+    monkeypatch.setattr(naa_guard.audit, "list_samples", counting_samples)
     policy = load_policy(tiny_policy)
     result = sweep(policy, "loss", {"t": [10, 100]}, progress=False)
     assert len(loads) == 1
-    assert decoded == ["members", "nonmembers"]  # the sets are decoded once for the whole sweep
+    assert decoded == ["members", "nonmembers"]  # the sets are listed once for the whole sweep
     assert [row.params for row in result.rows] == [{"t": 10}, {"t": 100}]
     assert (result.n_members, result.n_nonmembers) == (24, 24)
     single = policy.model_copy(update={"attacks": {"loss": policy.attacks["loss"].model_copy(update={"t": 100})}})

@@ -17,7 +17,8 @@ import torch
 from conftest import make_tiny_model
 
 from naa_guard.attacks.naa import NAA, NAAParams
-from naa_guard.audit import audit, score_samples
+from naa_guard.audit import audit
+from naa_guard.scoring import score_samples
 from naa_guard.data import SampleSet
 from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
 from naa_guard.policy import load_policy
@@ -113,7 +114,7 @@ def _target(out_channels: int = 1) -> DiffusersTarget:
 def test_non_finite_predictions_name_the_attack_and_the_samples() -> None:
     images = np.zeros((6, 1, 8, 8), dtype=np.float32)
     images[[2, 4], 0, 0, 0] = 1.0  # two samples the model returns NaN for
-    samples = SampleSet(images, tuple(f"digits.npz[{i}]" for i in range(6)), np.arange(6), (None,) * 6, Path("digits.npz"), ())
+    samples = SampleSet.from_images(images, tuple(f"digits.npz[{i}]" for i in range(6)), np.arange(6), (None,) * 6, Path("digits.npz"), ())
     attack = NAA(NAAParams(t=40, queries=3))
     with pytest.raises(NonFiniteScoreError) as caught:
         score_samples(attack, _target(), samples, "nonmembers", batch_size=6, seed=0)

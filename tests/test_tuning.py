@@ -90,7 +90,7 @@ def test_candidate_settings_keep_the_fixed_keys() -> None:
 
 
 def _samples(n: int, role: str) -> SampleSet:
-    return SampleSet(np.zeros((n, 1, 8, 8), np.float32), tuple(f"{role}{i}" for i in range(n)), np.arange(100, 100 + n), (None,) * n, Path(f"{role}.npz"), ())
+    return SampleSet.from_images(np.zeros((n, 1, 8, 8), np.float32), tuple(f"{role}{i}" for i in range(n)), np.arange(100, 100 + n), (None,) * n, Path(f"{role}.npz"), ())
 
 
 def test_split_is_disjoint_seeded_and_sized() -> None:

@@ -123,7 +123,8 @@ class NAA(Attack):
         predictions = []
         for i, tau in enumerate(timesteps):
             eps = target.predict_noise(x, tau, cond)
-            predictions.append(eps.flatten(start_dim=1).to("cpu", torch.float64))
+            predictions.append(eps.flatten(start_dim=1))
             if i + 1 < len(timesteps):
                 x = ddim_step(x, eps, abar[tau], abar[timesteps[i + 1]])
-        return aggregate(torch.stack(predictions, dim=1), p.metric, p.delta)
+        # One host copy per batch, not one per query (each copy would also wait for the device).
+        return aggregate(torch.stack(predictions, dim=1).to("cpu", torch.float64), p.metric, p.delta)

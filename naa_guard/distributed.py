@@ -1,0 +1,231 @@
+"""Distributed audits on torch.distributed: the ranks of a process group share every set's chunks.
+
+Start one with torchrun (``torchrun --nproc-per-node N -m naa_guard audit POLICY``; multi-node
+through torchrun's rendezvous flags) or let ``naa-guard audit --nproc N`` start torchrun for you.
+Each rank scores on its own device (``cuda:LOCAL_RANK`` when CUDA is there, else the CPU).
+
+Rank 0 runs the audit as a single process would: listing, checks, cache lookups, tuning, metrics,
+gates, reports and the exit code. Whenever it has chunks to run (digests for the checks, scores
+for an attack) it broadcasts the job (sample sets travel as file lists, never as images); rank
+``r`` runs the chunks ``j`` with ``j % world_size == r`` (a static, deterministic split by sample
+position, which fixes every sample's key and so its noise); the results are gathered on rank 0 in
+chunk order, so scores are the same whatever the number of processes. A rank that fails sends
+its error instead: rank 0 raises it as the audit's error, naming the rank, and never gates on
+part of the scores. When rank 0 is done it broadcasts the exit code, and every rank exits with it.
+Nothing here schedules work dynamically: torch.distributed only moves jobs and results.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from naa_guard import errors
+from naa_guard.errors import DistributedError, NaaGuardError
+
+if TYPE_CHECKING:
+    from naa_guard.audit import AuditResult
+    from naa_guard.policy import Policy
+    from naa_guard.scoring import Chunk, ChunkJob, ModelSource
+
+# Rank 0 waits in a collective while the other ranks score their share of a job: long jobs are normal.
+TIMEOUT = timedelta(hours=12)
+RESULT_FILE = "outcome.pickle"
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the process group."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What rank 0 hands back to a launcher: the exit code, and the result or the error."""
+
+    code: int
+    result: AuditResult | None = None
+    error: NaaGuardError | None = None
+
+
+def launched_by_torchrun() -> bool:
+    """Return True when this process is one of several ranks started by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join() -> Group:
+    """Return this rank's place after joining the process group (nccl with CUDA, else gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    try:
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    except Exception as exc:  # rendezvous and backend failures come as many types
+        raise DistributedError(
+            f"this process (RANK {os.environ.get('RANK')}, WORLD_SIZE {os.environ.get('WORLD_SIZE')}) could not join "
+            f"the {backend} process group: {type(exc).__name__}: {exc}. Check torchrun's rendezvous flags "
+            f"(--nnodes, --node-rank, --rdzv-endpoint or --master-addr/--master-port)."
+        ) from None
+    return Group(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def leave() -> None:
+    """Leave the process group."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(requested: str, local_rank: int) -> str:
+    """Return this rank's device for a requested one: ``cuda:LOCAL_RANK`` for auto/cuda when CUDA is there."""
+    import torch
+
+    if requested in ("auto", "cuda") or requested.startswith("cuda:"):
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank}"
+        if requested == "auto":
+            return "cpu"
+    return requested  # cpu, mps, or a CUDA request that resolve_device will refuse with its own message
+
+
+def _broadcast(command: Any = None) -> Any:
+    import torch.distributed as dist
+
+    box = [command]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _run_share(job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, group: Group) -> list[tuple[int, bool, Any]]:
+    """Return (chunk number, ok, result or (error type, message)) for this rank's chunks; stop at a failure."""
+    done = []
+    for number in range(group.rank, len(chunks), group.world_size):
+        try:
+            done.append((number, True, job.run(models, *chunks[number])))
+        except Exception as exc:  # any failure: sent to rank 0, which fails the audit with it
+            done.append((number, False, (type(exc).__name__, str(exc))))
+            break
+    return done
+
+
+def rank_error(rank: int, world_size: int, kind: str, message: str) -> NaaGuardError:
+    """Return the error a failed rank reported, as the same naa-guard error type where it is one."""
+    error_type = getattr(errors, kind, None)
+    if isinstance(error_type, type) and issubclass(error_type, NaaGuardError):
+        return error_type(f"rank {rank} of {world_size}: {message}")
+    return DistributedError(f"rank {rank} of {world_size} failed with {kind}: {message}")
+
+
+class DistributedRunner:
+    """Rank 0's chunk runner: every rank runs its share of a job; results are gathered here."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+
+    def run(self, job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, progress: Any = None) -> list[Any]:
+        """Return ``job.run`` of every chunk, in order; raise the first failed rank's error."""
+        import torch.distributed as dist
+
+        _broadcast(("run", job, list(chunks), models.policy))
+        mine = _run_share(job, chunks, models, self.group)
+        gathered: list[Any] = [None] * self.group.world_size
+        dist.gather_object(mine, gathered, dst=0)
+        results: list[Any] = [None] * len(chunks)
+        for rank, share in enumerate(gathered):
+            for number, ok, value in share:
+                if not ok:
+                    raise rank_error(rank, self.group.world_size, *value)
+                results[number] = value
+        if progress is not None:
+            progress.update(sum(stop - start for _, start, stop in chunks))
+        return results
+
+    def finish(self, code: int) -> None:
+        """Tell every other rank that the audit is over, and the exit code."""
+        _broadcast(("stop", code))
+
+
+def serve(group: Group) -> int:
+    """Run the jobs rank 0 broadcasts until it says stop; return the exit code it sends."""
+    import torch.distributed as dist
+
+    from naa_guard.scoring import model_source
+
+    models = None
+    while True:
+        command = _broadcast()
+        if command[0] == "stop":
+            return int(command[1])
+        _, job, chunks, policy = command
+        if models is None:
+            models = model_source(_on_this_rank(policy, group))
+        dist.gather_object(_run_share(job, chunks, models, group), None, dst=0)
+
+
+def _on_this_rank(policy: Policy, group: Group) -> Policy:
+    """Return rank 0's effective policy with this rank's device (same kind, own local index)."""
+    device = policy.runtime.device
+    local = f"cuda:{group.local_rank}" if device.startswith("cuda") else device
+    return policy.model_copy(update={"runtime": policy.runtime.model_copy(update={"device": local})})
+
+
+def lead(group: Group, body: Callable[[DistributedRunner], int]) -> int:
+    """Return rank 0's exit code from ``body``; every other rank is told it, even if ``body`` raises."""
+    runner = DistributedRunner(group)
+    code = 2
+    try:
+        code = body(runner)
+    finally:
+        runner.finish(code)
+    return code
+
+
+# --------------------------------------------------------------------------- launching torchrun
+
+
+def torchrun_command(nproc: int, cli_args: Sequence[str]) -> list[str]:
+    """Return the command that runs ``naa-guard CLI_ARGS`` on ``nproc`` local ranks, with this interpreter."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "naa_guard", *cli_args]
+
+
+def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tuple[Outcome, str]:
+    """Return rank 0's outcome of ``naa-guard CLI_ARGS`` run under torchrun, and the captured output.
+
+    The ranks report through a result file; a run that leaves none (a rank killed, torchrun
+    refusing to start) is a DistributedError carrying the end of its output, never a pass.
+    """
+    with tempfile.TemporaryDirectory(prefix="naa-guard-") as folder:
+        result_file = Path(folder) / RESULT_FILE
+        completed = subprocess.run([*torchrun_command(nproc, cli_args), "--result-file", str(result_file)], capture_output=capture, text=True, check=False)
+        output = (completed.stdout or "") + (completed.stderr or "")
+        if not result_file.is_file():
+            tail = "\n".join(output.strip().splitlines()[-15:])
+            raise DistributedError(
+                f"the distributed audit on {nproc} processes ended without a result (torchrun exit code "
+                f"{completed.returncode}): a rank died or could not start.{' Last output:' + chr(10) + tail if tail else ''}"
+            )
+        # Written by rank 0 of the run just started, in a folder only this process knows.
+        return pickle.loads(result_file.read_bytes()), output
+
+
+def write_outcome(path: Path, outcome: Outcome) -> None:
+    """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
+    from naa_guard.scorestore import write_atomically
+
+    write_atomically(Path(path), pickle.dumps(outcome))

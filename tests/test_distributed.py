@@ -1,0 +1,97 @@
+"""Distributed audits (gloo on the CPU): 2 processes give exactly what 1 gives; a failing rank fails all.
+
+Each test starts real torchrun subprocesses (about 10 s each on 2 cores), so there are few of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import make_tiny_model, make_tiny_setup, write_policy
+from naa_guard.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_DEPENDENT = ("seconds", "cached")  # wall time and cache state differ between runs, nothing else may
+
+
+def _strip(report: dict) -> dict:
+    for attack in report["attacks"].values():
+        for key in RUN_DEPENDENT:
+            attack.pop(key)
+    return report
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def naa_guard_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m naa_guard ARGS`` from the repository and return the finished process."""
+    return subprocess.run([sys.executable, "-m", "naa_guard", *args], capture_output=True, text=True, cwd=REPO, env=_env(), check=False, timeout=300)
+
+
+def test_two_processes_give_exactly_the_scores_metrics_and_verdict_of_one(tmp_path: Path) -> None:
+    policy = make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}}", thresholds="{auc: 0.55, tpr_at_1pct_fpr: null}", members=24, nonmembers=20)
+    one = main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json"), "--batch-size", "5"])
+    two = naa_guard_command("audit", str(policy), "--quiet", "--nproc", "2", "--chunk-size", "8", "--batch-size", "5",
+                            "--scores", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"))  # fmt: skip
+    assert one == two.returncode == 1, two.stdout + two.stderr  # the loss gate fails on this random model
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()  # every score, bit for bit
+    rows = (tmp_path / "one.csv").read_text().splitlines()
+    assert rows[0] == "attack,role,index,source,score" and len(rows) == 1 + 2 * (24 + 20)
+    assert rows[1].startswith(f"naa,members,0,{tmp_path / 'members.npz'}[0],")
+    reports = [_strip(json.loads((tmp_path / f"{name}.json").read_text())) for name in ("one", "two")]
+    assert reports[0] == reports[1]
+    assert "verdict: FAILED" in two.stdout and two.stdout.count("verdict:") == 1  # reported once, by rank 0
+
+
+def test_a_rank_that_fails_makes_the_whole_audit_an_error_with_its_message(tmp_path: Path) -> None:
+    make_tiny_model(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    for role in ("members", "nonmembers"):
+        (tmp_path / role).mkdir()
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype="uint8")).save(tmp_path / role / f"{i:02d}.png")
+    # One chunk per set: the members' goes to rank 0, the non-members' to rank 1.
+    (tmp_path / "nonmembers" / "07.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    policy = write_policy(tmp_path / "p.naa.yaml", """
+        version: 1
+        model: {path: ./model}
+        data: {members: ./members, nonmembers: ./nonmembers}
+        attacks: {naa: {}}
+        thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}
+        runtime: {device: cpu, batch_size: 4}
+        """)  # fmt: skip
+    finished = naa_guard_command("audit", str(policy), "--quiet", "--nproc", "2")
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "DataError: rank 1 of 2: Cannot decode image" in finished.stderr and "07.png" in finished.stderr
+    assert "verdict" not in finished.stdout and "PASS" not in finished.stdout  # no partial verdict
+
+
+def test_a_run_killed_mid_way_resumes_and_ends_with_the_scores_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    policy = make_tiny_setup(tmp_path, attacks="{naa: {t: 90, queries: 10}}", batch_size=4)
+    cache = tmp_path / "cache"
+    arguments = ["audit", str(policy), "--quiet", "--chunk-size", "4", "--cache", str(cache)]
+    process = subprocess.Popen([sys.executable, "-m", "naa_guard", *arguments], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(cache.rglob("*.npz")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = {path: path.stat().st_mtime_ns for path in cache.rglob("*.npz")}
+    assert 0 < len(saved) < 12, "the run was not killed mid-way (12 chunks of 4)"
+
+    assert main([*arguments, "--scores", str(tmp_path / "resumed.csv")]) == 0
+    assert len(list(cache.rglob("*.npz"))) == 12
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in saved.items())  # the saved chunks were used, not rescored
+    assert main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "uninterrupted.csv")]) == 0
+    assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "uninterrupted.csv").read_bytes()

@@ -1,0 +1,75 @@
+"""The chunked scoring loop: memory bounded by the chunk, scores independent of chunks, compile opt-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fakes import DictCache
+from naa_guard.audit import audit
+from naa_guard.data import SampleSet
+from naa_guard.policy import load_policy
+from naa_guard.scorestore import ChunkStore
+from naa_guard.scoring import chunk_bounds, chunk_size
+
+
+def test_chunks_are_whole_batches_and_cover_the_set_once() -> None:
+    assert chunk_size(64) == 256 and chunk_size(100) == 300 and chunk_size(1000) == 1000 and chunk_size(5, 8) == 10
+    assert chunk_bounds(7, 3) == [(0, 3), (3, 6), (6, 7)] and chunk_bounds(0, 3) == []
+
+
+def test_audit_never_decodes_more_than_a_chunk_and_scores_do_not_depend_on_it(tiny_setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = load_policy(tiny_setup)
+    whole = audit(policy, progress=False, chunk_samples=1024).attacks["naa"]
+    widths: list[int] = []
+    real_decode = SampleSet.decode
+
+    def recording_decode(self: SampleSet, start: int, stop: int) -> np.ndarray:
+        widths.append(stop - start)
+        return real_decode(self, start, stop)
+
+    monkeypatch.setattr(SampleSet, "decode", recording_decode)
+    chunked = audit(policy, progress=False, chunk_samples=5, batch_size=3).attacks["naa"]
+    assert widths and max(widths) <= 6  # two batches of 3: never the whole set of 24
+    assert np.array_equal(whole.member_scores, chunked.member_scores) and np.array_equal(whole.nonmember_scores, chunked.nonmember_scores)
+
+
+def test_complete_chunks_regate_without_the_model(tiny_setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = load_policy(tiny_setup)
+    store = ChunkStore(tmp_path / "chunks")
+    first = audit(policy, progress=False, chunk_store=store, score_cache=DictCache())
+    monkeypatch.setattr("naa_guard.scoring.load_target", lambda *a, **k: pytest.fail("the model was loaded although every chunk is stored"))
+    second = audit(policy, progress=False, chunk_store=store)
+    assert first.model_loaded and not second.model_loaded and second.attacks["naa"].cached
+    assert np.array_equal(first.attacks["naa"].member_scores, second.attacks["naa"].member_scores)
+
+
+def test_runtime_compile_runs_the_unet_through_torch_compile(tiny_setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    compiled: list[object] = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    policy = load_policy(tiny_setup)
+    plain = audit(policy, progress=False).attacks["naa"]
+    assert not compiled
+    runtime = policy.runtime.model_copy(update={"compile": True})
+    with_compile = audit(policy.model_copy(update={"runtime": runtime}), progress=False).attacks["naa"]
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "UNet2DModel"
+    assert np.array_equal(plain.member_scores, with_compile.member_scores)
+
+
+def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup: Path) -> None:
+    from naa_guard.attacks.loss import LossAttack
+    from naa_guard.data import load_samples
+    from naa_guard.scoring import model_batch, score_samples
+    from naa_guard.targets import load_target, read_model_info
+
+    assert [model_batch(size) for size in (1, 10, 16, 17, 100, 128)] == [1, 10, 16, 16, 96, 128]
+    policy = load_policy(tiny_setup)
+    target = load_target(read_model_info(policy.model.path), allow_pickle=False, device="cpu", dtype="float32")
+    samples = load_samples(policy.data.members, size=8, channels=1)
+    odd = score_samples(LossAttack(), target, samples, "members", batch_size=20, seed=0)
+    assert target.forward_calls == 2 and target.sample_queries == 24  # calls of 16 and 8 rows, not 20 and 4 padded to 32 and 16
+    assert np.array_equal(odd, score_samples(LossAttack(), target, samples, "members", batch_size=24, seed=0))
