@@ -11,6 +11,7 @@ from naa_guard.errors import (
     InsufficientSamplesError,
     NaaGuardError,
     NonFiniteScoreError,
+    OutputError,
     PolicyError,
     TargetError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "InsufficientSamplesError",
     "NaaGuardError",
     "NonFiniteScoreError",
+    "OutputError",
     "Policy",
     "PolicyError",
     "TargetError",
@@ -39,7 +41,11 @@ __all__ = [
 
 def __getattr__(name: str):  # the audit engine imports torch: load it only when asked for
     if name in ("audit", "AuditResult"):
-        from naa_guard import audit as audit_module
+        import importlib
+
+        # Not "from naa_guard import audit": that looks the name up on this package first, which
+        # calls this __getattr__ again, forever.
+        audit_module = importlib.import_module("naa_guard.audit")
 
         return getattr(audit_module, name)
     raise AttributeError(f"module 'naa_guard' has no attribute {name!r}")

@@ -48,14 +48,14 @@ def _write_outputs(result: object, json_path: Path | None, report_dir: Path | No
 
     lines = []
     try:
-        if json_path is not None:
+        if report_dir is not None:
+            lines += [f"report: {path}" for path in write_reports(result, report_dir)]  # type: ignore[arg-type]
+        if scores_path is not None:
+            lines.append(f"scores: {write_scores(result, scores_path)}")  # type: ignore[arg-type]
+        if json_path is not None:  # last: the file a CI job reads exists only when every output was written
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")  # type: ignore[attr-defined]
             lines.append(f"JSON report: {json_path}")
-        if scores_path is not None:
-            lines.append(f"scores: {write_scores(result, scores_path)}")  # type: ignore[arg-type]
-        if report_dir is not None:
-            lines += [f"report: {path}" for path in write_reports(result, report_dir)]  # type: ignore[arg-type]
     except OSError as exc:
         raise OutputError(f"cannot write the report: {exc.strerror or exc} ({exc.filename or json_path or report_dir}). Fix: choose a writable path; no verdict is given without its report.") from None
     return lines

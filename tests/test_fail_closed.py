@@ -38,25 +38,31 @@ CODE = Path(importlib.import_module("naa_guard").__file__).resolve().parents[1] 
 # ----------------------------------------------------------------------------- class 5: the score cache
 
 
-def test_a_cache_entry_with_the_wrong_counts_is_recomputed_with_a_warning(tiny_setup: Path) -> None:
+@pytest.fixture
+def loss_setup(tmp_path: Path) -> Path:
+    """A tiny setup scored by the one-query loss attack: the cache tests audit twice, cheaply."""
+    return make_tiny_setup(tmp_path, attacks="{loss: {}}")
+
+
+def test_a_cache_entry_with_the_wrong_counts_is_recomputed_with_a_warning(loss_setup: Path) -> None:
     cache = DictCache()
-    honest = audit(load_policy(tiny_setup), progress=False, score_cache=cache)
+    honest = audit(load_policy(loss_setup), progress=False, score_cache=cache)
     (key,) = cache.entries
     # One member and one non-member: once gave "AUC 0.500, PASS" under "24 members / 24 non-members".
     cache.entries[key] = {"members": np.array([0.0]), "nonmembers": np.array([0.0])}
-    again = audit(load_policy(tiny_setup), progress=False, score_cache=cache)
-    assert again.model_loaded and not again.attacks["naa"].cached
-    np.testing.assert_array_equal(again.attacks["naa"].member_scores, honest.attacks["naa"].member_scores)
+    again = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    assert again.model_loaded and not again.attacks["loss"].cached
+    np.testing.assert_array_equal(again.attacks["loss"].member_scores, honest.attacks["loss"].member_scores)
     assert any("was ignored and recomputed" in warning for warning in again.warnings)
 
 
-def test_a_cache_entry_holding_nan_is_recomputed_not_fatal(tiny_setup: Path) -> None:
+def test_a_cache_entry_holding_nan_is_recomputed_not_fatal(loss_setup: Path) -> None:
     cache = DictCache()
-    audit(load_policy(tiny_setup), progress=False, score_cache=cache)
+    audit(load_policy(loss_setup), progress=False, score_cache=cache)
     (key,) = cache.entries
     cache.entries[key] = {**cache.entries[key], "members": np.full(24, np.nan)}
-    again = audit(load_policy(tiny_setup), progress=False, score_cache=cache)
-    assert np.isfinite(again.attacks["naa"].member_scores).all()
+    again = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    assert np.isfinite(again.attacks["loss"].member_scores).all()
     assert any("non-finite members score" in warning for warning in again.warnings)
 
 
@@ -78,12 +84,12 @@ def test_changing_an_attacks_code_changes_its_cache_key(tmp_path: Path, monkeypa
     assert first != second
 
 
-def test_a_cache_that_cannot_be_written_costs_time_never_the_verdict(tiny_setup: Path) -> None:
+def test_a_cache_that_cannot_be_written_costs_time_never_the_verdict(loss_setup: Path) -> None:
     class ReadOnlyCache(DictCache):
         def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
             raise PermissionError(13, "Permission denied", "/read-only/cache")
 
-    result = audit(load_policy(tiny_setup), progress=False, score_cache=ReadOnlyCache())
+    result = audit(load_policy(loss_setup), progress=False, score_cache=ReadOnlyCache())
     assert result.gates and all(gate.status in ("pass", "fail") for gate in result.gates)
     assert any("could not write the score cache" in warning for warning in result.warnings)
 

@@ -125,7 +125,7 @@ def test_invalid_policy_is_a_collection_error_with_the_validation_message(pytest
     result.stdout.fnmatch_lines([
         "*ERROR collecting leaky.naa.yaml*",
         "PolicyError: *leaky.naa.yaml: the policy is invalid (2 problem(s)):",
-        "  - thresholds.auc: Input should be less than or equal to 1 (found: 2.0)",
+        "  - thresholds.auc: Input should be less than 1 (found: 2.0)",
         "  - thresholds.typo: unknown key; allowed keys here: *",
     ])  # fmt: skip
     assert "Traceback" not in result.stdout.str()
