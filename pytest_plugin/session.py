@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from naa_guard.errors import NaaGuardError
+from naa_guard.errors import DistributedError, NaaGuardError
 from naa_guard.policy import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -178,7 +178,8 @@ class AuditSession:
         outcome, _ = launch(settings.nproc, arguments, capture=True)
         if outcome.error is not None:
             raise outcome.error
-        assert outcome.result is not None
+        if outcome.result is None:  # never a verdict without rank 0's result (an assert would vanish under -O)
+            raise DistributedError(f"the {settings.nproc}-process audit of {policy.source} ended with exit code {outcome.code} but left no result; see the ranks' output above.")
         return outcome.result
 
     def _chunk_root(self) -> Path | None:
