@@ -22,7 +22,7 @@ from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
 from naa_guard.baseline import baseline_path, compare, load_baseline
 from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
-from naa_guard.data import SampleSet, list_samples
+from naa_guard.data import SampleSet, list_samples, reuse_file_digests
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.exposed import ExposedMembers, most_exposed
@@ -246,6 +246,7 @@ def prepare_audit(
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt))
 
 
+@reuse_file_digests()  # every attack's cache key and the fingerprint hash the same files: read them once
 def audit(
     policy: Policy,
     *,

@@ -23,7 +23,9 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -43,6 +45,8 @@ _FLOAT_SIZES = (2, 4, 8)  # float16/32/64 bytes; checked by kind so big-endian f
 _ARRAY_CHANNELS = (1, 3, 4)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601, as PIL's "L"
 _CHUNK = 1 << 20
+# Digests already computed in the running audit (see reuse_file_digests); None outside one.
+_DIGESTS: ContextVar[dict[tuple[Path, ...], str] | None] = ContextVar("naa_guard_file_digests", default=None)
 
 
 class _Reader(Protocol):
@@ -280,11 +284,40 @@ def sample_digests(images: np.ndarray) -> list[str]:
 
 
 def files_digest(files: Iterable[Path]) -> str:
-    """Return one sha256 hex digest over the (name, size, content) of `files`, sorted by path."""
+    """Return one sha256 hex digest over the (name, size, content) of `files`, sorted by path.
+
+    Inside :func:`reuse_file_digests` (one audit) each distinct list of files is read once: the
+    score cache key of every attack and the baseline fingerprint hash the same sample and model
+    files, which for a latent pipeline are gigabytes.
+    """
+    # Sorted so the key does not depend on the caller's order.
+    paths = tuple(sorted((Path(f) for f in files), key=lambda p: p.as_posix()))
+    memo = _DIGESTS.get()
+    if memo is None:
+        return _digest_files(paths)
+    if paths not in memo:
+        memo[paths] = _digest_files(paths)
+    return memo[paths]
+
+
+@contextmanager
+def reuse_file_digests() -> Iterator[None]:
+    """Within the block (or the decorated call), :func:`files_digest` reads each list of files once.
+
+    For one audit only: its files are taken not to change while it runs. Outside, every call
+    reads the files again, so a file rewritten between two audits is always seen.
+    """
+    token = _DIGESTS.set({} if _DIGESTS.get() is None else _DIGESTS.get())
+    try:
+        yield
+    finally:
+        _DIGESTS.reset(token)
+
+
+def _digest_files(paths: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    # Sorted so the key does not depend on the caller's order; the bare name (not the full
-    # path) is hashed so that moving the whole data folder keeps the cache valid.
-    for file in sorted((Path(f) for f in files), key=lambda p: p.as_posix()):
+    # The bare name (not the full path) is hashed so that moving the whole data folder keeps the cache valid.
+    for file in paths:
         try:
             size = file.stat().st_size
             digest.update(f"{file.name}\0{size}\0".encode())

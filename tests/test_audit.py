@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import OVERFIT, write_policy
+from conftest import OVERFIT, make_tiny_setup, write_policy
 from fakes import DictCache
 from naa_guard.audit import audit
 from naa_guard.policy import load_policy
@@ -87,3 +87,15 @@ def test_unresolvable_tpr_gate_is_an_error_not_a_pass(tiny_setup: Path) -> None:
     gate = next(g for g in result.gates if g.metric == "tpr_at_1pct_fpr")
     assert gate.status == "error" and result.errored and not result.passed
     assert "cannot be resolved with 24 non-members" in gate.message and "at least 1000 non-members" in gate.message
+
+
+def test_an_audit_reads_each_model_and_sample_file_once_for_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three attacks' cache keys and the baseline fingerprint hash the same files: each list is read once."""
+    import naa_guard.data
+
+    reads: list[tuple[Path, ...]] = []
+    real = naa_guard.data._digest_files
+    monkeypatch.setattr(naa_guard.data, "_digest_files", lambda paths: reads.append(paths) or real(paths))
+    policy = load_policy(make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}, pia: {}}"))
+    audit(policy, progress=False, score_cache=DictCache())
+    assert reads and len(reads) == len(set(reads)), [len(r) for r in reads]

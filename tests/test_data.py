@@ -14,6 +14,7 @@ from naa_guard.data import (
     SampleSet,
     IMAGE_EXTENSIONS,
     files_digest,
+    reuse_file_digests,
     load_samples,
     sample_digests,
 )
@@ -506,3 +507,14 @@ def test_folder_files_cover_the_whole_listing_even_when_limited(tmp_path: Path) 
     folder = _folder(tmp_path, 6)
     samples = load_samples(folder, size=8, channels=3, limit=2)
     assert len(samples.files) == 6 and len(samples) == 2
+
+
+def test_files_are_read_once_inside_reuse_file_digests_and_again_outside(tmp_path: Path) -> None:
+    a = tmp_path / "a.bin"
+    a.write_bytes(b"one")
+    with reuse_file_digests():
+        first = files_digest([a])
+        a.unlink()  # a second read would raise: the digest must come from the first one
+        assert files_digest([a]) == first
+    with pytest.raises(DataError, match="a.bin"):
+        files_digest([a])  # outside an audit nothing is remembered
