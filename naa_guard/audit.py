@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
 from naa_guard.baseline import baseline_path, compare, load_baseline
-from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
+from naa_guard.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.data import SampleSet, list_samples, reuse_file_digests
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import PolicyError
@@ -184,6 +185,7 @@ class PreparedAudit:
     validity: ValidityReport
     scorer: Scorer
     conditioning: str | None  # as reports state it; None for an unconditional model
+    conditioning_warnings: tuple[str, ...] = ()  # e.g. that the caption-free audit is the weak one
 
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
@@ -234,16 +236,17 @@ def prepare_audit(
     scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
     geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
-    fit = policy.data.fit
-    members = list_samples(policy.data.members, size=size, channels=channels, limit=limit, seed=seed, role="members", fit=fit)
-    nonmembers = list_samples(policy.data.nonmembers, size=size, channels=channels, limit=limit, seed=seed + 1, role="nonmembers", fit=fit)
-    control = None if policy.data.control is None else list_samples(policy.data.control, size=size, channels=channels, limit=limit, seed=seed + 2, role="control", fit=fit)
+    data = policy.data
+    listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside)
+    members = listing(data.members, seed=seed, role="members")
+    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers")
+    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control")
     mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
     # model-free, before any attack; streams every image once, so an undecodable one fails here
     validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets, chunk_samples))
-    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt))
+    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)))
 
 
 @reuse_file_digests()  # every attack's cache key and the fingerprint hash the same files: read them once
@@ -299,6 +302,7 @@ def audit(
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
+    warnings += prepared.conditioning_warnings
     warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
     warnings += scorer.cache_warnings
 

@@ -33,6 +33,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
+from naa_guard.captions import caption_column, clean_caption, folder_captions
 from naa_guard.errors import DataError
 from naa_guard.imagefit import fit_array, fit_image
 
@@ -172,11 +173,14 @@ def list_samples(
     role: str = "members",
     allow_outside: bool = False,
     fit: str | None = None,
+    caption_column: str | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode).
 
     ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
-    brought to ``size`` when decoded; None makes a size mismatch a DataError.
+    brought to ``size`` when decoded; None makes a size mismatch a DataError. Captions come from
+    a manifest's caption column, or a folder's metadata files and sidecars (:mod:`naa_guard.captions`);
+    ``caption_column`` names the column when it is neither ``caption`` nor ``text``.
     """
     _check_arguments(size, channels, limit, role)
     path = Path(source)
@@ -192,13 +196,13 @@ def list_samples(
             "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
             "source at one of these (a single image must be put in a folder)."
         )
-    entries = _list_folder(path, role, notes) if is_folder else _list_manifest(path, role, allow_outside)
+    entries, caption_files = _list_folder(path, role, notes, caption_column) if is_folder else (_list_manifest(path, role, allow_outside, caption_column), ())
     indices = _choose(len(entries), limit, seed)
     chosen = [entries[i] for i in indices]  # only these are ever decoded
     # A folder's listing decides which file gets which index (and so its noise seed), so a
     # cache key must see every file; a manifest fixes the listing itself, so chosen files do.
     if is_folder:
-        files = tuple(e.file for e in entries)
+        files = (*(e.file for e in entries), *caption_files)
     else:
         files = (path, *dict.fromkeys(e.file for e in chosen))
     return SampleSet(
@@ -223,13 +227,14 @@ def load_samples(
     role: str = "members",
     allow_outside: bool = False,
     fit: str | None = None,
+    caption_column: str | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, every image decoded to float32 (N, channels, size, size).
 
     ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
     brought to ``size``; None makes a size mismatch a DataError.
     """
-    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit)
+    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit, caption_column=caption_column)
     return listed.materialize()
 
 
@@ -374,8 +379,9 @@ class _Entry(NamedTuple):
     caption: str | None
 
 
-def _list_folder(folder: Path, role: str, notes: _Notes) -> list[_Entry]:
-    """Return the image files under `folder`, recursively, sorted by relative posix path."""
+def _list_folder(folder: Path, role: str, notes: _Notes, caption_column: str | None) -> tuple[list[_Entry], tuple[Path, ...]]:
+    """Return the image files under `folder`, recursively, sorted by relative posix path, with their
+    captions (metadata files, sidecars), and the caption files read."""
     found: list[_Entry] = []
     # Hidden entries are skipped: macOS "._x.png" sidecars and ".ipynb_checkpoints" copies
     # carry image suffixes but are not samples. Symlinked folders are not descended (no loops).
@@ -395,7 +401,9 @@ def _list_folder(folder: Path, role: str, notes: _Notes) -> list[_Entry]:
             "case). Fix: point the source at the folder that holds the images, or convert "
             "them to one of these formats."
         )
-    return sorted(found, key=lambda entry: entry.name)
+    found.sort(key=lambda entry: entry.name)
+    captions = folder_captions(folder, [entry.name for entry in found], role, caption_column)
+    return [entry._replace(caption=captions.captions[entry.name]) for entry in found], captions.files
 
 
 # --- single images ------------------------------------------------------------------------
@@ -426,8 +434,10 @@ def _decode_image(file: Path, size: int, channels: int, role: str, notes: _Notes
 
 def _prepare(img: Image.Image, size: int, channels: int, notes: _Notes, where: str, name: str) -> np.ndarray:
     """Return `img` converted to the channel mode and fitted to size x size, as uint8 (C, H, W)."""
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGBA")  # via RGBA: palette transparency would otherwise warn
+    if img.mode == "P" and "transparency" not in img.info:
+        img = img.convert("RGB")  # a palette without transparency has no alpha to drop
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # via RGBA: palette transparency is dropped like any alpha, and noted
     if "A" in img.mode:
         notes.alpha[name] = None
     color = img.mode not in ("1", "L", "LA")
@@ -620,7 +630,7 @@ def _convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
 _Row = tuple[int, str, str | None]  # a manifest row: (line number, path as written, caption)
 
 
-def _list_manifest(manifest: Path, role: str, allow_outside: bool) -> list[_Entry]:
+def _list_manifest(manifest: Path, role: str, allow_outside: bool, column: str | None) -> list[_Entry]:
     """Return the rows of a .csv / .jsonl manifest, each file checked to exist."""
     try:
         text = manifest.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports add a BOM
@@ -630,7 +640,7 @@ def _list_manifest(manifest: Path, role: str, allow_outside: bool) -> list[_Entr
             "Fix: make it a readable UTF-8 text file."
         ) from exc
     csv_form = manifest.suffix.lower() == ".csv"
-    rows = _parse_csv(text, manifest, role) if csv_form else _parse_jsonl(text, manifest, role)
+    rows = _parse_csv(text, manifest, role, column) if csv_form else _parse_jsonl(text, manifest, role, column)
     if not rows:
         raise DataError(
             f"The {role} manifest {manifest} lists no samples. "
@@ -640,7 +650,7 @@ def _list_manifest(manifest: Path, role: str, allow_outside: bool) -> list[_Entr
     return [_resolve_row(manifest, row, role, allow_outside) for row in rows]
 
 
-def _parse_csv(text: str, manifest: Path, role: str) -> list[_Row]:
+def _parse_csv(text: str, manifest: Path, role: str, column: str | None) -> list[_Row]:
     """Return (line, path, caption) for each data row of a CSV manifest with a header."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[_Row] = []
@@ -652,9 +662,10 @@ def _parse_csv(text: str, manifest: Path, role: str) -> list[_Row]:
                 f"{', '.join(header) or 'empty'}). Fix: add a header line whose columns "
                 "include 'path' (and optionally 'caption'), one image per row."
             )
+        chosen = caption_column(header, column, f"The {role} manifest {manifest}")
         for record in reader:
             path = (record.get("path") or "").strip()
-            rows.append((reader.line_num, path, record.get("caption") or None))
+            rows.append((reader.line_num, path, clean_caption(record.get(chosen)) if chosen else None))
     except csv.Error as exc:
         raise DataError(
             f"Line {reader.line_num} of the {role} manifest {manifest} is not valid CSV ({exc}). "
@@ -663,9 +674,9 @@ def _parse_csv(text: str, manifest: Path, role: str) -> list[_Row]:
     return rows
 
 
-def _parse_jsonl(text: str, manifest: Path, role: str) -> list[_Row]:
+def _parse_jsonl(text: str, manifest: Path, role: str, column: str | None) -> list[_Row]:
     """Return (line, path, caption) for each non-blank line of a JSON-lines manifest."""
-    rows: list[_Row] = []
+    records: list[tuple[int, dict[str, object]]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue  # blank lines (e.g. a trailing newline) carry no sample
@@ -682,13 +693,17 @@ def _parse_jsonl(text: str, manifest: Path, role: str) -> list[_Row]:
                 f"{where} is {line.strip()[:80]!r}; expected a JSON object with a string "
                 "'path' key. Fix: add the image path under \"path\" on that line."
             )
-        caption = record.get("caption")
+        records.append((number, record))
+    chosen = caption_column({key for _, record in records for key in record}, column, f"The {role} manifest {manifest}")
+    rows: list[_Row] = []
+    for number, record in records:
+        caption = record.get(chosen) if chosen else None
         if caption is not None and not isinstance(caption, str):
             raise DataError(
-                f"{where} has a caption of type {type(caption).__name__}; expected a string "
+                f"Line {number} of the {role} manifest {manifest} has a caption of type {type(caption).__name__}; expected a string "
                 "or null. Fix: quote the caption or remove it."
             )
-        rows.append((number, record["path"].strip(), caption))
+        rows.append((number, str(record["path"]).strip(), clean_caption(caption)))
     return rows
 
 
@@ -705,8 +720,8 @@ def _resolve_row(manifest: Path, row: _Row, role: str, allow_outside: bool) -> _
         raise DataError(
             f"{where} points to '{raw}', which resolves to {file.resolve()}, outside the "
             f"manifest's folder {root}; a manifest may only reach files under its own folder. "
-            "Fix: move the images under that folder (or the manifest above them), or pass "
-            "allow_outside=True if this is intended."
+            "Fix: move the images under that folder (or the manifest above them), or, if this is "
+            "intended, set data.allow_outside: true in the policy."
         )
     if file.exists() and not file.is_file():
         raise DataError(

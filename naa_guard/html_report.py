@@ -168,6 +168,7 @@ def to_html(result: AuditResult, *, figures: Mapping[str, bytes] | None = None) 
     body = [
         f'<h1>naa-guard: {escape(result.name)}</h1>',
         f'<p><span id="verdict" class="verdict {verdict}">{verdict}</span> {escape(counts)}; policy {escape(str(result.policy_path))}</p>',
+        *([f'<p id="conditioning">text conditioning: {escape(result.conditioning)}</p>'] if result.conditioning is not None else []),
         *_gates(result), *_privacy(result), *_regression(result), *(_figures(result, figures) if result.attacks else []),
         *_details(result), *_checks(result), *_gallery(result.exposed), *_environment(result),
     ]  # fmt: skip

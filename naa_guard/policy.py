@@ -105,8 +105,13 @@ class DataSection(_Section):
     )
     prompt: str | None = Field(None, description="one prompt for every image of a text-to-image model (e.g. a DreamBooth instance prompt)")
     conditioning: Literal["auto", "caption", "prompt", "empty"] = Field(
-        "auto", description="text condition of a text-to-image model: the manifest's captions, data.prompt, or the empty caption; auto = prompt when given, else captions when the manifests have them, else empty"
+        "auto",
+        description="text condition of a text-to-image model: each image's caption (manifest column, metadata.jsonl / metadata.csv, "
+        ".txt / .caption sidecar), data.prompt, or the empty caption; auto = prompt when given, else the captions; no captions "
+        "is an error unless empty is asked for (the weak, caption-free audit)",
     )
+    caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
+    allow_outside: bool = Field(False, description="let a manifest list images outside its own folder (refused by default)")
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,10 +138,10 @@ def format_table(result: AuditResult) -> str:
 def to_markdown(result: AuditResult) -> str:
     """Return a Markdown summary: the gate table and one line per attack."""
     header = table_header(result)
-    lines = [f"### naa-guard: {result.name} — {'PASS' if result.passed else 'FAIL'}", ""]
+    lines = [f"### naa-guard: {_md(result.name)} — {'PASS' if result.passed else 'FAIL'}", ""]
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + _split_note(result))
     if result.conditioning is not None:
-        lines.append(f"text conditioning: {result.conditioning}")
+        lines.append(f"text conditioning: {_md(result.conditioning)}")
     lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
@@ -170,14 +171,19 @@ def to_markdown(result: AuditResult) -> str:
         lines += [f"**Most-exposed members** under {exposed.attack} ({exposed.direction}; empirical FPR = share of the {exposed.n_nonmembers} non-members scoring higher):", ""]
         lines += [_markdown_row(EXPOSED_HEADER), "|" + "---|" * len(EXPOSED_HEADER), *(_markdown_row(row) for row in exposed.table_rows()), ""]
     for line in result.checks.summary_lines() if result.checks is not None else []:
-        lines.append(f"- {line}")
+        lines.append(f"- {_md(line)}")
     for warning in result.warnings:
-        lines.append(f"- warning: {warning}")
+        lines.append(f"- warning: {_md(warning)}")
     return "\n".join(lines) + "\n"
 
 
 def _markdown_row(cells: list[str]) -> str:
-    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "| " + " | ".join(_md(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
+def _md(text: str) -> str:
+    """Return user-given text (file names, captions, prompts) with HTML escaped: Markdown viewers render raw HTML."""
+    return escape(text, quote=False)
 
 
 def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -> list[Path]:

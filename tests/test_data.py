@@ -313,7 +313,7 @@ def test_manifest_path_outside_its_folder_is_refused_unless_allowed(tmp_path: Pa
     (tmp_path / "sub").mkdir()
     manifest = tmp_path / "sub" / "m.jsonl"
     manifest.write_text(json.dumps({"path": "../outside.png"}) + "\n")
-    pattern = r"(?s)Line 1.*\.\./outside\.png.*outside.*allow_outside=True"
+    pattern = r"(?s)Line 1.*\.\./outside\.png.*outside.*set data.allow_outside: true in the policy"
     with pytest.raises(DataError, match=pattern):
         load_samples(manifest, size=8, channels=3, role="nonmembers")
     samples = load_samples(manifest, size=8, channels=3, allow_outside=True)
