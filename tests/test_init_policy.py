@@ -72,3 +72,53 @@ def test_init_reads_a_latent_pipeline_from_its_json_files_only(tmp_path: Path) -
     assert (model.kind, model.pipeline, model.sample_size, model.in_channels) == ("latent", "StableDiffusionPipeline", 512, 3)
     with pytest.raises(TargetError, match="no unet/config.json"):
         inspect_model(tmp_path / "vae")
+
+
+# ----------------------------------------------------------------------------- captions and conditioning
+
+SD = Path(__file__).parent / "fixtures" / "tiny_sd"
+
+
+def _copy_set(root: Path, side: str, *, metadata: bool) -> Path:
+    """Copy a tiny SD set into an image folder, with its captions in a metadata.jsonl when asked."""
+    import csv
+    import shutil
+
+    shutil.copytree(SD / side, root / side)
+    if metadata:
+        with (SD / f"{side}.csv").open(encoding="utf-8") as handle:
+            rows = [{"file_name": Path(row["path"]).name, "text": row["caption"]} for row in csv.DictReader(handle)]
+        (root / side / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return root / side
+
+
+def test_init_finds_imagefolder_captions_and_writes_caption_conditioning(tmp_path: Path) -> None:
+    members, nonmembers = _copy_set(tmp_path, "members", metadata=True), _copy_set(tmp_path, "nonmembers", metadata=True)
+    output = write_initial_policy(SD / "model", members, nonmembers, tmp_path / "sd.naa.yaml")
+    text = output.read_text()
+    assert "image folder, 40 samples, sizes 32x32; 40 with captions" in text
+    assert "conditioning: caption   # 40 of 40 members and 40 of 40 non-members have a caption" in text
+    assert load_policy(output).data.conditioning == "caption"
+
+
+def test_init_without_captions_for_a_text_model_writes_a_policy_that_refuses_until_the_user_chooses(tmp_path: Path) -> None:
+    members, nonmembers = _copy_set(tmp_path, "members", metadata=False), _copy_set(tmp_path, "nonmembers", metadata=False)
+    output = write_initial_policy(SD / "model", members, nonmembers, tmp_path / "sd.naa.yaml")
+    text = output.read_text()
+    assert "# NO captions found (0 of 40 members and 0 of 40 non-members have a caption)" in text
+    assert "metadata.jsonl" in text and "replace auto with empty" in text and "\n  conditioning: auto\n" in text
+    with pytest.raises(PolicyError, match="no member or non-member has a caption"):
+        audit(load_policy(output), device="cpu", progress=False)  # refused before any model call
+
+
+def test_init_refuses_members_equal_to_nonmembers(tmp_path: Path) -> None:
+    folder = _copy_set(tmp_path, "members", metadata=False)
+    with pytest.raises(PolicyError, match="the members and the non-members are the same source"):
+        write_initial_policy(SD / "model", folder, folder / ".." / "members", tmp_path / "same.naa.yaml")
+    # two manifests over the same image files
+    rows = "path,caption\n" + "".join(f"members/{i:03d}.png,x\n" for i in range(40))
+    (tmp_path / "a.csv").write_text(rows)
+    (tmp_path / "b.csv").write_text(rows)
+    with pytest.raises(PolicyError, match="share 40 image file"):
+        write_initial_policy(SD / "model", tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "files.naa.yaml")
+    assert not (tmp_path / "same.naa.yaml").exists() and not (tmp_path / "files.naa.yaml").exists()
