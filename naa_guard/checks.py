@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,8 +142,13 @@ def find_overlap(first: SampleSet | SetSummary, second: SampleSet | SetSummary, 
     return OverlapCheck(first_role, second_role, pairs)
 
 
-def check_overlap(first: SampleSet | SetSummary, second: SampleSet | SetSummary, first_role: str, second_role: str) -> OverlapCheck:
-    """Return the overlap check of two sets; raise AuditInvalidError when they share an image."""
+def check_overlap(
+    first: SampleSet | SetSummary, second: SampleSet | SetSummary, first_role: str, second_role: str, *, explain: Callable[[OverlapCheck], str] | None = None
+) -> OverlapCheck:
+    """Return the overlap check of two sets; raise AuditInvalidError when they share an image.
+
+    ``explain`` adds to the message what preprocessing did to the duplicates (e.g. dropped alpha).
+    """
     found = find_overlap(first, second, first_role, second_role)
     if found.pairs:
         examples = ", ".join(f"{a} = {b}" for a, b in found.pairs[:EXAMPLES])
@@ -152,9 +158,46 @@ def check_overlap(first: SampleSet | SetSummary, second: SampleSet | SetSummary,
             f"{second_role} ({second.source}) with identical pixels after preprocessing, e.g. "
             f"{examples}{more}. An image cannot be both seen and unseen by the model, so the "
             f"comparison would be meaningless. Fix: remove the duplicates from one side (usually "
-            f"the {second_role}) and deduplicate the split before auditing."
+            f"the {second_role}) and deduplicate the split before auditing.{explain(found) if explain else ''}"
         )
     return found
+
+
+_ROLE_KEYS = {"members": "members", "non-members": "nonmembers", "control set": "control"}
+
+
+def _sample_has_alpha(samples: SampleSet, position: int) -> bool:
+    """Return whether preprocessing dropped (or will drop) the sample's alpha channel."""
+    origin = samples.origin(position)
+    noted = samples.log.alpha if samples.log is not None else {}
+    if origin in noted or Path(origin).name in noted:  # image files are noted by path, array rows by file name[row]
+        return True
+    try:  # the notes of images decoded in another process (a distributed run) are not here: read the header
+        from PIL import Image
+
+        with Image.open(origin) as img:
+            return "A" in img.mode or (img.mode == "P" and "transparency" in img.info)
+    except (OSError, ValueError):
+        return False
+
+
+def alpha_explanation(sets: dict[str, SampleSet], found: OverlapCheck) -> str:
+    """Return a sentence naming the duplicates whose alpha channel was dropped, or "" when none was."""
+    wanted: dict[str, set[str]] = {}
+    for first, second in found.pairs:
+        wanted.setdefault(_ROLE_KEYS.get(found.first, found.first), set()).add(first)
+        wanted.setdefault(_ROLE_KEYS.get(found.second, found.second), set()).add(second)
+    named = [
+        name for role, names in wanted.items() if role in sets
+        for position, name in enumerate(sets[role].names) if name in names and _sample_has_alpha(sets[role], position)
+    ]  # fmt: skip
+    if not named:
+        return ""
+    return (
+        f" Note: {len(named)} of these images have an alpha channel, which preprocessing drops (it is not composited), "
+        f"e.g. {', '.join(named[:EXAMPLES])}; images that differ only in alpha are identical after it. If the model was "
+        "trained on them composited onto a background, composite them the same way before auditing."
+    )
 
 
 # ----------------------------------------------------------------------------- distribution shift
@@ -441,10 +484,11 @@ def check_samples(members: SampleSet, nonmembers: SampleSet, control: SampleSet 
     positions = shift_feature_positions(len(members), len(nonmembers), settings, seed)
     sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
     summaries = (summarizer or _summarize_here)({role: (samples, positions.get(role)) for role, samples in sets.items()})
-    report.overlap.append(check_overlap(summaries["members"], summaries["nonmembers"], "members", "non-members"))
+    explain = partial(alpha_explanation, sets)  # the alpha note must reach the user before an overlap stops the audit
+    report.overlap.append(check_overlap(summaries["members"], summaries["nonmembers"], "members", "non-members", explain=explain))
     if control is not None:
         # A control image that is also a member (or a non-member) would make the null control vacuous.
-        report.overlap.append(check_overlap(summaries["members"], summaries["control"], "members", "control set"))
-        report.overlap.append(check_overlap(summaries["nonmembers"], summaries["control"], "non-members", "control set"))
+        report.overlap.append(check_overlap(summaries["members"], summaries["control"], "members", "control set", explain=explain))
+        report.overlap.append(check_overlap(summaries["nonmembers"], summaries["control"], "non-members", "control set", explain=explain))
     report.shift = check_shift(summaries["members"], summaries["nonmembers"], settings, seed)
     return report

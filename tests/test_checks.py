@@ -18,12 +18,13 @@ from naa_guard.checks import (
     _ridge_cv_scores,
     check_control,
     check_overlap,
+    check_samples,
     check_shift,
     find_overlap,
     image_features,
     shift_classifier,
 )
-from naa_guard.data import SampleSet, load_samples
+from naa_guard.data import SampleSet, list_samples, load_samples
 from naa_guard.demo import digits_split
 from naa_guard.errors import AuditInvalidError
 from naa_guard.metrics import evaluate
@@ -316,3 +317,21 @@ def test_unresolvable_warnings_reach_the_audit_result(tiny_setup: Path) -> None:
     result = audit(load_policy(tiny_setup), progress=False)
     assert not result.errored and any("at least 1000 non-members" in w for w in result.warnings)
     assert "warning: naa TPR@1%FPR cannot be resolved" in format_table(result)
+
+
+def test_an_overlap_of_images_that_differ_only_in_alpha_says_the_alpha_was_dropped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for side, alpha in (("members", 255), ("nonmembers", 0)):
+        for i in range(3):
+            pixels = np.zeros((8, 8, 4), np.uint8)
+            pixels[..., :3], pixels[..., 3] = 40 * i + 10, alpha
+            (tmp_path / side).mkdir(exist_ok=True)
+            Image.fromarray(pixels, "RGBA").save(tmp_path / side / f"{i}.png")
+    members, nonmembers = (list_samples(tmp_path / side, size=8, channels=3, role=side) for side in ("members", "nonmembers"))
+    with pytest.raises(AuditInvalidError, match=r"(?s)3 image\(s\) appear in both.*alpha channel, which preprocessing drops.*differ only in alpha"):
+        check_samples(members, nonmembers, None, ChecksSection(shift_auc=None), seed=0)
+    opaque = _uint8_set(np.full((3, 8, 8), 7, np.uint8))
+    with pytest.raises(AuditInvalidError) as caught:  # no alpha anywhere: no note
+        check_overlap(opaque, opaque, "members", "non-members")
+    assert "alpha" not in str(caught.value)

@@ -138,6 +138,17 @@ def test_rgba_alpha_is_dropped_not_composited(tmp_path: Path) -> None:
     assert np.allclose(out[1], 70 / 127.5 - 1)
 
 
+def test_a_palette_png_without_transparency_reports_no_dropped_alpha(tmp_path: Path) -> None:
+    img = Image.new("P", (4, 4), 1)
+    img.putpalette([10, 20, 30, 40, 50, 60] + [0] * 762)
+    img.save(tmp_path / "opaque.png")
+    Image.new("P", (4, 4), 1).save(tmp_path / "transparent.png", transparency=1)
+    samples = load_samples(tmp_path, size=4, channels=3)
+    assert np.allclose(samples.images[0, :, 0, 0], np.array([40, 50, 60]) / 127.5 - 1)
+    notes = " ".join(samples.notes)
+    assert "1 members image(s) had an alpha channel" in notes and "transparent.png" in notes and "opaque.png" not in notes
+
+
 # --- seeded limit -------------------------------------------------------------------------
 
 
@@ -306,6 +317,30 @@ def test_manifest_limit_decodes_only_chosen_rows(tmp_path: Path) -> None:
     samples = load_samples(tmp_path / "m.csv", size=8, channels=3, limit=2, seed=5)
     assert set(samples.indices.tolist()) == chosen
     assert samples.files == (tmp_path / "m.csv", *(tmp_path / n for n in samples.names))
+
+
+def test_the_policy_key_the_outside_hint_names_lets_an_audit_read_outside_files(tmp_path: Path) -> None:
+    from conftest import make_tiny_model, write_policy
+
+    from naa_guard.audit import prepare_audit
+    from naa_guard.policy import load_policy
+
+    make_tiny_model(tmp_path / "model", channels=3)
+    (tmp_path / "lists").mkdir()
+    for side, offset in (("members", 0), ("nonmembers", 5)):
+        (tmp_path / side).mkdir()
+        for i in range(20):
+            _rgb(10 * i + offset).save(tmp_path / side / f"{i:02d}.png")
+        (tmp_path / "lists" / f"{side}.csv").write_text("path\n" + "".join(f"../{side}/{i:02d}.png\n" for i in range(20)))
+    body = (
+        "version: 1\nname: outside\nmodel: {path: ./model}\n"
+        "data: {members: ./lists/members.csv, nonmembers: ./lists/nonmembers.csv%s}\n"
+        "attacks: {loss: {}}\nchecks: {shift_auc: null}\nruntime: {device: cpu}\n"
+    )
+    with pytest.raises(DataError, match="set data.allow_outside: true in the policy"):
+        prepare_audit(load_policy(write_policy(tmp_path / "refused.naa.yaml", body % "")), progress=False)
+    prepared = prepare_audit(load_policy(write_policy(tmp_path / "allowed.naa.yaml", body % ", allow_outside: true")), progress=False)
+    assert len(prepared.members) == len(prepared.nonmembers) == 20
 
 
 def test_manifest_path_outside_its_folder_is_refused_unless_allowed(tmp_path: Path) -> None:
