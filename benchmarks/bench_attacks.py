@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--n", type=int, default=256, help="samples scored per attack and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--attacks", default="naa,loss,secmi,pia,pian")
+    parser.add_argument("--attacks", default="naa,loss,secmi,pia,pian,sima")
     parser.add_argument("--profile", metavar="ATTACK", help="print the profiler's top operators for this attack and stop")
     args = parser.parse_args()
 

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     naa = {"t": 40, "stride": 10, "noise": "scaled", "sigma": 0.1}
-    every = {"naa": naa, "loss": {}, "secmi": {}, "pia": {}, "pian": {}}
+    every = {"naa": naa, "loss": {}, "secmi": {}, "pia": {}, "pian": {}, "sima": {}}
 
     started = time.perf_counter()
     result = audit(_policy(args.device, "float32", every), progress=False)

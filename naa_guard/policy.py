@@ -270,7 +270,7 @@ class Policy(_Section):
 def _validate_attack(model: type[AttackParams], raw: Any) -> tuple[AttackParams | AttackCandidates | None, list[tuple[tuple[Any, ...], str, Any]]]:
     """Return one attack block's parameters (or its candidates when values are lists) and its errors."""
     try:
-        settings, grid = candidate_settings(raw)
+        settings, grid = candidate_settings(raw, model.list_valued)
     except CandidateListError as exc:
         return None, [((key,), msg, found) for key, msg, found in exc.errors]
     candidates, errors = [], {}

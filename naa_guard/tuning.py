@@ -56,15 +56,16 @@ class CandidateListError(ValueError):
         self.errors = errors
 
 
-def candidate_settings(raw: Any) -> tuple[list[Any], dict[str, tuple[Any, ...]]]:
+def candidate_settings(raw: Any, list_valued: frozenset[str] = frozenset()) -> tuple[list[Any], dict[str, tuple[Any, ...]]]:
     """Return every combination of an attack block's listed values, and the listed keys' values.
 
     A block without lists (or whose lists hold one value each) is one setting and an empty grid.
+    A key in ``list_valued`` takes a list as its value, so only a list of lists lists its candidates.
     Anything but a mapping is returned as is, for the parameter model to reject.
     """
     if not isinstance(raw, dict):
         return [raw], {}
-    grid = {key: tuple(value) for key, value in raw.items() if isinstance(value, list)}
+    grid = {key: tuple(value) for key, value in raw.items() if _lists_candidates(key, value, list_valued)}
     errors = []
     for key, values in grid.items():
         if not values:
@@ -79,6 +80,12 @@ def candidate_settings(raw: Any) -> tuple[list[Any], dict[str, tuple[Any, ...]]]
         raise CandidateListError(errors)
     combinations = [{**raw, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
     return combinations, (grid if count > 1 else {})
+
+
+def _lists_candidates(key: str, value: Any, list_valued: frozenset[str]) -> bool:
+    if key in list_valued:
+        return isinstance(value, list) and bool(value) and all(isinstance(item, list) for item in value)
+    return isinstance(value, list)
 
 
 def describe_candidate(setting: dict[str, Any], grid: dict[str, tuple[Any, ...]]) -> str:

@@ -1,4 +1,4 @@
-"""Tests of the peer attacks (loss, secmi, pia, pian) and the attack registry.
+"""Tests of the peer attacks (loss, secmi, pia, pian, sima) and the attack registry.
 
 Each attack is checked three ways: its score against the SPEC formula written out here on a tiny
 random UNet (same seeded noise, same numbers), its number of model calls per sample, and its
@@ -24,6 +24,7 @@ from naa_guard.attacks.common import sample_keys, seeded_noise
 from naa_guard.attacks.loss import LossAttack, LossParams
 from naa_guard.attacks.pia import PIA, PIAN, PIAParams
 from naa_guard.attacks.secmi import SecMI, SecMIParams
+from naa_guard.attacks.sima import SimA, SimAParams
 from naa_guard.scoring import score_samples
 from naa_guard.data import SampleSet
 from naa_guard.errors import PolicyError
@@ -120,8 +121,10 @@ def test_pian_differs_from_pia(tiny) -> None:  # type: ignore[no-untyped-def]
         (SecMI(SecMIParams(t_sec=40, interval=20)), 3),
         (PIA(), 2),
         (PIAN(PIAParams(t=50)), 2),
+        (SimA(), 1),
+        (SimA(SimAParams(ts=(20, 50, 100))), 3),
     ],
-    ids=["loss", "secmi", "secmi-40-20", "pia", "pian"],
+    ids=["loss", "secmi", "secmi-40-20", "pia", "pian", "sima", "sima-3t"],
 )
 def test_model_calls_per_sample(tiny, attack, calls: int) -> None:  # type: ignore[no-untyped-def]
     target, _, _, x0, keys = tiny
@@ -132,7 +135,7 @@ def test_model_calls_per_sample(tiny, attack, calls: int) -> None:  # type: igno
     assert target.sample_queries - sample_queries == calls * N
 
 
-@pytest.mark.parametrize("name", ["loss", "secmi", "pia", "pian"])
+@pytest.mark.parametrize("name", ["loss", "secmi", "pia", "pian", "sima"])
 def test_scores_do_not_depend_on_the_batch_size(tiny, name: str) -> None:  # type: ignore[no-untyped-def]
     target, _, _, x0, _ = tiny
     samples = SampleSet.from_images(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
@@ -145,7 +148,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny, name: str) -> None:  # typ
 # ----------------------------------------------------------------------------- sign convention
 
 
-@pytest.mark.parametrize("name", ["naa", "loss", "secmi", "pia", "pian"])
+@pytest.mark.parametrize("name", ["naa", "loss", "secmi", "pia", "pian", "sima"])
 def test_exactly_predicted_images_score_higher(name: str) -> None:
     generator = torch.Generator().manual_seed(3)
     memorised, unseen = (torch.rand(12, 1, 8, 8, generator=generator) * 2 - 1 for _ in range(2))
@@ -160,10 +163,11 @@ def test_exactly_predicted_images_score_higher(name: str) -> None:
 
 
 def test_registry_lists_every_attack_with_the_spec_defaults() -> None:
-    assert set(ATTACKS) == {"naa", "loss", "secmi", "pia", "pian"}
+    assert set(ATTACKS) == {"naa", "loss", "secmi", "pia", "pian", "sima"}
     assert LossParams().t == 200
     assert (SecMIParams().t_sec, SecMIParams().interval) == (100, 10)
     assert (PIAParams().t, PIAParams().p) == (200, 4)
+    assert (SimAParams().t, SimAParams().p, SimAParams().ts) == (50, 4, None)
     for name, attack_class in ATTACKS.items():
         attack = attack_class()
         assert attack.name == name and attack.paper
@@ -178,6 +182,7 @@ def test_registry_lists_every_attack_with_the_spec_defaults() -> None:
         ("pia: {p: 0}", "attacks.pia.p"),
         ("loss: {t: -1}", "attacks.loss.t"),
         ("pian: {steps: 3}", "attacks.pian.steps: unknown key"),
+        ("sima: {t: 50, ts: [20, 100]}", "attacks.sima: t=50 and ts=\\[20, 100\\] are both given"),
     ],
 )
 def test_bad_attack_parameters_name_their_key(tmp_path: Path, block: str, message: str) -> None:

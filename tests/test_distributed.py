@@ -40,14 +40,14 @@ def naa_guard_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_processes_give_exactly_the_scores_metrics_and_verdict_of_one(tmp_path: Path) -> None:
-    policy = make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}}", thresholds="{auc: 0.55, tpr_at_1pct_fpr: null}", members=24, nonmembers=20)
+    policy = make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}, sima: {ts: [20, 100]}}", thresholds="{auc: 0.55, tpr_at_1pct_fpr: null}", members=24, nonmembers=20)
     one = main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json"), "--batch-size", "5"])
     two = naa_guard_command("audit", str(policy), "--quiet", "--nproc", "2", "--chunk-size", "8", "--batch-size", "5",
                             "--scores", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"))  # fmt: skip
     assert one == two.returncode == 1, two.stdout + two.stderr  # the loss gate fails on this random model
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()  # every score, bit for bit
     rows = (tmp_path / "one.csv").read_text().splitlines()
-    assert rows[0] == "attack,role,index,source,score" and len(rows) == 1 + 2 * (24 + 20)
+    assert rows[0] == "attack,role,index,source,score" and len(rows) == 1 + 3 * (24 + 20)
     assert rows[1].startswith(f"naa,members,0,{tmp_path / 'members.npz'}[0],")
     reports = [_strip(json.loads((tmp_path / f"{name}.json").read_text())) for name in ("one", "two")]
     assert reports[0] == reports[1]

@@ -11,8 +11,9 @@ from naa_guard.attacks.loss import LossAttack
 from naa_guard.attacks.naa import NAA
 from naa_guard.attacks.pia import PIA, PIAN
 from naa_guard.attacks.secmi import SecMI
+from naa_guard.attacks.sima import SimA
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NAA, LossAttack, SecMI, PIA, PIAN)}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (NAA, LossAttack, SecMI, PIA, PIAN, SimA)}
 
 __all__ = ["ATTACKS", "Attack", "AttackParams", "get_attack"]
 

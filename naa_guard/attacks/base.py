@@ -26,6 +26,10 @@ class AttackParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    # Parameters whose value is itself a list (e.g. SimA's ``ts``): in a policy, a plain list is
+    # their value and a list of lists lists tuning candidates (naa_guard/tuning.py).
+    list_valued: ClassVar[frozenset[str]] = frozenset()
+
 
 class Attack(ABC):
     """One membership-inference attack, configured by its ``Params``."""
