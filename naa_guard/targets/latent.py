@@ -13,7 +13,8 @@ The attacks run in the VAE's latent space, conditioned on each sample's text (SP
 
 A LoRA is loaded through the pipeline's own ``load_lora_weights`` (peft) and applied at
 ``model.lora_scale``; naa-guard then checks that every tensor of the LoRA file reached the
-model, since diffusers only warns about keys that match nothing. ``transformers`` and ``peft``
+model, since diffusers only warns about keys that match nothing, and that every layer applies the
+alpha / rank the file declares (``targets/lorastrength.py``). ``transformers`` and ``peft``
 come with the ``naa-guard[sd]`` extra.
 """
 

@@ -5,7 +5,9 @@ LoRA that silently did not load leaves the base model, which never saw the LoRA'
 the audit would then certify a leaking fine-tune (a false PASS). So after loading, every LoRA
 tensor of the file must be found, value for value, among the adapter weights of the UNet or the
 text encoders; otherwise the load is an error. The adapter is applied at ``model.lora_scale``
-through ``set_adapters`` (0 gives the base model's predictions).
+through ``set_adapters`` (0 gives the base model's predictions), and every loaded layer's
+effective scaling must then equal the alpha / rank x scale the file declares
+(:mod:`naa_guard.targets.lorastrength`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def _fingerprint(tensor: Any) -> tuple[tuple[int, ...], str]:
     return tuple(values.shape), hashlib.sha256(values.numpy().tobytes()).hexdigest()
 
 
-def _file_tensors(file: Path, allow_pickle: bool) -> dict[str, Any]:
-    """Return the LoRA file's tensors; a pickle file only when the policy allows it."""
+def _file_tensors(file: Path, allow_pickle: bool) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Return the LoRA file's tensors and its safetensors header metadata; a pickle file only when the policy allows it."""
     if file.suffix != ".safetensors":
         if not allow_pickle:
             raise TargetError(
@@ -50,20 +52,27 @@ def _file_tensors(file: Path, allow_pickle: bool) -> dict[str, Any]:
             )
         import torch
 
-        return dict(torch.load(file, map_location="cpu", weights_only=True))
+        return dict(torch.load(file, map_location="cpu", weights_only=True)), None
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(file)
+        with safe_open(file, framework="pt") as handle:
+            metadata = handle.metadata()
+        return load_file(file), metadata
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise TargetError(f"model.lora {file}: cannot read this safetensors file ({exc}). Restore or re-save it.") from None
 
 
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
-    tensors = {name: tensor for name, tensor in _file_tensors(file, allow_pickle).items() if "lora" in name and not name.endswith("alpha")}
+    from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
+
+    everything, metadata = _file_tensors(file, allow_pickle)
+    tensors = {name: tensor for name, tensor in everything.items() if "lora" in name and not name.endswith("alpha")}
     if not tensors:
         raise TargetError(f"model.lora {file}: the file holds no LoRA tensors (no key contains 'lora'). {HOW}.")
+    declared = declared_scalings(everything, file, metadata)
     pipeline = _pipeline(parts, scheduler)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
@@ -84,3 +93,4 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
             f"text encoders ({shown}); auditing without them would audit the base model, not the fine-tune. {HOW}."
         )
     pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
+    check_scalings(declared, loaded_scalings(parts, ADAPTER, _fingerprint), scale, file, _fingerprint)
