@@ -13,6 +13,7 @@ effective scaling must then equal the alpha / rank x scale the file declares
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,32 @@ def _file_tensors(file: Path, allow_pickle: bool) -> tuple[dict[str, Any], dict[
         raise TargetError(f"model.lora {file}: cannot read this safetensors file ({exc}). Restore or re-save it.") from None
 
 
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (?P<layer>\S+?): copying a param with shape torch\.Size\(\[(?P<file>[\d, ]*)\]\) from checkpoint, "
+    r"the shape in current model is torch\.Size\(\[(?P<model>[\d, ]*)\]\)"
+)
+
+
+def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
+    """Return one line per size mismatch torch reported while loading the adapter: the file's tensor, its shape and the layer's."""
+    lines = []
+    for found in _SIZE_MISMATCH.finditer(message):
+        file_shape = tuple(int(n) for n in found["file"].replace(" ", "").split(",") if n)
+        model_shape = "x".join(n.strip() for n in found["model"].split(","))
+        layer = found["layer"].replace(f".{ADAPTER}", "")
+        module, _, kind = layer.partition(".lora_")
+        # the file names the layer its own way (diffusers, peft or kohya): find it by module path, side and shape
+        side = ("lora_a", "lora.down", "lora_down", "_lora.down") if kind.startswith("A") else ("lora_b", "lora.up", "lora_up", "_lora.up")
+        flat = module.replace(".", "_")
+        named = [
+            name for name, tensor in tensors.items()
+            if tuple(tensor.shape) == file_shape and flat in name.replace(".", "_") and any(s in name.lower() for s in side)
+        ]  # fmt: skip
+        where = named[0] if len(named) == 1 else f"the tensor for layer {layer}"
+        lines.append(f"{where} is {'x'.join(map(str, file_shape))} in the file, but the layer {module} takes {model_shape}")
+    return lines
+
+
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
     from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
@@ -77,7 +104,15 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
     except (ValueError, RuntimeError, KeyError, OSError, AttributeError) as exc:
-        detail = (str(exc).splitlines() or [""])[0][:300]
+        mismatches = _shape_mismatches(str(exc), tensors)
+        if mismatches:
+            shown = "; ".join(mismatches[:3]) + (f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
+            raise TargetError(
+                f"model.lora {file}: {len(mismatches)} of the LoRA's tensors have other shapes than the layers they belong to: "
+                f"{shown}. The LoRA was trained for another base (SD 1.x, SD 2.x and SDXL differ in attention and text "
+                f"widths). {HOW}."
+            ) from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
     loaded = {
         _fingerprint(parameter)
