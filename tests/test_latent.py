@@ -184,6 +184,24 @@ def test_a_lora_of_other_shapes_names_the_tensor_and_both_shapes(tmp_path: Path)
     assert "trained for another base" in message
 
 
+def test_a_text_encoder_of_another_width_than_the_unets_cross_attention_is_named(tmp_path: Path) -> None:
+    """Before, the probe's first UNet call failed with 'mat1 and mat2 shapes cannot be multiplied'
+    and the message blamed the UNet's sample_size and in_channels."""
+    import json
+
+    from tiny_sd import text_encoder
+
+    make_tiny_sd(tmp_path / "model")
+    vocab = json.loads((tmp_path / "model" / "text_encoder" / "config.json").read_text())["vocab_size"]
+    shutil.rmtree(tmp_path / "model" / "text_encoder")
+    text_encoder(vocab, hidden=48).save_pretrained(tmp_path / "model" / "text_encoder")
+    with pytest.raises(TargetError) as caught:
+        read_model_info(tmp_path / "model")
+    message = str(caught.value)
+    assert "unet/config.json: cross_attention_dim is 32, but the text encoder gives hidden states 48 wide" in message
+    assert "text_encoder/config.json hidden_size" in message and "sample_size" not in message
+
+
 # ----------------------------------------------------------------------------- other pipelines
 
 

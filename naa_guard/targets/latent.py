@@ -113,10 +113,38 @@ def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora
         )
     if sdxl and unet_config.get("addition_embed_type") != "text_time":
         raise TargetError(f"{unet_file}: an SDXL pipeline's UNet needs addition_embed_type 'text_time' (found {unet_config.get('addition_embed_type')!r}).")
+    _check_text_width(unet_config, unet_file, folders, sdxl)
     for tokenizer in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
         if not any(folders[tokenizer].glob("*.json")):
             raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
     return LatentModelInfo(root, folders, unet_config, vae_config, latent_size * 2 ** (len(blocks) - 1), image_channels, find_lora(lora), lora_scale)
+
+
+def _check_text_width(unet_config: dict[str, Any], unet_file: Path, folders: dict[str, Path], sdxl: bool) -> None:
+    """Return None; raise TargetError when the UNet's cross-attention cannot read the text encoders' hidden states.
+
+    Without this, the first UNet call fails deep inside torch ("mat1 and mat2 shapes cannot be
+    multiplied"), which reads like a broken image geometry.
+    """
+    widths = {}
+    for name in ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",):
+        width = read_json(folders[name] / "config.json").get("hidden_size")
+        if not isinstance(width, int) or isinstance(width, bool):
+            return  # transformers' default applies; the strict weight check of the text encoder settles it
+        widths[name] = width
+    text_width = sum(widths.values())
+    key = "encoder_hid_dim" if unet_config.get("encoder_hid_dim") is not None else "cross_attention_dim"
+    declared = unet_config.get(key, 1280)  # 1280: UNet2DConditionModel's default
+    wanted = declared if isinstance(declared, list) else [declared]
+    if all(width == text_width for width in wanted):
+        return
+    encoders = " + ".join(f"{widths[name]} ({folders[name] / 'config.json'} hidden_size)" for name in widths)
+    raise TargetError(
+        f"{unet_file}: {key} is {declared!r}, but the text {'encoders give' if sdxl else 'encoder gives'} hidden states "
+        f"{text_width} wide: {encoders}. Every cross-attention layer of the UNet reads those states, so the widths must be "
+        f"equal (SD 1.x: 768, SD 2.x: 1024, SDXL: 768 + 1280 = 2048). The UNet and the text encoder come from different "
+        f"pipelines: put the text encoder the UNet was trained with into the pipeline folder."
+    )
 
 
 def find_lora(lora: Path | None) -> Path | None:
