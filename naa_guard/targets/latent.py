@@ -73,6 +73,16 @@ class LatentModelInfo:
         """Return what besides the files changes the scores: the LoRA scale."""
         return {"lora_scale": self.lora_scale if self.lora is not None else None}
 
+    def size_source(self) -> str:
+        """Return where the pipeline's image size comes from, and whether the VAE's own config disagrees."""
+        factor = 2 ** (len(self.vae_config.get("block_out_channels") or [64]) - 1)
+        vae_file = self.components["vae"] / "config.json"
+        text = f"sample_size {self.sample_size // factor} in {self.unet_dir / 'config.json'} x the VAE's scale factor {factor} ({vae_file} block_out_channels)"
+        vae_size = self.vae_config.get("sample_size")
+        if isinstance(vae_size, int) and not isinstance(vae_size, bool) and vae_size != self.sample_size:
+            text += f"; the VAE's own config says sample_size {vae_size}, so the configs disagree and one of them is wrong"
+        return text
+
 
 def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora: Path | None, lora_scale: float) -> LatentModelInfo:
     """Return a latent pipeline folder's components and image geometry, without importing torch."""
