@@ -404,6 +404,10 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
         check_alphas_cumprod(alphas_cumprod, str(scheduler_dir))
         return LatentTarget(parts, alphas_cumprod, prediction_type, info.sample_size, torch_device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:
+        if "weights_only" in str(exc):  # torch's advice to unpickle with weights_only=False: never passed on
+            from naa_guard.modelcheck import pickle_load_error
+
+            raise pickle_load_error(info.root, exc) from None
         detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
         raise TargetError(f"{info.root}: loading the pipeline failed: {detail} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
     finally:

@@ -53,7 +53,12 @@ def _file_tensors(file: Path, allow_pickle: bool) -> tuple[dict[str, Any], dict[
             )
         import torch
 
-        return dict(torch.load(file, map_location="cpu", weights_only=True)), None
+        from naa_guard.modelcheck import pickle_load_error
+
+        try:
+            return dict(torch.load(file, map_location="cpu", weights_only=True)), None
+        except Exception as exc:  # torch raises many types for a refused or damaged pickle
+            raise pickle_load_error(file, exc, "model.lora ") from None
     from safetensors import safe_open
     from safetensors.torch import load_file
 
