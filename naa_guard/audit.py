@@ -30,6 +30,7 @@ from naa_guard.exposed import ExposedMembers, most_exposed
 from naa_guard.fingerprint import audit_fingerprint, environment
 from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
+from naa_guard.modelsize import explain_image_sizes
 from naa_guard.policy import Policy, Runtime
 from naa_guard.scorecache import ScoreCache, cache_key
 from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
@@ -203,6 +204,7 @@ class PreparedAudit:
         )  # fmt: skip
 
 
+@explain_image_sizes  # an image of another size names the model config its size comes from
 def prepare_audit(
     policy: Policy,
     *,

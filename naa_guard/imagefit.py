@@ -22,21 +22,37 @@ __all__ = ["FIT_MODES", "fit_array", "fit_image", "size_mismatch"]
 FIT_MODES = ("resize", "center_crop", "pad")
 
 
-def size_mismatch(where: str, found: tuple[int, int], size: int, fit: str | None) -> DataError:
-    """Return the error for an image of size ``found`` (width, height) that ``fit`` cannot bring to ``size``."""
+WEAKENS = (
+    "Never fit to another resolution than the model was trained at: the attacks then see images the model never "
+    "learned in that form, every one weakens, and a leaking model can PASS"
+)
+
+
+def size_mismatch(where: str, found: tuple[int, int], size: int, fit: str | None, source: str | None = None) -> DataError:
+    """Return the error for an image of size ``found`` (width, height) that ``fit`` cannot bring to ``size``.
+
+    ``source`` says where the model's size comes from (its config file and key). The config is
+    named first: a wrong ``sample_size`` is as likely as wrong images, and fitting the images to a
+    wrong config would audit a weakened model. The error carries ``image_size`` (the arguments) so
+    a caller that knows the model's config can rebuild it with ``source``.
+    """
     shown = f"{found[0]}x{found[1]}"
+    origin = f" ({source})" if source else " (its config's sample_size)"
+    config = f"If the model was trained on {shown} images, its config may be wrong: check sample_size there{'' if source else ' (the UNet config; for a latent model times the VAE scale factor)'}."
     if fit is None:
-        return DataError(
-            f"{where} is {shown} pixels, but the model takes {size}x{size}. naa-guard does not resize silently: "
-            f"auditing images prepared differently from the training images weakens every attack. Fix: store the "
-            f"images at {size}x{size} as the model was trained on them, or set data.fit in the policy to the "
-            f"preparation used in training: {' | '.join(FIT_MODES)}."
+        error = DataError(
+            f"{where} is {shown} pixels, but the model takes {size}x{size}{origin}. naa-guard does not resize silently. "
+            f"{config} If training itself prepared these images to {size}x{size}, store them that way or set data.fit in the "
+            f"policy to that preparation ({' | '.join(FIT_MODES)}). {WEAKENS}."
         )
-    rule = "at least" if fit == "center_crop" else "at most"
-    return DataError(
-        f"{where} is {shown} pixels; data.fit: {fit} needs images {rule} {size}x{size} (the model's input). "
-        f"Fix: use data.fit: resize, or store the images at the model's size."
-    )
+    else:
+        rule = "at least" if fit == "center_crop" else "at most"
+        error = DataError(
+            f"{where} is {shown} pixels; data.fit: {fit} needs images {rule} {size}x{size} (the model's input{', ' + source if source else ''}). "
+            f"{config} Otherwise set data.fit to the preparation training used, or store the images at {size}x{size}. {WEAKENS}."
+        )
+    error.image_size = (where, found, size, fit)  # type: ignore[attr-defined]
+    return error
 
 
 def _offsets(found: int, size: int) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -323,6 +324,26 @@ def weight_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def pickle_load_error(file: Path | str, exc: BaseException, where: str = "") -> TargetError:
+    """Return naa-guard's error for a pickle that ``torch.load(weights_only=True)`` refused or could not read.
+
+    torch's own message advises re-running with ``weights_only=False`` ("will likely succeed"),
+    which would execute whatever the pickle holds: it is never passed on. A pickle holding objects
+    other than tensors is refused even under ``model.allow_pickle: true``; the fix is a
+    safetensors copy made where the file is trusted.
+    """
+    text = str(exc)
+    if "weights_only" not in text and "WeightsUnpickler" not in text:
+        return TargetError(f"{where}{file}: cannot read this weight file ({type(exc).__name__}: {text.strip()}). Restore or re-save it.")
+    objects = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text))) or ["objects other than tensors"]
+    return TargetError(
+        f"{where}{file}: this pickle holds {', '.join(objects)} besides tensors; naa-guard loads only tensors from a pickle, "
+        f"even with model.allow_pickle: true, because unpickling anything else can run code. Fix: convert it to "
+        f"safetensors on a machine where you trust the file (load it, keep the tensors, and save them with "
+        f"safetensors.torch.save_file, or save_pretrained(..., safe_serialization=True)), and point the policy at the copy."
+    )
+
+
 def _file_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     if file.suffix == ".safetensors":
         return read_safetensors_header(file)
@@ -331,7 +352,7 @@ def _file_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     try:
         state = torch.load(file, map_location="meta", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged pickle
-        raise TargetError(f"{file}: cannot read this weight file ({type(exc).__name__}: {exc}). Restore or re-save it.") from None
+        raise pickle_load_error(file, exc) from None
     if not isinstance(state, dict):
         raise TargetError(f"{file}: expected a state dict (tensor name -> tensor), found {type(state).__name__}. Re-save it.")
     return {str(name): tuple(tensor.shape) for name, tensor in state.items() if hasattr(tensor, "shape")}

@@ -105,6 +105,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PolicyFile
     return None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """Attach the audit's warnings to each gate item as ``warning`` properties (JUnit XML), whatever its outcome."""
+    yield
+    policy = getattr(item, "policy", None)
+    if "naa_guard" in dict(item.user_properties) and policy is not None:
+        item.user_properties += [("warning", text) for text in audit_session(item.config).warnings(policy)]
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say when the run is a quick check, so nobody mistakes it for a release verdict."""
     quick = audit_session(config).settings.quick
@@ -112,7 +121,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Print the gate table: policy, attack, gate, value, CI, limit, verdict."""
+    """Print the gate table (policy, attack, gate, value, CI, limit, verdict) and the audits' warnings."""
     config.stash[GATE_SUMMARY].write_terminal(terminalreporter)
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from naa_guard.errors import DistributedError, NaaGuardError
+from naa_guard.errors import DistributedError, NaaGuardError, OutputError
 from naa_guard.policy import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -143,10 +142,15 @@ class AuditSession:
         except NaaGuardError as exc:
             return exc
         from naa_guard.audit import audit  # the engine (numpy, scikit-learn, later torch) loads here
+        from naa_guard.cli import check_output
         from naa_guard.report import write_reports
 
         settings = self.settings
+        target = self._choose_report_dir(policy)
+        where = "--naa-report" if settings.report_dir is not None else f"{policy.source}: report.dir"
         try:
+            if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
+                check_output(target, folder=True, where=where)
             if settings.nproc > 1:
                 result = self._run_distributed(policy)
             else:
@@ -156,15 +160,18 @@ class AuditSession:
                 )  # fmt: skip
         except NaaGuardError as exc:
             return exc
-        target = self._choose_report_dir(policy)
         if target is not None:
             try:
                 write_reports(result, target, plots=True)
-            except OSError as exc:  # the verdict stands without its report; say so instead of erroring
-                warnings.warn(f"naa-guard: could not write the report of {policy.name} to {target}: {exc}", stacklevel=2)
-                return result
+            except OSError as exc:  # as in the CLI: no verdict without the report that was asked for
+                return OutputError(f"{where} {target}: cannot write the report: {exc.strerror or exc} ({exc.filename or target}). Fix: choose a writable path; no verdict is given without its report.")
             self._report_dirs[Path(policy.source or policy.name).resolve()] = target
         return result
+
+    def warnings(self, policy: Policy) -> list[str]:
+        """Return the warnings of the audit of ``policy`` (skipped files, recomputed cache entries, ...); none if it did not finish."""
+        outcome = self._outcomes.get(Path(policy.source or policy.name).resolve())
+        return [] if outcome is None or isinstance(outcome, NaaGuardError) else list(outcome.warnings)
 
     def _run_distributed(self, policy: Policy) -> AuditResult:
         """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""

@@ -31,6 +31,7 @@ class GateRow:
     properties: dict[str, Any]
     verdict: str  # PASS, FAIL, ERROR or SKIP
     reason: str = ""  # why an ERROR or SKIP gate has no verdict: the first line of its message
+    warnings: tuple[str, ...] = ()  # the audit's warnings (the item's ``warning`` properties)
 
     def order(self) -> tuple[str, str, int]:
         """Return the sort key: policy, attack, then gates in the policy's order (auc first)."""
@@ -79,7 +80,8 @@ class GateSummary:
         verdict = _verdict(report)
         if "naa_guard" in properties and verdict is not None:
             reason = _reason(report) if verdict in ("ERROR", "SKIP") else ""
-            self.rows[report.nodeid] = GateRow(report.nodeid, properties, verdict, reason)
+            warnings = tuple(str(value) for key, value in report.user_properties if key == "warning")
+            self.rows[report.nodeid] = GateRow(report.nodeid, properties, verdict, reason, warnings)
 
     def ordered(self) -> list[GateRow]:
         """Return the rows in a stable order (xdist reports arrive in any order)."""
@@ -117,6 +119,13 @@ class GateSummary:
             notes[policy] = note
         return list(notes.values())
 
+    def warning_lines(self) -> list[str]:
+        """Return the audits' warnings, once per policy: what the CLI prints under its table."""
+        lines: dict[str, None] = {}
+        for row in self.ordered():
+            lines.update((f"{row.properties['policy']}: warning: {text}", None) for text in row.warnings)
+        return list(lines)
+
     def table_lines(self) -> list[str]:
         """Return the gate table as aligned plain-text lines."""
         rows = [HEADER, *(row.cells() for row in self.ordered())]
@@ -130,7 +139,7 @@ class GateSummary:
         if not self.rows:
             return
         terminal.write_sep("=", "naa-guard privacy gates")
-        for line in [*self.table_lines(), *self.policy_notes(), *self.not_verified_lines(), f"naa-guard verdict: {self.run_verdict()}"]:
+        for line in [*self.table_lines(), *self.policy_notes(), *self.warning_lines(), *self.not_verified_lines(), f"naa-guard verdict: {self.run_verdict()}"]:
             terminal.write_line(line)
 
     def to_markdown(self) -> str:
@@ -141,6 +150,7 @@ class GateSummary:
         lines += ["| " + " | ".join(row.cells()) + " |" for row in self.ordered()]
         lines.append("")
         lines += [f"- {note}" for note in self.policy_notes()]
+        lines += [f"- {line}" for line in self.warning_lines()]
         lines += [f"- **{line}**" for line in self.not_verified_lines()]
         return "\n".join(lines) + "\n"
 

@@ -169,6 +169,39 @@ def test_a_lora_that_does_not_match_the_unet_is_an_error(tmp_path: Path, capsys:
         audit(load_policy(sd_policy(tmp_path, model=f", lora: {tmp_path / 'other.bin'}", data=", limit: 20", name="pickle")), progress=False)
 
 
+def test_a_lora_of_other_shapes_names_the_tensor_and_both_shapes(tmp_path: Path) -> None:
+    """diffusers' own error here is 'Error(s) in loading state_dict for UNet2DConditionModel:' and nothing more."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(SD / "lora" / "pytorch_lora_weights.safetensors")
+    name = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora.down.weight"  # cross-attention: text width 32
+    tensors[name] = torch.zeros(8, 48)  # a LoRA for a base whose text encoder is 48 wide
+    save_file(tensors, tmp_path / "wide.safetensors")
+    with pytest.raises(TargetError) as caught:
+        load_target(read_model_info(SD / "model", lora=tmp_path / "wide.safetensors"), allow_pickle=False, device="cpu", dtype="float32")
+    message = str(caught.value)
+    assert f"{name} is 8x48 in the file, but the layer down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k takes 8x32" in message
+    assert "trained for another base" in message
+
+
+def test_a_text_encoder_of_another_width_than_the_unets_cross_attention_is_named(tmp_path: Path) -> None:
+    """Before, the probe's first UNet call failed with 'mat1 and mat2 shapes cannot be multiplied'
+    and the message blamed the UNet's sample_size and in_channels."""
+    import json
+
+    from tiny_sd import text_encoder
+
+    make_tiny_sd(tmp_path / "model")
+    vocab = json.loads((tmp_path / "model" / "text_encoder" / "config.json").read_text())["vocab_size"]
+    shutil.rmtree(tmp_path / "model" / "text_encoder")
+    text_encoder(vocab, hidden=48).save_pretrained(tmp_path / "model" / "text_encoder")
+    with pytest.raises(TargetError) as caught:
+        read_model_info(tmp_path / "model")
+    message = str(caught.value)
+    assert "unet/config.json: cross_attention_dim is 32, but the text encoder gives hidden states 48 wide" in message
+    assert "text_encoder/config.json hidden_size" in message and "sample_size" not in message
+
+
 # ----------------------------------------------------------------------------- other pipelines
 
 

@@ -133,3 +133,45 @@ def test_a_corrupt_safetensors_file_is_named(model: Path) -> None:
 def test_an_untouched_model_passes_every_check(model: Path) -> None:
     target = _load(model)
     assert target.sample_size == 8 and target.in_channels == 1
+
+
+TORCH_ADVICE = ("weights_only", "will likely succeed", "add_safe_globals")
+
+
+def _pickle_with_an_object(tensors: dict[str, Any], path: Path) -> Path:
+    """Save ``tensors`` plus a non-tensor object as a torch pickle (what torch's weights_only loader refuses)."""
+    import argparse
+
+    import torch
+
+    torch.save({**tensors, "training_args": argparse.Namespace(lr=1e-4)}, path)
+    return path
+
+
+def _assert_our_pickle_advice(message: str) -> None:
+    assert not [words for words in TORCH_ADVICE if words in message], message  # torch's unsafe advice is never passed on
+    assert "argparse.Namespace" in message and "even with model.allow_pickle: true" in message and "safetensors" in message
+
+
+def test_a_pickle_holding_objects_gets_naa_guards_advice_not_torchs(model: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = model / WEIGHTS
+    _pickle_with_an_object(load_file(weights), weights.with_suffix(".bin"))
+    weights.unlink()
+    with pytest.raises(TargetError) as caught:
+        load_target(read_model_info(model), allow_pickle=True, device="cpu", dtype="float32")
+    assert "diffusion_pytorch_model.bin" in str(caught.value)
+    _assert_our_pickle_advice(str(caught.value))
+
+
+def test_a_lora_pickle_holding_objects_gets_the_same_advice(tmp_path: Path) -> None:
+    from conftest import FIXTURES
+    from safetensors.torch import load_file
+
+    sd = FIXTURES / "tiny_sd"
+    lora = _pickle_with_an_object(load_file(sd / "lora" / "pytorch_lora_weights.safetensors"), tmp_path / "lora.bin")
+    with pytest.raises(TargetError) as caught:  # before: torch's raw UnpicklingError, advice included
+        load_target(read_model_info(sd / "model", lora=lora), allow_pickle=True, device="cpu", dtype="float32")
+    assert str(caught.value).startswith(f"model.lora {lora}: ")
+    _assert_our_pickle_advice(str(caught.value))

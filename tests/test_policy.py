@@ -99,7 +99,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "words"),
-    [("version: [1\n", "not valid YAML"), ("- just\n- a list\n", "must be a YAML mapping"), ("", "must be a YAML mapping")],
+    [("version: [1\n", "not valid YAML"), ("- just\n- a list\n", "must be a YAML mapping"), ("", "the file is empty")],
 )
 def test_unparseable_policy_file(tmp_path: Path, content: str, words: str) -> None:
     path = tmp_path / "bad.naa.yaml"

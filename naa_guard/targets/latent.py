@@ -13,7 +13,8 @@ The attacks run in the VAE's latent space, conditioned on each sample's text (SP
 
 A LoRA is loaded through the pipeline's own ``load_lora_weights`` (peft) and applied at
 ``model.lora_scale``; naa-guard then checks that every tensor of the LoRA file reached the
-model, since diffusers only warns about keys that match nothing. ``transformers`` and ``peft``
+model, since diffusers only warns about keys that match nothing, and that every layer applies the
+alpha / rank the file declares (``targets/lorastrength.py``). ``transformers`` and ``peft``
 come with the ``naa-guard[sd]`` extra.
 """
 
@@ -72,6 +73,16 @@ class LatentModelInfo:
         """Return what besides the files changes the scores: the LoRA scale."""
         return {"lora_scale": self.lora_scale if self.lora is not None else None}
 
+    def size_source(self) -> str:
+        """Return where the pipeline's image size comes from, and whether the VAE's own config disagrees."""
+        factor = 2 ** (len(self.vae_config.get("block_out_channels") or [64]) - 1)
+        vae_file = self.components["vae"] / "config.json"
+        text = f"sample_size {self.sample_size // factor} in {self.unet_dir / 'config.json'} x the VAE's scale factor {factor} ({vae_file} block_out_channels)"
+        vae_size = self.vae_config.get("sample_size")
+        if isinstance(vae_size, int) and not isinstance(vae_size, bool) and vae_size != self.sample_size:
+            text += f"; the VAE's own config says sample_size {vae_size}, so the configs disagree and one of them is wrong"
+        return text
+
 
 def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora: Path | None, lora_scale: float) -> LatentModelInfo:
     """Return a latent pipeline folder's components and image geometry, without importing torch."""
@@ -112,10 +123,38 @@ def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora
         )
     if sdxl and unet_config.get("addition_embed_type") != "text_time":
         raise TargetError(f"{unet_file}: an SDXL pipeline's UNet needs addition_embed_type 'text_time' (found {unet_config.get('addition_embed_type')!r}).")
+    _check_text_width(unet_config, unet_file, folders, sdxl)
     for tokenizer in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
         if not any(folders[tokenizer].glob("*.json")):
             raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
     return LatentModelInfo(root, folders, unet_config, vae_config, latent_size * 2 ** (len(blocks) - 1), image_channels, find_lora(lora), lora_scale)
+
+
+def _check_text_width(unet_config: dict[str, Any], unet_file: Path, folders: dict[str, Path], sdxl: bool) -> None:
+    """Return None; raise TargetError when the UNet's cross-attention cannot read the text encoders' hidden states.
+
+    Without this, the first UNet call fails deep inside torch ("mat1 and mat2 shapes cannot be
+    multiplied"), which reads like a broken image geometry.
+    """
+    widths = {}
+    for name in ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",):
+        width = read_json(folders[name] / "config.json").get("hidden_size")
+        if not isinstance(width, int) or isinstance(width, bool):
+            return  # transformers' default applies; the strict weight check of the text encoder settles it
+        widths[name] = width
+    text_width = sum(widths.values())
+    key = "encoder_hid_dim" if unet_config.get("encoder_hid_dim") is not None else "cross_attention_dim"
+    declared = unet_config.get(key, 1280)  # 1280: UNet2DConditionModel's default
+    wanted = declared if isinstance(declared, list) else [declared]
+    if all(width == text_width for width in wanted):
+        return
+    encoders = " + ".join(f"{widths[name]} ({folders[name] / 'config.json'} hidden_size)" for name in widths)
+    raise TargetError(
+        f"{unet_file}: {key} is {declared!r}, but the text {'encoders give' if sdxl else 'encoder gives'} hidden states "
+        f"{text_width} wide: {encoders}. Every cross-attention layer of the UNet reads those states, so the widths must be "
+        f"equal (SD 1.x: 768, SD 2.x: 1024, SDXL: 768 + 1280 = 2048). The UNet and the text encoder come from different "
+        f"pipelines: put the text encoder the UNet was trained with into the pipeline folder."
+    )
 
 
 def find_lora(lora: Path | None) -> Path | None:
@@ -365,6 +404,10 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
         check_alphas_cumprod(alphas_cumprod, str(scheduler_dir))
         return LatentTarget(parts, alphas_cumprod, prediction_type, info.sample_size, torch_device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:
+        if "weights_only" in str(exc):  # torch's advice to unpickle with weights_only=False: never passed on
+            from naa_guard.modelcheck import pickle_load_error
+
+            raise pickle_load_error(info.root, exc) from None
         detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
         raise TargetError(f"{info.root}: loading the pipeline failed: {detail} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
     finally:

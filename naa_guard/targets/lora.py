@@ -5,12 +5,15 @@ LoRA that silently did not load leaves the base model, which never saw the LoRA'
 the audit would then certify a leaking fine-tune (a false PASS). So after loading, every LoRA
 tensor of the file must be found, value for value, among the adapter weights of the UNet or the
 text encoders; otherwise the load is an error. The adapter is applied at ``model.lora_scale``
-through ``set_adapters`` (0 gives the base model's predictions).
+through ``set_adapters`` (0 gives the base model's predictions), and every loaded layer's
+effective scaling must then equal the alpha / rank x scale the file declares
+(:mod:`naa_guard.targets.lorastrength`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,8 @@ def _fingerprint(tensor: Any) -> tuple[tuple[int, ...], str]:
     return tuple(values.shape), hashlib.sha256(values.numpy().tobytes()).hexdigest()
 
 
-def _file_tensors(file: Path, allow_pickle: bool) -> dict[str, Any]:
-    """Return the LoRA file's tensors; a pickle file only when the policy allows it."""
+def _file_tensors(file: Path, allow_pickle: bool) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Return the LoRA file's tensors and its safetensors header metadata; a pickle file only when the policy allows it."""
     if file.suffix != ".safetensors":
         if not allow_pickle:
             raise TargetError(
@@ -50,25 +53,71 @@ def _file_tensors(file: Path, allow_pickle: bool) -> dict[str, Any]:
             )
         import torch
 
-        return dict(torch.load(file, map_location="cpu", weights_only=True))
+        from naa_guard.modelcheck import pickle_load_error
+
+        try:
+            return dict(torch.load(file, map_location="cpu", weights_only=True)), None
+        except Exception as exc:  # torch raises many types for a refused or damaged pickle
+            raise pickle_load_error(file, exc, "model.lora ") from None
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(file)
+        with safe_open(file, framework="pt") as handle:
+            metadata = handle.metadata()
+        return load_file(file), metadata
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise TargetError(f"model.lora {file}: cannot read this safetensors file ({exc}). Restore or re-save it.") from None
 
 
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (?P<layer>\S+?): copying a param with shape torch\.Size\(\[(?P<file>[\d, ]*)\]\) from checkpoint, "
+    r"the shape in current model is torch\.Size\(\[(?P<model>[\d, ]*)\]\)"
+)
+
+
+def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
+    """Return one line per size mismatch torch reported while loading the adapter: the file's tensor, its shape and the layer's."""
+    lines = []
+    for found in _SIZE_MISMATCH.finditer(message):
+        file_shape = tuple(int(n) for n in found["file"].replace(" ", "").split(",") if n)
+        model_shape = "x".join(n.strip() for n in found["model"].split(","))
+        layer = found["layer"].replace(f".{ADAPTER}", "")
+        module, _, kind = layer.partition(".lora_")
+        # the file names the layer its own way (diffusers, peft or kohya): find it by module path, side and shape
+        side = ("lora_a", "lora.down", "lora_down", "_lora.down") if kind.startswith("A") else ("lora_b", "lora.up", "lora_up", "_lora.up")
+        flat = module.replace(".", "_")
+        named = [
+            name for name, tensor in tensors.items()
+            if tuple(tensor.shape) == file_shape and flat in name.replace(".", "_") and any(s in name.lower() for s in side)
+        ]  # fmt: skip
+        where = named[0] if len(named) == 1 else f"the tensor for layer {layer}"
+        lines.append(f"{where} is {'x'.join(map(str, file_shape))} in the file, but the layer {module} takes {model_shape}")
+    return lines
+
+
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
-    tensors = {name: tensor for name, tensor in _file_tensors(file, allow_pickle).items() if "lora" in name and not name.endswith("alpha")}
+    from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
+
+    everything, metadata = _file_tensors(file, allow_pickle)
+    tensors = {name: tensor for name, tensor in everything.items() if "lora" in name and not name.endswith("alpha")}
     if not tensors:
         raise TargetError(f"model.lora {file}: the file holds no LoRA tensors (no key contains 'lora'). {HOW}.")
+    declared = declared_scalings(everything, file, metadata)
     pipeline = _pipeline(parts, scheduler)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
     except (ValueError, RuntimeError, KeyError, OSError, AttributeError) as exc:
-        detail = (str(exc).splitlines() or [""])[0][:300]
+        mismatches = _shape_mismatches(str(exc), tensors)
+        if mismatches:
+            shown = "; ".join(mismatches[:3]) + (f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else "")
+            raise TargetError(
+                f"model.lora {file}: {len(mismatches)} of the LoRA's tensors have other shapes than the layers they belong to: "
+                f"{shown}. The LoRA was trained for another base (SD 1.x, SD 2.x and SDXL differ in attention and text "
+                f"widths). {HOW}."
+            ) from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
     loaded = {
         _fingerprint(parameter)
@@ -84,3 +133,4 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
             f"text encoders ({shown}); auditing without them would audit the base model, not the fine-tune. {HOW}."
         )
     pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
+    check_scalings(declared, loaded_scalings(parts, ADAPTER, _fingerprint), scale, file, _fingerprint)

@@ -47,6 +47,10 @@ class ModelInfo:
         """Return what besides the files changes the scores: nothing for a pixel model."""
         return {}
 
+    def size_source(self) -> str:
+        """Return where the model's image size comes from: its config file and key."""
+        return f"sample_size {self.sample_size} in {self.unet_dir / 'config.json'}"
+
 
 def read_pixel_info(root: Path, unet_subfolder: str | None = None) -> ModelInfo:
     """Return a pixel model folder's layout and UNet geometry, without importing torch."""
