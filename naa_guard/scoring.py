@@ -174,6 +174,9 @@ class ChunkJob(Protocol):
     def run(self, models: ModelSource, role: str, start: int, stop: int) -> Any:
         """Return the result of one chunk of the set of ``role``."""
 
+    def result_length(self, result: Any) -> int:
+        """Return how many samples a chunk's result covers (rank 0 checks it against the chunk's size)."""
+
 
 Chunk = tuple[str, int, int]  # (role, start, stop)
 
@@ -221,6 +224,10 @@ class ScoreJob:
             self.store.save(self.store_key, role, start, stop, _noise_keys(samples, role, start, stop), scores)
         return scores
 
+    def result_length(self, result: np.ndarray) -> int:
+        """Return the number of scores in a chunk's result (-1: not a 1-D array of scores)."""
+        return len(result) if isinstance(result, np.ndarray) and result.ndim == 1 else -1
+
 
 @dataclass(frozen=True)
 class SummaryJob:
@@ -233,6 +240,10 @@ class SummaryJob:
         """Return the chunk's digests and the shift features of its capped rows."""
         images = self.sets[role].decode(start, stop)
         return summarize_chunk(images, chunk_feature_rows(self.feature_positions.get(role), start, stop))
+
+    def result_length(self, result: tuple[list[str], np.ndarray | None]) -> int:
+        """Return the number of image digests in a chunk's result."""
+        return len(result[0])
 
 
 def _noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndarray:
