@@ -1,7 +1,8 @@
 """Distributed audits on torch.distributed: the ranks of a process group share every set's chunks.
 
 Start one with torchrun (``torchrun --nproc-per-node N -m naa_guard audit POLICY``; multi-node
-through torchrun's rendezvous flags) or let ``naa-guard audit --nproc N`` start torchrun for you.
+through torchrun's rendezvous flags) or let ``naa-guard audit --nproc N`` start torchrun for you
+(:mod:`naa_guard.launcher`).
 Each rank scores on its own device (``cuda:LOCAL_RANK`` when CUDA is there, else the CPU).
 
 Rank 0 runs the audit as a single process would: listing, checks, cache lookups, tuning, metrics,
@@ -22,9 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 
 # Rank 0 waits in a collective while the other ranks score their share of a job: long jobs are normal.
 TIMEOUT = timedelta(hours=12)
-RESULT_FILE = "outcome.pickle"
 
 
 @dataclass(frozen=True)
@@ -254,36 +251,12 @@ def lead(group: Group, body: Callable[[DistributedRunner], int]) -> int:
     return code
 
 
-# --------------------------------------------------------------------------- launching torchrun
-
-
-def torchrun_command(nproc: int, cli_args: Sequence[str]) -> list[str]:
-    """Return the command that runs ``naa-guard CLI_ARGS`` on ``nproc`` local ranks, with this interpreter."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "naa_guard", *cli_args]
-
-
-def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tuple[Outcome, str]:
-    """Return rank 0's outcome of ``naa-guard CLI_ARGS`` run under torchrun, and the captured output.
-
-    The ranks report through a result file; a run that leaves none (a rank killed, torchrun
-    refusing to start) is a DistributedError carrying the end of its output, never a pass.
-    """
-    with tempfile.TemporaryDirectory(prefix="naa-guard-") as folder:
-        result_file = Path(folder) / RESULT_FILE
-        completed = subprocess.run([*torchrun_command(nproc, cli_args), "--result-file", str(result_file)], capture_output=capture, text=True, check=False)
-        output = (completed.stdout or "") + (completed.stderr or "")
-        if not result_file.is_file():
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            raise DistributedError(
-                f"the distributed audit on {nproc} processes ended without a result (torchrun exit code "
-                f"{completed.returncode}): a rank died or could not start.{' Last output:' + chr(10) + tail if tail else ''}"
-            )
-        # Written by rank 0 of the run just started, in a folder only this process knows.
-        return pickle.loads(result_file.read_bytes()), output
+# --------------------------------------------------------------------------- the launcher's result file (naa_guard.launcher)
 
 
 def write_outcome(path: Path, outcome: Outcome) -> None:
     """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
     from naa_guard.scorestore import write_atomically
 
-    write_atomically(Path(path), pickle.dumps(outcome))
+    # No parents made: a launcher that died took its folder with it, and nothing is written after it.
+    write_atomically(Path(path), pickle.dumps(outcome), make_parents=False)

@@ -171,7 +171,7 @@ class AuditSession:
 
     def _run_distributed(self, policy: Policy) -> AuditResult:
         """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""
-        from naa_guard.distributed import launch
+        from naa_guard.launcher import launch
 
         settings = self.settings
         options = {"--device": settings.device, "--batch-size": settings.batch_size, "--limit": self.limit_for(policy), "--cache": self._chunk_root(), "--baseline": settings.baseline}
