@@ -32,7 +32,7 @@ from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.modelsize import explain_image_sizes
 from naa_guard.policy import Policy, Runtime
-from naa_guard.scorecache import ScoreCache, cache_key
+from naa_guard.scorecache import ScoreCache, cache_key, cache_material
 from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
 from naa_guard.targets import Target
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
@@ -232,8 +232,8 @@ def prepare_audit(
     models = model_source(policy, target)
     info = models.info
 
-    def key(attack: Attack, sets: dict[str, SampleSet]) -> str | None:
-        return cache_key(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
+    def key(attack: Attack, sets: dict[str, SampleSet]) -> dict[str, Any] | None:
+        return cache_material(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
 
     scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
     geometry = models.target() if target is None and info is None else (target or info)

@@ -81,8 +81,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _launch_audit(args: argparse.Namespace) -> int:
     """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code."""
-    from naa_guard.distributed import launch
+    from naa_guard.launcher import launch, launch_warnings
+    from naa_guard.policy import load_policy
 
+    for warning in launch_warnings(args.nproc, args.device or load_policy(args.policy).runtime.device):
+        print(f"naa-guard: warning: {warning}", file=sys.stderr)
     outcome, _ = launch(args.nproc, _audit_arguments(args))
     return outcome.code
 

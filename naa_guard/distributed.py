@@ -1,7 +1,8 @@
 """Distributed audits on torch.distributed: the ranks of a process group share every set's chunks.
 
 Start one with torchrun (``torchrun --nproc-per-node N -m naa_guard audit POLICY``; multi-node
-through torchrun's rendezvous flags) or let ``naa-guard audit --nproc N`` start torchrun for you.
+through torchrun's rendezvous flags) or let ``naa-guard audit --nproc N`` start torchrun for you
+(:mod:`naa_guard.launcher`).
 Each rank scores on its own device (``cuda:LOCAL_RANK`` when CUDA is there, else the CPU).
 
 Rank 0 runs the audit as a single process would: listing, checks, cache lookups, tuning, metrics,
@@ -9,7 +10,10 @@ gates, reports and the exit code. Whenever it has chunks to run (digests for the
 for an attack) it broadcasts the job (sample sets travel as file lists, never as images); rank
 ``r`` runs the chunks ``j`` with ``j % world_size == r`` (a static, deterministic split by sample
 position, which fixes every sample's key and so its noise); the results are gathered on rank 0 in
-chunk order, so scores are the same whatever the number of processes. A rank that fails sends
+chunk order, so scores are the same whatever the number of processes. Every job carries rank 0's
+digests of its inputs (the naa-guard code, the model files, each set's sample files): a rank that
+sees other files at the same paths (a node with another checkout or copy) refuses to run its share,
+and rank 0 checks that every chunk came back with one result per sample. A rank that fails sends
 its error instead: rank 0 raises it as the audit's error, naming the rank, and never gates on
 part of the scores. When rank 0 is done it broadcasts the exit code, and every rank exits with it.
 Nothing here schedules work dynamically: torch.distributed only moves jobs and results.
@@ -19,9 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,16 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import errors
+from naa_guard.data import reuse_file_digests
 from naa_guard.errors import DistributedError, NaaGuardError
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
+    from naa_guard.data import SampleSet
     from naa_guard.policy import Policy
     from naa_guard.scoring import Chunk, ChunkJob, ModelSource
 
 # Rank 0 waits in a collective while the other ranks score their share of a job: long jobs are normal.
 TIMEOUT = timedelta(hours=12)
-RESULT_FILE = "outcome.pickle"
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,48 @@ def _broadcast(command: Any = None) -> Any:
     return box[0]
 
 
-def _run_share(job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, group: Group) -> list[tuple[int, bool, Any]]:
-    """Return (chunk number, ok, result or (error type, message)) for this rank's chunks; stop at a failure."""
+def input_digests(models: ModelSource, sets: dict[str, SampleSet]) -> dict[str, str]:
+    """Return the digests of what a job's scores depend on that every rank reads from its own disk.
+
+    The naa-guard code, the model's files (a custom loader: its loader and files) and each set's
+    sample files; within one audit each list of files is read once (reuse_file_digests).
+    """
+    from naa_guard.data import files_digest
+    from naa_guard.scorecache import package_digest
+    from naa_guard.targets.custom import loader_identity
+
+    info, model = models.info, models.policy.model
+    model_digest = files_digest(info.identity_files()) if info is not None else str(loader_identity(str(model.loader), model.path))
+    return {"naa-guard code": package_digest(), "model files": model_digest, **{f"{role} files": files_digest(samples.files) for role, samples in sets.items()}}
+
+
+def inputs_problem(mine: dict[str, str], rank0: dict[str, str], models: ModelSource, sets: dict[str, SampleSet]) -> str | None:
+    """Return why this rank's inputs are not rank 0's (None: they are the same)."""
+    differing = [name for name in rank0 if mine.get(name) != rank0[name]]
+    if not differing:
+        return None
+    where = {"naa-guard code": "the installed naa_guard package", "model files": str(models.policy.model.path or models.policy.model.loader)}
+    where |= {f"{role} files": str(samples.source) for role, samples in sets.items()}
+    return (
+        f"its inputs differ from rank 0's: {', '.join(f'{name} ({where.get(name, name)})' for name in differing)} have other contents "
+        f"on this node. Every rank must read the same files at the same paths; a node with another checkout or copy would score "
+        f"other data. Fix: sync the model, the data and the naa-guard install on every node, then rerun."
+    )
+
+
+def _run_share(job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, group: Group, rank0_inputs: dict[str, str]) -> list[tuple[int, bool, Any]]:
+    """Return (chunk number, ok, result or (error type, message)) for this rank's chunks; stop at a failure.
+
+    A rank other than 0 first checks that its inputs are rank 0's; if not, it runs nothing and reports that.
+    """
+    if group.rank != 0:
+        sets = getattr(job, "sets", {})
+        try:
+            problem = inputs_problem(input_digests(models, sets), rank0_inputs, models, sets)
+        except Exception as exc:  # a file rank 0 read is missing here: that is a difference too
+            problem = f"its inputs could not be read as rank 0 read them: {type(exc).__name__}: {exc}"
+        if problem is not None:
+            return [(-1, False, ("DistributedError", problem))]
     done = []
     for number in range(group.rank, len(chunks), group.world_size):
         try:
@@ -142,16 +184,28 @@ class DistributedRunner:
         """Return ``job.run`` of every chunk, in order; raise the first failed rank's error."""
         import torch.distributed as dist
 
-        _broadcast(("run", job, list(chunks), models.policy))
-        mine = _run_share(job, chunks, models, self.group)
+        inputs = input_digests(models, getattr(job, "sets", {}))
+        _broadcast(("run", job, list(chunks), models.policy, inputs))
+        mine = _run_share(job, chunks, models, self.group, inputs)
         gathered: list[Any] = [None] * self.group.world_size
         dist.gather_object(mine, gathered, dst=0)
         results: list[Any] = [None] * len(chunks)
+        returned = [False] * len(chunks)
         for rank, share in enumerate(gathered):
             for number, ok, value in share:
                 if not ok:
                     raise rank_error(rank, self.group.world_size, *value)
-                results[number] = value
+                role, start, stop = chunks[number]
+                if job.result_length(value) != stop - start:
+                    raise DistributedError(
+                        f"rank {rank} of {self.group.world_size} returned {job.result_length(value)} results for the chunk {role} "
+                        f"{start}..{stop} of {stop - start} samples; no verdict is given on part of the scores. Check that every "
+                        f"rank runs the same naa-guard version."
+                    )
+                results[number], returned[number] = value, True
+        if not all(returned):
+            missing = [chunks[number] for number, done in enumerate(returned) if not done]
+            raise DistributedError(f"no rank returned the chunk(s) {missing[:3]} of {len(chunks)}; no verdict is given on part of the scores.")
         if progress is not None:
             progress.update(sum(stop - start for _, start, stop in chunks))
         return results
@@ -168,14 +222,15 @@ def serve(group: Group) -> int:
     from naa_guard.scoring import model_source
 
     models = None
-    while True:
-        command = _broadcast()
-        if command[0] == "stop":
-            return int(command[1])
-        _, job, chunks, policy = command
-        if models is None:
-            models = model_source(_on_this_rank(policy, group))
-        dist.gather_object(_run_share(job, chunks, models, group), None, dst=0)
+    with reuse_file_digests():  # one audit: each list of files is hashed once, as on rank 0
+        while True:
+            command = _broadcast()
+            if command[0] == "stop":
+                return int(command[1])
+            _, job, chunks, policy, inputs = command
+            if models is None:
+                models = model_source(_on_this_rank(policy, group))
+            dist.gather_object(_run_share(job, chunks, models, group, inputs), None, dst=0)
 
 
 def _on_this_rank(policy: Policy, group: Group) -> Policy:
@@ -196,36 +251,12 @@ def lead(group: Group, body: Callable[[DistributedRunner], int]) -> int:
     return code
 
 
-# --------------------------------------------------------------------------- launching torchrun
-
-
-def torchrun_command(nproc: int, cli_args: Sequence[str]) -> list[str]:
-    """Return the command that runs ``naa-guard CLI_ARGS`` on ``nproc`` local ranks, with this interpreter."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "naa_guard", *cli_args]
-
-
-def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tuple[Outcome, str]:
-    """Return rank 0's outcome of ``naa-guard CLI_ARGS`` run under torchrun, and the captured output.
-
-    The ranks report through a result file; a run that leaves none (a rank killed, torchrun
-    refusing to start) is a DistributedError carrying the end of its output, never a pass.
-    """
-    with tempfile.TemporaryDirectory(prefix="naa-guard-") as folder:
-        result_file = Path(folder) / RESULT_FILE
-        completed = subprocess.run([*torchrun_command(nproc, cli_args), "--result-file", str(result_file)], capture_output=capture, text=True, check=False)
-        output = (completed.stdout or "") + (completed.stderr or "")
-        if not result_file.is_file():
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            raise DistributedError(
-                f"the distributed audit on {nproc} processes ended without a result (torchrun exit code "
-                f"{completed.returncode}): a rank died or could not start.{' Last output:' + chr(10) + tail if tail else ''}"
-            )
-        # Written by rank 0 of the run just started, in a folder only this process knows.
-        return pickle.loads(result_file.read_bytes()), output
+# --------------------------------------------------------------------------- the launcher's result file (naa_guard.launcher)
 
 
 def write_outcome(path: Path, outcome: Outcome) -> None:
     """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
     from naa_guard.scorestore import write_atomically
 
-    write_atomically(Path(path), pickle.dumps(outcome))
+    # No parents made: a launcher that died took its folder with it, and nothing is written after it.
+    write_atomically(Path(path), pickle.dumps(outcome), make_parents=False)

@@ -1,7 +1,7 @@
 """The score cache's contract: what an entry is keyed by, and when a stored entry may be used.
 
 A key (:func:`cache_key`) is a content hash of the model files, the sample files and which samples
-were drawn, the attack's parameters, the source code the scores depend on
+were drawn, the attack's parameters, the source code of every module on the scoring path
 (:func:`implementation_digest`), the scores format and the package version. An entry read back is
 used only when :func:`cached_scores_problem` finds nothing wrong with it; otherwise the audit
 recomputes the scores and says so in its warnings.
@@ -14,20 +14,21 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from naa_guard import __version__
 from naa_guard.attacks import Attack
 from naa_guard.data import SampleSet, files_digest
+from naa_guard.scorestore import material_key
 from naa_guard.targets.custom import loader_identity
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
     from naa_guard.targets import AnyModelInfo
 
-__all__ = ["SCORES_FORMAT", "ScoreCache", "cache_key", "cached_scores_problem", "implementation_digest"]
+__all__ = ["SCORES_FORMAT", "ScoreCache", "cache_key", "cache_material", "cached_scores_problem", "implementation_digest", "package_digest"]
 
 # Bump when the layout of cached score entries changes.
 SCORES_FORMAT = 2
@@ -42,10 +43,17 @@ class ScoreCache(Protocol):
 
 
 def cache_key(info: AnyModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> str | None:
-    """Return the content hash under which an attack's scores are cached (None: not cacheable).
+    """Return the content hash under which an attack's scores are cached (None: not cacheable)."""
+    material = cache_material(info, policy, attack, members, nonmembers, limit, control)
+    return material_key(material) if material is not None else None
 
-    A custom loader's model is identified by the loader string and the files under model.path;
-    without a path it has no identity, so its scores are not cached.
+
+def cache_material(info: AnyModelInfo | None, policy: Policy, attack: Attack, members: SampleSet, nonmembers: SampleSet, limit: int | None, control: SampleSet | None = None) -> dict[str, Any] | None:
+    """Return what an attack's scores are keyed by, as JSON-ready parts (None: not cacheable).
+
+    The chunk store keeps these parts in each chunk file, so a chunk is used only for exactly
+    them. A custom loader's model is identified by the loader string and the files under
+    model.path; without a path it has no identity, so its scores are not cached.
     """
     if info is not None:
         model = [files_digest(info.identity_files()), info.identity_material()]
@@ -69,27 +77,52 @@ def cache_key(info: AnyModelInfo | None, policy: Policy, attack: Attack, members
         material["control"] = [files_digest(control.files), hashlib.sha256(control.indices.tobytes()).hexdigest()]
     if any(caption is not None for samples in (members, nonmembers, control) if samples is not None for caption in samples.captions):
         material["captions"] = hashlib.sha256(json.dumps([s.captions for s in (members, nonmembers, control) if s is not None]).encode()).hexdigest()
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return material
+
+
+# Modules that only present or judge finished scores (reports, plots, gates, bounds, the command
+# line, policy writing): a change there cannot change a score, so cached scores stay valid. Every
+# other module of the package is hashed, so a new module is on the scoring path until listed here;
+# tests/test_scorecache.py checks that the scoring code imports none of these.
+NOT_ON_SCORING_PATH = frozenset({
+    "__main__.py", "baseline.py", "cli.py", "demo.py", "epsilon.py", "exposed.py", "fingerprint.py", "gates.py",
+    "html_report.py", "init_policy.py", "plots.py", "report.py", "sweep.py",
+})  # fmt: skip
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def package_digest(root: Path = PACKAGE_ROOT) -> str:
+    """Return a sha256 of the source of every scoring-path module under ``root`` (the naa_guard package).
+
+    Sample listing, decoding and fitting, conditioning, chunking and batching, the targets, the
+    attacks, the stores and the ranks' protocol all shape a score or which sample gets it; only
+    the modules in NOT_ON_SCORING_PATH are left out.
+    """
+    digest = hashlib.sha256()
+    files = sorted(path for path in root.rglob("*.py") if path.relative_to(root).as_posix() not in NOT_ON_SCORING_PATH)
+    for file in files:
+        name = file.relative_to(root).as_posix()
+        try:
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+        except OSError:  # e.g. running from a zip: fall back on the version alone, never fail
+            digest.update(f"{name}:unreadable:{sys.version}".encode())
+    return digest.hexdigest()
 
 
 def implementation_digest(attack: Attack) -> str:
-    """Return a sha256 of the source code a score depends on: the attack's module, the shared attack code, the target code.
+    """Return a sha256 of the source code a score depends on: the package's scoring path and the attack's own module.
 
-    In the cache key, so a fix to an attack (or to how targets predict noise) invalidates its
-    cached scores even when the package version stays the same.
+    In the cache key (and so in every chunk key), so a fix anywhere on the scoring path (decoding,
+    fitting, batching, a target, an attack) invalidates stored scores even when the package
+    version stays the same. An attack defined outside the package adds its own file.
     """
-    import naa_guard.attacks.common
-    import naa_guard.targets
-
-    files = {Path(inspect.getfile(type(attack))), Path(inspect.getfile(naa_guard.attacks.common)), Path(inspect.getfile(Attack))}
-    targets_file = Path(inspect.getfile(naa_guard.targets))
-    files |= set(targets_file.parent.glob("*.py")) if targets_file.name == "__init__.py" else {targets_file}
-    digest = hashlib.sha256()
-    for file in sorted(files):
+    digest = hashlib.sha256(package_digest().encode())
+    attack_file = Path(inspect.getfile(type(attack))).resolve()
+    if PACKAGE_ROOT not in attack_file.parents:
         try:
-            digest.update(file.name.encode() + b"\0" + file.read_bytes())
-        except OSError:  # e.g. running from a zip: fall back on the version alone, never fail
-            digest.update(f"{file.name}:unreadable:{sys.version}".encode())
+            digest.update(attack_file.name.encode() + b"\0" + attack_file.read_bytes())
+        except OSError:
+            digest.update(f"{attack_file.name}:unreadable:{sys.version}".encode())
     return digest.hexdigest()
 
 

@@ -26,7 +26,7 @@ from naa_guard.checks import SetSummary, chunk_feature_rows, merge_summary, summ
 from naa_guard.data import SampleSet
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.scorecache import cached_scores_problem
-from naa_guard.scorestore import ChunkStore
+from naa_guard.scorestore import ChunkStore, material_key
 from naa_guard.targets import PAD_MULTIPLE, AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.targets.custom import load_custom_target
 
@@ -174,6 +174,9 @@ class ChunkJob(Protocol):
     def run(self, models: ModelSource, role: str, start: int, stop: int) -> Any:
         """Return the result of one chunk of the set of ``role``."""
 
+    def result_length(self, result: Any) -> int:
+        """Return how many samples a chunk's result covers (rank 0 checks it against the chunk's size)."""
+
 
 Chunk = tuple[str, int, int]  # (role, start, stop)
 
@@ -208,7 +211,7 @@ class ScoreJob:
     batch_size: int
     seed: int
     store: ChunkStore | None
-    store_key: str | None
+    store_key: dict[str, Any] | None  # the chunk key material (ChunkStore.material_for)
 
     def run(self, models: ModelSource, role: str, start: int, stop: int) -> np.ndarray:
         """Return the chunk's scores (saved to the store first, when there is one)."""
@@ -220,6 +223,10 @@ class ScoreJob:
         if self.store is not None and self.store_key is not None:
             self.store.save(self.store_key, role, start, stop, _noise_keys(samples, role, start, stop), scores)
         return scores
+
+    def result_length(self, result: np.ndarray) -> int:
+        """Return the number of scores in a chunk's result (-1: not a 1-D array of scores)."""
+        return len(result) if isinstance(result, np.ndarray) and result.ndim == 1 else -1
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,10 @@ class SummaryJob:
         """Return the chunk's digests and the shift features of its capped rows."""
         images = self.sets[role].decode(start, stop)
         return summarize_chunk(images, chunk_feature_rows(self.feature_positions.get(role), start, stop))
+
+    def result_length(self, result: tuple[list[str], np.ndarray | None]) -> int:
+        """Return the number of image digests in a chunk's result."""
+        return len(result[0])
 
 
 def _noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndarray:
@@ -252,8 +263,8 @@ def summarize_sets(runner: ChunkRunner, models: ModelSource, sets: dict[str, tup
 # --------------------------------------------------------------------------- the scorer
 
 
-# (attack, sets by role) -> the content key of the attack's scores on these sets (None: not cacheable)
-KeyFunction = Callable[[Attack, dict[str, SampleSet]], "str | None"]
+# (attack, sets by role) -> what the attack's scores on these sets are keyed by (None: not cacheable)
+KeyFunction = Callable[[Attack, dict[str, SampleSet]], "dict[str, Any] | None"]
 
 
 def _progress(total: int, description: str, enabled: bool) -> Any:
@@ -277,7 +288,7 @@ class Scorer:
         self.policy, self.models, self.key, self.chunk_samples = policy, models, key, chunk_samples
         self.score_cache, self.store, self.runner, self.progress = score_cache, store, runner, progress
         self.uncacheable = False  # a custom loader without model.path: no model identity to key scores by
-        self.cache_warnings: list[str] = []  # bad entries recomputed, failed writes
+        self.cache_warnings: list[str] = []  # bad entries and chunks recomputed, failed writes
 
     @property
     def info(self) -> AnyModelInfo | None:
@@ -292,7 +303,8 @@ class Scorer:
     def score_sets(self, attack: Attack, sets: dict[str, SampleSet], label: str) -> tuple[dict[str, np.ndarray], bool]:
         """Return each set's scores by role ("members", "nonmembers", "control"), and whether cached."""
         runtime = self.policy.runtime
-        key = self.key(attack, sets) if self.score_cache is not None or self.store is not None else None
+        material = self.key(attack, sets) if self.score_cache is not None or self.store is not None else None
+        key = material_key(material) if material is not None else None
         self.uncacheable = self.uncacheable or (key is None and (self.score_cache is not None or self.store is not None))
         cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
         if cached is not None:
@@ -302,12 +314,12 @@ class Scorer:
             self.cache_warnings.append(f"score cache entry {key} ({label}) was ignored and recomputed: {problem}")
 
         size = chunk_size(model_batch(runtime.batch_size), self.chunk_samples)
-        store_key = self._store_key(key, size) if self.store is not None and key is not None else None
+        store_key = self._store_material(material, size) if self.store is not None and material is not None else None
         found: dict[Chunk, np.ndarray] = {}
         missing: list[Chunk] = []
         for role, samples in sets.items():
             for start, stop in chunk_bounds(len(samples), size):
-                stored = self.store.load(store_key, role, start, stop, _noise_keys(samples, role, start, stop)) if store_key is not None else None
+                stored = self._stored_chunk(self.store, store_key, samples, role, start, stop, label) if self.store is not None and store_key is not None else None
                 if stored is not None:
                     found[(role, start, stop)] = stored
                 else:
@@ -325,11 +337,19 @@ class Scorer:
                 self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
         return scores, not missing
 
-    def _store_key(self, key: str, size: int) -> str:
-        """Return the chunk store's key: the score key plus what could change a score's last bits."""
+    def _stored_chunk(self, store: ChunkStore, store_key: dict[str, Any], samples: SampleSet, role: str, start: int, stop: int, label: str) -> np.ndarray | None:
+        """Return a chunk's scores from the store, or None (a file that is not this chunk's is a warning)."""
+        stored, problem = store.load(store_key, role, start, stop, _noise_keys(samples, role, start, stop))
+        if problem is not None:
+            where = store.path_for(material_key(store_key), role, start, stop)
+            self.cache_warnings.append(f"stored chunk {where} ({label}, {role} {start}..{stop}) was ignored and recomputed: {problem}")
+        return stored
+
+    def _store_material(self, material: dict[str, Any], size: int) -> dict[str, Any]:
+        """Return the chunk store's key material: the score key's plus what could change a score's last bits."""
         runtime = self.policy.runtime
         device = self.models.ready.device if self.models.ready is not None else resolve_device(runtime.device)
-        return ChunkStore.key_for(key, chunk_size=size, batch_size=runtime.batch_size, device=str(getattr(device, "type", device)), compile=runtime.compile)
+        return ChunkStore.material_for(material, chunk_size=size, batch_size=runtime.batch_size, device=str(getattr(device, "type", device)), compile=runtime.compile)
 
     def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Return (member scores, non-member scores, whether cached): the tuning's score function."""

@@ -101,6 +101,7 @@ class AuditSession:
         self._policies: dict[Path, Policy] = {}
         self._outcomes: dict[Path, AuditResult | NaaGuardError] = {}
         self._report_dirs: dict[Path, Path] = {}
+        self._cache_problems: list[str] = []  # the running audit's: a cache folder that could not be used
 
     def policy(self, path: Path) -> Policy:
         """Return the validated policy read from ``path`` (loaded once per session)."""
@@ -148,6 +149,7 @@ class AuditSession:
         settings = self.settings
         target = self._choose_report_dir(policy)
         where = "--naa-report" if settings.report_dir is not None else f"{policy.source}: report.dir"
+        self._cache_problems = []
         try:
             if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
                 check_output(target, folder=True, where=where)
@@ -160,6 +162,7 @@ class AuditSession:
                 )  # fmt: skip
         except NaaGuardError as exc:
             return exc
+        result.warnings += dict.fromkeys(self._cache_problems)  # in the report and the summary, like the CLI's
         if target is not None:
             try:
                 write_reports(result, target, plots=True)
@@ -175,7 +178,7 @@ class AuditSession:
 
     def _run_distributed(self, policy: Policy) -> AuditResult:
         """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""
-        from naa_guard.distributed import launch
+        from naa_guard.launcher import launch
 
         settings = self.settings
         options = {"--device": settings.device, "--batch-size": settings.batch_size, "--limit": self.limit_for(policy), "--cache": self._chunk_root(), "--baseline": settings.baseline}
@@ -193,7 +196,11 @@ class AuditSession:
         """Return the folder of the chunk store (scores saved as they finish, so a killed run resumes)."""
         if not self.settings.use_cache or self._pytest_cache is None:
             return None
-        return self._pytest_cache.mkdir(CHUNK_CACHE_NAME)
+        try:
+            return self._pytest_cache.mkdir(CHUNK_CACHE_NAME)
+        except OSError as exc:  # a read-only cache folder costs time (no resume), never an error
+            self._cache_problems.append(_unusable_cache("chunk store", exc))
+            return None
 
     def _chunk_store(self) -> ChunkStore | None:
         root = self._chunk_root()
@@ -210,7 +217,8 @@ class AuditSession:
 
         try:
             return DirectoryScoreCache(self._pytest_cache.mkdir(CACHE_NAME))
-        except OSError:  # a read-only cache folder costs time (no cache), never an error
+        except OSError as exc:  # a read-only cache folder costs time (no cache), never an error
+            self._cache_problems.append(_unusable_cache("score cache", exc))
             return None
 
     def _choose_report_dir(self, policy: Policy) -> Path | None:
@@ -223,6 +231,14 @@ class AuditSession:
         while target in taken:
             target, suffix = self.settings.report_dir / f"{slug}-{suffix}", suffix + 1
         return target
+
+
+def _unusable_cache(what: str, exc: OSError) -> str:
+    return (
+        f"pytest's cache folder could not hold the naa-guard {what} ({exc.strerror or exc}: {exc.filename}); this audit ran "
+        f"without it, so its scores are not kept for the next run. Fix: make the cache folder writable (pytest's cache_dir), "
+        f"or pass --naa-no-cache."
+    )
 
 
 AUDIT_SESSION = pytest.StashKey[AuditSession]()

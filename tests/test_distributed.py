@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import make_tiny_model, make_tiny_setup, write_policy
@@ -95,3 +97,74 @@ def test_a_run_killed_mid_way_resumes_and_ends_with_the_scores_of_an_uninterrupt
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in saved.items())  # the saved chunks were used, not rescored
     assert main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "uninterrupted.csv")]) == 0
     assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "uninterrupted.csv").read_bytes()
+
+
+# Loaded by every Python process that has its folder on PYTHONPATH; acts only in torchrun's rank 1,
+# which then reads the files named in NAA_TEST_OTHER_FILES from another place: a node whose checkout
+# holds other files at the same paths.
+OTHER_FILES_ON_RANK_1 = '''
+import builtins, io, os
+if os.environ.get("RANK") == "1" and os.environ.get("NAA_TEST_OTHER_FILES"):
+    _other = dict(pair.split("=", 1) for pair in os.environ["NAA_TEST_OTHER_FILES"].split(os.pathsep))
+    _open = builtins.open
+    def _open_here(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            file = _other.get(os.fspath(file), file)
+        return _open(file, *args, **kwargs)
+    builtins.open = io.open = _open_here
+'''
+
+
+def test_a_rank_that_sees_other_sample_files_is_an_error_naming_it(tmp_path: Path) -> None:
+    make_tiny_model(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    for role in ("members", "nonmembers", "elsewhere"):
+        (tmp_path / role).mkdir()
+        for i in range(24):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype="uint8")).save(tmp_path / role / f"{i:02d}.png")
+    policy = write_policy(tmp_path / "p.naa.yaml", """
+        version: 1
+        model: {path: ./model}
+        data: {members: ./members, nonmembers: ./nonmembers}
+        attacks: {naa: {}}
+        thresholds: {auc: 0.99, tpr_at_1pct_fpr: null}
+        runtime: {device: cpu, batch_size: 4}
+        """)  # fmt: skip
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(OTHER_FILES_ON_RANK_1)
+    # The non-members' chunk is rank 1's: today it would score another image than rank 0 listed.
+    swapped = f"{tmp_path / 'nonmembers' / '03.png'}={tmp_path / 'elsewhere' / '03.png'}"
+    env = {**_env(), "NAA_TEST_OTHER_FILES": swapped}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hooks"), env["PYTHONPATH"]])
+    finished = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2"],
+                              capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=300)  # fmt: skip
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "DistributedError: rank 1 of 2: its inputs differ from rank 0's: nonmembers files" in finished.stderr, finished.stderr
+    assert "verdict" not in finished.stdout
+
+
+def test_rank_0_refuses_a_chunk_result_of_the_wrong_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gather itself is faked (no process group): rank 1 sends 3 scores for its chunk of 4."""
+    import torch.distributed as dist
+
+    from naa_guard import distributed
+    from naa_guard.errors import DistributedError
+
+    class Job:
+        sets: dict = {}
+
+        def run(self, models: object, role: str, start: int, stop: int) -> np.ndarray:
+            return np.zeros(stop - start)
+
+        def result_length(self, result: np.ndarray) -> int:
+            return len(result)
+
+    def gather(mine: list, gathered: list, dst: int) -> None:
+        gathered[:] = [mine, [(1, True, np.zeros(3))]]
+
+    monkeypatch.setattr(distributed, "_broadcast", lambda command=None: command)
+    monkeypatch.setattr(dist, "gather_object", gather)
+    models = SimpleNamespace(info=None, policy=SimpleNamespace(model=SimpleNamespace(loader="module:load", path=None)))
+    runner = distributed.DistributedRunner(distributed.Group(rank=0, world_size=2, local_rank=0))
+    with pytest.raises(DistributedError, match=r"rank 1 of 2 returned 3 results for the chunk members 4\.\.8 of 4 samples"):
+        runner.run(Job(), [("members", 0, 4), ("members", 4, 8)], models)  # type: ignore[arg-type]

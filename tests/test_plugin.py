@@ -336,3 +336,15 @@ def test_nproc_runs_the_audit_under_torchrun_with_the_same_items_outcomes_and_ca
     again = pytester.runpytest("--naa-nproc", "2", "-q")
     again.assert_outcomes(failed=1, errors=1)
     again.stdout.fnmatch_lines(["*cached scores, model not loaded*"])
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_time_never_an_error(pytester: pytest.Pytester) -> None:
+    """Read-only is emulated by pointing pytest's cache_dir at a file: the tests run as root, where chmod stops no write."""
+    leaky_policy(pytester.path)
+    (pytester.path / "cache-is-a-file").write_text("not a folder")
+    result = pytester.runpytest("-o", "cache_dir=cache-is-a-file", "--naa-report", "report", "-W", "ignore::pytest.PytestCacheWarning")
+    result.assert_outcomes(failed=1)  # the leak is still caught: the verdict does not depend on the cache
+    assert "Traceback" not in result.stdout.str() and "OSError" not in result.stdout.str()
+    (report,) = (pytester.path / "report").glob("*/report.json")
+    warnings = json.loads(report.read_text())["warnings"]
+    assert sum("cache folder could not hold the naa-guard" in warning for warning in warnings) == 2, warnings

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import OVERFIT, make_tiny_model, write_policy
 from fakes import DictCache
 from naa_guard.audit import audit
 from naa_guard.data import SampleSet
@@ -73,3 +74,37 @@ def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup
     odd = score_samples(LossAttack(), target, samples, "members", batch_size=20, seed=0)
     assert target.forward_calls == 2 and target.sample_queries == 24  # calls of 16 and 8 rows, not 20 and 4 padded to 32 and 16
     assert np.array_equal(odd, score_samples(LossAttack(), target, samples, "members", batch_size=24, seed=0))
+
+
+def _model_policy(tmp_path: Path, name: str, model: Path) -> Path:
+    return write_policy(tmp_path / f"{name}.naa.yaml", f"""
+        version: 1
+        name: {name}
+        model: {{path: {model}}}
+        data: {{members: {OVERFIT / "members.npz"}, nonmembers: {OVERFIT / "nonmembers.npz"}, limit: 100}}
+        attacks: {{naa: {{t: 40, stride: 10, queries: 5, noise: scaled, sigma: 0.1}}}}
+        thresholds: {{auc: 0.6, tpr_at_1pct_fpr: null}}
+        runtime: {{device: cpu, batch_size: 128, seed: 0}}
+        """)  # fmt: skip
+
+
+def test_chunks_copied_from_another_models_store_are_recomputed_with_a_warning(tmp_path: Path) -> None:
+    """Two models, one store: the null model's chunks copied over the leaking model's must not turn its FAIL into a PASS."""
+    store = ChunkStore(tmp_path / "chunks")
+    leaking = load_policy(_model_policy(tmp_path, "leaking", OVERFIT / "model"))
+    null = load_policy(_model_policy(tmp_path, "untrained", make_tiny_model(tmp_path / "null-model")))
+    first = audit(leaking, progress=False, chunk_store=store)
+    assert not first.passed and first.attacks["naa"].leakage.leak_auc > 0.8
+    (leaking_folder,) = {path.parent for path in store.root.rglob("*.npz")}
+    assert audit(null, progress=False, chunk_store=store).passed
+    (null_folder,) = {path.parent for path in store.root.rglob("*.npz")} - {leaking_folder}
+    copied = sorted(path.name for path in null_folder.glob("*.npz"))
+    assert copied == sorted(path.name for path in leaking_folder.glob("*.npz")) and len(copied) == 2  # one chunk per side
+    for name in copied:
+        (leaking_folder / name).write_bytes((null_folder / name).read_bytes())
+
+    again = audit(leaking, progress=False, chunk_store=store)
+    assert again.model_loaded and not again.passed
+    assert np.array_equal(again.attacks["naa"].member_scores, first.attacks["naa"].member_scores)
+    ignored = [warning for warning in again.warnings if "was ignored and recomputed" in warning]
+    assert len(ignored) == 2 and all("differs in model" in warning for warning in ignored), again.warnings

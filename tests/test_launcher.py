@@ -1,0 +1,126 @@
+"""The --nproc launcher: it stops what it started, names a failed rank in one line, and warns about too many ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tiny_setup
+from naa_guard import launcher
+
+REPO = Path(__file__).resolve().parents[1]
+
+# torchrun's report when rank 1 raised (torch 2.x), as it prints it after the ranks' own output.
+TORCHRUN_REPORT = """\
+Traceback (most recent call last):
+  File "/x/boom.py", line 3, in <module>
+    raise ValueError("boom on rank one")
+ValueError: boom on rank one
+W1204 04:58:44.170000 12234 site-packages/torch/distributed/elastic/multiprocessing/api.py:1028] Sending process 12339 closing signal SIGTERM
+E1204 04:58:44.172000 12234 site-packages/torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 1) local_rank: 1 (pid: 12340)
+Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError: 
+============================================================
+naa_guard FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 12339)  (SIGTERM)
+  traceback : Signal 15 (SIGTERM) received by PID 12339
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-04_04:58:44
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 12340)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **extra}
+
+
+def test_torchruns_report_becomes_one_line_naming_the_root_cause_rank() -> None:
+    message = launcher.failure_message(2, 1, TORCHRUN_REPORT.splitlines(keepends=True))
+    assert "\n" not in message
+    assert "rank 1 of 2 exited with code 1 (pid: 12340)" in message and "its last error: ValueError: boom on rank one" in message
+
+
+def test_a_failing_rank_is_named_in_one_line(tmp_path: Path) -> None:
+    """Rank 1 crashes outside naa-guard's own error handling (LOCAL_RANK made unreadable in that rank only)."""
+    policy = make_tiny_setup(tmp_path)
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text('import os\nif os.environ.get("RANK") == "1":\n    os.environ["LOCAL_RANK"] = "not-a-number"\n')
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hooks"), env["PYTHONPATH"]])
+    finished = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2"],
+                              capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=300)  # fmt: skip
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith("naa-guard: DistributedError: the distributed audit on 2 processes failed: rank 1 of 2 exited with code 1"), finished.stderr
+    assert "ValueError: invalid literal for int()" in last
+    assert "verdict:" not in finished.stdout
+
+
+def test_a_launcher_sent_sigterm_leaves_no_rank_and_no_output(tmp_path: Path) -> None:
+    policy = make_tiny_setup(tmp_path, attacks="{naa: {t: 90, queries: 10}}", members=400, nonmembers=400, batch_size=4)
+    report = tmp_path / "report.json"
+    launched = subprocess.Popen([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2", "--json", str(report)],
+                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and launched.poll() is None:
+            started |= launcher.descendants(launched.pid)
+            ranks = [pid for pid in started if _is_rank(pid)]
+            if len(ranks) == 2:
+                break
+            time.sleep(0.05)
+        assert len([pid for pid in started if _is_rank(pid)]) == 2, "the ranks did not start"
+        time.sleep(2)  # the ranks are importing, joining the group or scoring
+        launched.send_signal(signal.SIGTERM)
+        assert launched.wait(timeout=120) != 0
+        left = [pid for pid in started if launcher.running(pid)]
+        assert not left, f"processes still running after the launcher ended: {left}"
+        time.sleep(1)
+        assert not report.exists()
+    finally:
+        launched.kill()
+        for pid in started:
+            if launcher.running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _is_rank(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"naa_guard" in command and b"torch.distributed.run" not in command
+
+
+def test_more_ranks_than_cores_or_gpus_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert launcher.launch_warnings(2, "cpu") == []
+    (cores,) = launcher.launch_warnings(3, "auto")
+    assert "more ranks than the 2 CPU core(s)" in cores and "--nproc 2" in cores
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    (gpus,) = launcher.launch_warnings(2, "cuda")
+    assert "more ranks than the 1 GPU(s)" in gpus and "ranks 1..1 cannot start" in gpus
+    assert launcher.launch_warnings(1, "cuda") == []
