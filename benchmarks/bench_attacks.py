@@ -41,7 +41,7 @@ def main() -> None:
     from diffusers import DDPMScheduler, UNet2DModel
 
     from naa_guard.attacks import ATTACKS
-    from naa_guard.data import SampleSet
+    from naa_guard.samples import SampleSet
     from naa_guard.scoring import score_samples
     from naa_guard.targets import DiffusersTarget, resolve_device
 

@@ -20,10 +20,11 @@ from pydantic import ValidationError
 
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
-from naa_guard.checks import ValidityReport, check_control, check_samples
+from naa_guard.verdict.validity import ValidityReport, check_samples
+from naa_guard.verdict.control import check_control
 from naa_guard.baseline import baseline_path, compare, load_baseline
-from naa_guard.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
-from naa_guard.data import SampleSet, list_samples, reuse_file_digests
+from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
+from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.exposed import ExposedMembers, most_exposed
@@ -243,7 +244,7 @@ def prepare_audit(
     members = listing(data.members, seed=seed, role="members")
     nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers")
     control = None if data.control is None else listing(data.control, seed=seed + 2, role="control")
-    mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
+    mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
     # model-free, before any attack; streams every image once, so an undecodable one fails here

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import errors
-from naa_guard.data import reuse_file_digests
+from naa_guard.samples import reuse_file_digests
 from naa_guard.errors import DistributedError, NaaGuardError
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
-    from naa_guard.data import SampleSet
+    from naa_guard.samples import SampleSet
     from naa_guard.policy import Policy
     from naa_guard.scoring import Chunk, ChunkJob, ModelSource
 
@@ -120,7 +120,7 @@ def input_digests(models: ModelSource, sets: dict[str, SampleSet]) -> dict[str, 
     The naa-guard code, the model's files (a custom loader: its loader and files) and each set's
     sample files; within one audit each list of files is read once (reuse_file_digests).
     """
-    from naa_guard.data import files_digest
+    from naa_guard.samples import files_digest
     from naa_guard.scorecache import package_digest
     from naa_guard.targets.custom import loader_identity
 

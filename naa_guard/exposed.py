@@ -21,7 +21,7 @@ from naa_guard.metrics import MEMBERS_HIGHER
 
 if TYPE_CHECKING:
     from naa_guard.audit import AttackResult
-    from naa_guard.data import SampleSet
+    from naa_guard.samples import SampleSet
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import __version__
-from naa_guard.data import files_digest
+from naa_guard.samples import files_digest
 from naa_guard.tuning import AttackCandidates
 
 if TYPE_CHECKING:
-    from naa_guard.data import SampleSet
+    from naa_guard.samples import SampleSet
     from naa_guard.policy import Policy
     from naa_guard.targets import AnyModelInfo
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from naa_guard.conditioning import CAPTION_SOURCES
-from naa_guard.data import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
+from naa_guard.samples.conditioning import CAPTION_SOURCES
+from naa_guard.samples import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.metrics import FPR_LEVELS, min_nonmembers_for
 

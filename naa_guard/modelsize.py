@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from naa_guard.errors import DataError, NaaGuardError
-from naa_guard.imagefit import size_mismatch
+from naa_guard.samples.fit import size_mismatch
 
 Prepared = TypeVar("Prepared")
 

@@ -394,7 +394,7 @@ def preflight(policy: Policy) -> None:
     Reads folder listings and small JSON configs only: no torch, diffusers or scikit-learn, so a
     wrong path is reported in well under a second instead of after the model libraries load.
     """
-    from naa_guard.data import check_source
+    from naa_guard.samples import check_source
     from naa_guard.targets import read_model_info
 
     if policy.model.loader is None and policy.model.path is not None:

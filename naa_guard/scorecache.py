@@ -20,7 +20,7 @@ import numpy as np
 
 from naa_guard import __version__
 from naa_guard.attacks import Attack
-from naa_guard.data import SampleSet, files_digest
+from naa_guard.samples import SampleSet, files_digest
 from naa_guard.scorestore import material_key
 from naa_guard.targets.custom import loader_identity
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from naa_guard.attacks import ATTACKS, Attack
-from naa_guard.checks import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
-from naa_guard.data import SampleSet
+from naa_guard.samples.summary import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
+from naa_guard.samples import SampleSet
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.scorecache import cached_scores_problem
 from naa_guard.scorestore import ChunkStore, material_key

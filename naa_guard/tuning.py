@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from naa_guard.attacks.base import Attack, AttackParams
-    from naa_guard.data import SampleSet
+    from naa_guard.samples import SampleSet
 
 # Fewer calibration samples per side than this make the choice between candidates a coin toss.
 MIN_CALIBRATION_SAMPLES = 10

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naa_guard.data import files_digest, list_samples
+from naa_guard.samples import files_digest, list_samples
 from naa_guard.errors import DataError
 
 

@@ -12,19 +12,12 @@ from conftest import OVERFIT, make_images, write_policy
 
 from naa_guard.audit import AuditResult, audit
 from naa_guard.gates import evaluate_gates
-from naa_guard.checks import (
-    SHIFT_MAX_PER_SIDE,
-    SHIFT_RIDGE,
-    _ridge_cv_scores,
-    check_control,
-    check_overlap,
-    check_samples,
-    check_shift,
-    find_overlap,
-    image_features,
-    shift_classifier,
-)
-from naa_guard.data import SampleSet, list_samples, load_samples
+from naa_guard.verdict.shift import SHIFT_MAX_PER_SIDE, SHIFT_RIDGE, _ridge_cv_scores, check_shift, shift_classifier
+from naa_guard.verdict.control import check_control
+from naa_guard.verdict.overlap import check_overlap, find_overlap
+from naa_guard.verdict.validity import check_samples
+from naa_guard.samples.summary import image_features
+from naa_guard.samples import SampleSet, list_samples, load_samples
 from naa_guard.demo import digits_split
 from naa_guard.errors import AuditInvalidError
 from naa_guard.metrics import evaluate

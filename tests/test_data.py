@@ -1,4 +1,4 @@
-"""Tests for naa_guard.data: every source format, preprocessing, seeded limits and errors."""
+"""Tests for naa_guard.samples (listing, the source kinds, decoding): every source format, preprocessing, seeded limits and errors."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naa_guard.data import (
-    SampleSet,
-    IMAGE_EXTENSIONS,
-    files_digest,
-    reuse_file_digests,
-    load_samples,
-    sample_digests,
-)
+from naa_guard.samples import SampleSet, IMAGE_EXTENSIONS, files_digest, reuse_file_digests, load_samples, sample_digests
 from naa_guard.errors import DataError
 
 

@@ -26,7 +26,7 @@ from fakes import DictCache
 from naa_guard.attacks.naa import aggregate
 from naa_guard.audit import audit, cache_key
 from naa_guard.cli import main
-from naa_guard.data import load_samples
+from naa_guard.samples import load_samples
 from naa_guard.gates import evaluate_gates
 from naa_guard.metrics import LeakageReport, MetricValue
 from naa_guard.policy import load_policy

@@ -18,7 +18,7 @@ import pytest
 from browser import Browser, find_chromium
 from conftest import make_tiny_setup
 from naa_guard.audit import AuditResult, audit
-from naa_guard.data import SampleSet
+from naa_guard.samples import SampleSet
 from naa_guard.exposed import empirical_fpr, most_exposed
 from naa_guard.html_report import to_html
 from naa_guard.metrics import evaluate

@@ -10,7 +10,7 @@ import pytest
 from conftest import OVERFIT, make_tiny_model, write_policy
 from fakes import DictCache
 from naa_guard.audit import audit
-from naa_guard.data import SampleSet
+from naa_guard.samples import SampleSet
 from naa_guard.policy import load_policy
 from naa_guard.scorestore import ChunkStore
 from naa_guard.scoring import chunk_bounds, chunk_size
@@ -63,7 +63,7 @@ def test_runtime_compile_runs_the_unet_through_torch_compile(tiny_setup: Path, m
 
 def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup: Path) -> None:
     from naa_guard.attacks.loss import LossAttack
-    from naa_guard.data import load_samples
+    from naa_guard.samples import load_samples
     from naa_guard.scoring import model_batch, score_samples
     from naa_guard.targets import load_target, read_model_info
 

@@ -17,7 +17,7 @@ from naa_guard.attacks.common import sample_keys
 from naa_guard.attacks.pia import PIA
 from naa_guard.attacks.sima import SimA, SimAParams
 from naa_guard.audit import audit
-from naa_guard.data import SampleSet, load_samples
+from naa_guard.samples import SampleSet, load_samples
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.policy import load_policy
 from naa_guard.scorecache import implementation_digest

@@ -16,7 +16,7 @@ from pydantic import Field
 from naa_guard.attacks import ATTACKS, Attack, AttackParams
 from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
 from naa_guard.audit import audit
-from naa_guard.data import SampleSet
+from naa_guard.samples import SampleSet
 from naa_guard.errors import InsufficientSamplesError, PolicyError
 from naa_guard.metrics import auc
 from naa_guard.policy import load_policy, parse_policy, policy_schema

@@ -33,7 +33,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from naa_guard.data import files_digest
+from naa_guard.samples import files_digest
 from naa_guard.errors import NaaGuardError, TargetError
 from naa_guard.targets.base import as_target, offline_environment
 

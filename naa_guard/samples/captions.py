@@ -3,7 +3,7 @@
 A text-to-image model is audited with the caption each image was trained with (SPEC section 3),
 so every place a training script reads captions from is read here:
 
-- a ``.csv`` / ``.jsonl`` manifest's caption column (see :mod:`naa_guard.data`);
+- a ``.csv`` / ``.jsonl`` manifest's caption column (see :mod:`naa_guard.samples.manifest`);
 - an image folder in the Hugging Face / diffusers *imagefolder* layout: a ``metadata.jsonl`` or
   ``metadata.csv`` in the folder or any subfolder, whose ``file_name`` is relative to the folder
   holding the metadata file (subpaths allowed) and whose caption column is ``text`` or

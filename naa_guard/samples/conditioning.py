@@ -4,7 +4,7 @@
 
 - ``caption``: each image's caption (the text it was trained with: a manifest's caption column,
   an imagefolder's ``metadata.jsonl`` / ``metadata.csv``, or ``.txt`` / ``.caption`` sidecars, see
-  :mod:`naa_guard.captions`); an image without one is an error naming it;
+  :mod:`naa_guard.samples.captions`); an image without one is an error naming it;
 - ``prompt``: ``data.prompt`` for every image (DreamBooth models are trained on one instance prompt);
 - ``empty``: the empty caption for every image, only when asked for: a much weaker attack (loss
   AUC 0.91 with the true captions, 0.54 empty on a fine-tune), so the reports say so;
@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 from naa_guard.errors import DataError, PolicyError
 
 if TYPE_CHECKING:
-    from naa_guard.data import SampleSet
-    from naa_guard.policy import DataSection
+    from naa_guard.samples.sampleset import SampleSet
 
 def _missing(sets: dict[str, SampleSet]) -> dict[str, list[str]]:
     """Return, per role, the names of the samples that have no caption."""
@@ -52,18 +51,21 @@ EMPTY_WARNING = (
 )
 
 
-def choose_conditioning(data: DataSection, sets: dict[str, SampleSet], takes_text: bool) -> str:
-    """Return the conditioning used for these sets: caption, prompt, empty, or none for an unconditional model."""
+def choose_conditioning(requested: str, prompt: str | None, sets: dict[str, SampleSet], takes_text: bool) -> str:
+    """Return the conditioning used for these sets: caption, prompt, empty, or none for an unconditional model.
+
+    ``requested`` and ``prompt`` are the policy's ``data.conditioning`` and ``data.prompt``.
+    """
     if not takes_text:
-        if data.conditioning in ("caption", "prompt") or data.prompt is not None:
+        if requested in ("caption", "prompt") or prompt is not None:
             raise PolicyError(
-                f"data.conditioning is {data.conditioning!r}{' and data.prompt is set' if data.prompt is not None else ''}, but the "
+                f"data.conditioning is {requested!r}{' and data.prompt is set' if prompt is not None else ''}, but the "
                 f"model takes no text (an unconditional pixel-space model). Remove data.prompt and use conditioning: auto."
             )
         return "none"
-    if data.conditioning != "auto":
-        mode = data.conditioning
-    elif data.prompt is not None:
+    if requested != "auto":
+        mode = requested
+    elif prompt is not None:
         mode = "prompt"
     else:
         missing = _missing(sets)
