@@ -6,7 +6,7 @@
 Builds a random UNet2DModel (``--width 64`` gives block channels 64/128/128, the 6.3M-parameter
 reference shape at 32x32x3), then, round after round, times the raw forward pass (``unet(x, t)``
 under inference_mode at the batch size and dtype of the attacks, no padding, no naa-guard code)
-and each attack's full scoring path (``naa_guard.scoring.score_samples``: chunking, per-sample
+and each attack's full scoring path (``naa_guard.scoring.runner.score_samples``: chunking, per-sample
 seeded noise, padding, host copies). Forward and attack run back to back inside each round, so
 the ratio ``attack rate / (forward rate / queries)`` is robust to a busy machine; the median
 over rounds is printed. ``--profile ATTACK`` prints torch.profiler's top operators for one
@@ -42,7 +42,7 @@ def main() -> None:
 
     from naa_guard.attacks import ATTACKS
     from naa_guard.samples import SampleSet
-    from naa_guard.scoring import score_samples
+    from naa_guard.scoring.runner import score_samples
     from naa_guard.targets import DiffusersTarget, resolve_device
 
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)

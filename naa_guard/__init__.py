@@ -16,8 +16,7 @@ from naa_guard.errors import (
     TargetError,
 )
 from naa_guard.policy import Policy, load_policy
-
-__version__ = "0.1.0"
+from naa_guard.version import __version__
 
 __all__ = [
     "AuditInvalidError",

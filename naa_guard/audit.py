@@ -18,28 +18,41 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import ValidationError
 
-from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
-from naa_guard.verdict.validity import ValidityReport, check_samples
-from naa_guard.verdict.control import check_control
+from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.baseline import baseline_path, compare, load_baseline
-from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
-from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.exposed import ExposedMembers, most_exposed
 from naa_guard.fingerprint import audit_fingerprint, environment
 from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
-from naa_guard.modelsize import explain_image_sizes
 from naa_guard.policy import Policy, Runtime
-from naa_guard.scorecache import ScoreCache, cache_key, cache_material
-from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
+from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
+from naa_guard.samples.conditioning import (
+    apply_conditioning,
+    choose_conditioning,
+    conditioning_warnings,
+    describe_conditioning,
+)
+from naa_guard.scoring.keys import ScoreCache, cache_material
+from naa_guard.scoring.models import model_source
+from naa_guard.scoring.runner import (
+    CHUNK_SAMPLES,
+    ChunkRunner,
+    LocalRunner,
+    summarize_sets,
+)
+from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
-from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
+from naa_guard.targets.modelsize import explain_image_sizes
+from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
+from naa_guard.verdict.control import check_control
+from naa_guard.verdict.validity import ValidityReport, check_samples
+from naa_guard.version import __version__
 
 if TYPE_CHECKING:
-    from naa_guard.scorestore import ChunkStore
+    from naa_guard.scoring.chunks import ChunkStore
 
 WORST_CASE_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "asr")
 
@@ -273,7 +286,7 @@ def audit(
     ``target`` replaces loading the policy's model (used by tests). Images are decoded and scored
     ``chunk_samples`` at a time (rounded to whole batches); ``chunk_store`` keeps scores chunk by
     chunk so a killed audit resumes; ``runner`` runs the chunks (default: here; see
-    :mod:`naa_guard.distributed` for the ranks of a process group). Before any attack runs, the
+    :mod:`naa_guard.scoring.distributed` for the ranks of a process group). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
     (naa_guard.checks). ``baseline`` (else the policy's ``baseline``) names a previous report.json:

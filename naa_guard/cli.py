@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from naa_guard.errors import NaaGuardError, OutputError
 
 if TYPE_CHECKING:
-    from naa_guard.scoring import ChunkRunner
+    from naa_guard.scoring.runner import ChunkRunner
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -43,8 +43,8 @@ def check_output(path: Path, *, folder: bool, where: str) -> None:
 
 def _write_outputs(result: object, json_path: Path | None, report_dir: Path | None, scores_path: Path | None = None) -> list[str]:
     """Return the lines naming the files written; OutputError when one cannot be written."""
-    from naa_guard.report import write_reports
-    from naa_guard.scoring import write_scores
+    from naa_guard.reports.scores_csv import write_scores
+    from naa_guard.reports.write import write_reports
 
     lines = []
     try:
@@ -62,7 +62,7 @@ def _write_outputs(result: object, json_path: Path | None, report_dir: Path | No
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from naa_guard import distributed
+    from naa_guard.scoring import distributed
 
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return _launch_audit(args)
@@ -109,7 +109,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
     Outputs are checked before any scoring and written before the verdict is printed: a report
     that cannot be written is exit 2, never a PASS followed by a traceback.
     """
-    from naa_guard.distributed import Outcome, write_outcome
+    from naa_guard.launcher import Outcome, write_outcome
     from naa_guard.policy import load_policy, preflight
 
     try:
@@ -125,8 +125,8 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
 
         from naa_guard.audit import audit
-        from naa_guard.distributed import rank_device
-        from naa_guard.scorestore import ChunkStore
+        from naa_guard.scoring.chunks import ChunkStore
+        from naa_guard.scoring.distributed import rank_device
 
         device = rank_device(args.device or policy.runtime.device, local_rank) if runner is not None else args.device
         store = ChunkStore(Path(args.cache)) if args.cache else None
@@ -141,7 +141,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         if args.result_file:
             write_outcome(Path(args.result_file), Outcome(EXIT_INVALID, error=exc))
         return EXIT_INVALID
-    from naa_guard.report import format_table
+    from naa_guard.reports.text import format_table
 
     print(format_table(result))
     for line in written:
@@ -168,7 +168,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from naa_guard.audit import audit
     from naa_guard.demo import build_demo
     from naa_guard.policy import load_policy
-    from naa_guard.report import format_table, write_reports
+    from naa_guard.reports.text import format_table
+    from naa_guard.reports.write import write_reports
 
     started = time.perf_counter()
     print(f"naa-guard demo: training a small DDPM on scikit-learn's digits in {args.out} ...", flush=True)

@@ -15,13 +15,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from naa_guard import __version__
+from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.samples import files_digest
-from naa_guard.tuning import AttackCandidates
+from naa_guard.version import __version__
 
 if TYPE_CHECKING:
-    from naa_guard.samples import SampleSet
     from naa_guard.policy import Policy
+    from naa_guard.samples import SampleSet
     from naa_guard.targets import AnyModelInfo
 
 

@@ -19,10 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from naa_guard.samples.conditioning import CAPTION_SOURCES
-from naa_guard.samples import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.metrics import FPR_LEVELS, min_nonmembers_for
+from naa_guard.samples import (
+    ARRAY_SUFFIXES,
+    IMAGE_EXTENSIONS,
+    list_samples,
+    load_samples,
+)
+from naa_guard.samples.conditioning import CAPTION_SOURCES
 
 MIN_PER_SIDE = 20  # an AUC gate needs at least this many members and non-members (SPEC section 8)
 _PROBE = 4  # samples each set is test-loaded with

@@ -22,18 +22,30 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from naa_guard.errors import DistributedError
 
 if TYPE_CHECKING:
-    from naa_guard.distributed import Outcome
+    from naa_guard.errors import NaaGuardError
+    from naa_guard.result import AuditResult
 
 RESULT_FILE = "outcome.pickle"
 GRACE_SECONDS = 60.0  # torchrun gives its ranks 30 s after SIGTERM before SIGKILL; then we kill what is left
 _GLOG = re.compile(r"^[IWEF]\d{4} ")  # torchrun's own log lines
 _ERROR_LINE = re.compile(r"^(?:\[\w+\]:)?(naa-guard: .+|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)$")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What rank 0 hands back to a launcher: the exit code, and the result or the error."""
+
+    code: int
+    result: AuditResult | None = None
+    error: NaaGuardError | None = None
+
 
 
 def torchrun_command(nproc: int, cli_args: Sequence[str]) -> list[str]:
@@ -231,3 +243,11 @@ def _parent_death_signal() -> Callable[[], None] | None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
     return set_death_signal
+
+
+def write_outcome(path: Path, outcome: Outcome) -> None:
+    """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
+    from naa_guard.scoring.chunks import write_atomically
+
+    # No parents made: a launcher that died took its folder with it, and nothing is written after it.
+    write_atomically(Path(path), pickle.dumps(outcome), make_parents=False)

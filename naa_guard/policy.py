@@ -16,12 +16,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from naa_guard.attacks import ATTACKS, AttackParams
+from naa_guard.attacks.candidates import (
+    AttackCandidates,
+    CandidateListError,
+    candidate_settings,
+    describe_candidate,
+    listable_schema,
+)
 from naa_guard.errors import PolicyError
 from naa_guard.strictyaml import StrictYAMLError, load_strict_yaml
-from naa_guard.tuning import AttackCandidates, CandidateListError, candidate_settings, describe_candidate, listable_schema
 
 POLICY_VERSION = 1
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -17,10 +17,9 @@ bad byte; an empty file is refused by name.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 

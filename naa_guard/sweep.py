@@ -20,9 +20,9 @@ import yaml
 from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS
+from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.errors import PolicyError
-from naa_guard.report import align_columns
-from naa_guard.tuning import AttackCandidates
+from naa_guard.reports.rows import align_columns
 
 if TYPE_CHECKING:
     from naa_guard.attacks.base import AttackParams

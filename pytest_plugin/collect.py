@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from naa_guard import __version__
 from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError
 from naa_guard.policy import Policy
+from naa_guard.version import __version__
 from pytest_plugin.session import audit_session, quick_note
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from naa_guard.policy import Policy, load_policy
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult, ScoreCache
-    from naa_guard.scorestore import ChunkStore
+    from naa_guard.scoring.chunks import ChunkStore
 
 CACHE_NAME = "naa-guard"
 CHUNK_CACHE_NAME = "naa-guard-chunks"
@@ -142,9 +142,11 @@ class AuditSession:
             preflight(policy)  # missing folders and configs: reported before the engine's imports
         except NaaGuardError as exc:
             return exc
-        from naa_guard.audit import audit  # the engine (numpy, scikit-learn, later torch) loads here
+        from naa_guard.audit import (
+            audit,  # the engine (numpy, scikit-learn, later torch) loads here
+        )
         from naa_guard.cli import check_output
-        from naa_guard.report import write_reports
+        from naa_guard.reports.write import write_reports
 
         settings = self.settings
         target = self._choose_report_dir(policy)
@@ -206,7 +208,7 @@ class AuditSession:
         root = self._chunk_root()
         if root is None:
             return None
-        from naa_guard.scorestore import ChunkStore
+        from naa_guard.scoring.chunks import ChunkStore
 
         return ChunkStore(root)
 

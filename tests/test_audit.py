@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import OVERFIT, make_tiny_setup, write_policy
 from fakes import DictCache
+
 from naa_guard.audit import audit
 from naa_guard.policy import load_policy
 

@@ -12,10 +12,12 @@ from fakes import DictCache, KnownImagesTarget
 
 from naa_guard.audit import AttackResult, AuditResult, audit
 from naa_guard.gates import evaluate_gates
-from naa_guard.samples import load_samples
 from naa_guard.metrics import evaluate
 from naa_guard.policy import load_policy, parse_policy
-from naa_guard.report import format_table, to_markdown
+from naa_guard.reports.markdown import to_markdown
+from naa_guard.reports.text import format_table
+from naa_guard.samples import load_samples
+
 
 @pytest.fixture(scope="module")
 def two_attacks(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import OVERFIT, write_policy
 from fakes import DictCache
+
 from naa_guard.audit import audit
 from naa_guard.baseline import fingerprint_differences
 from naa_guard.cli import main

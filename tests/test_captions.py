@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naa_guard.samples import files_digest, list_samples
 from naa_guard.errors import DataError
+from naa_guard.samples import files_digest, list_samples
 
 
 def _image(path: Path, value: int) -> Path:

@@ -17,9 +17,10 @@ from conftest import FIXTURES, write_policy
 
 from naa_guard.audit import AuditResult, audit
 from naa_guard.errors import DataError, PolicyError
-from naa_guard.html_report import to_html
 from naa_guard.policy import load_policy
-from naa_guard.report import format_table, to_markdown
+from naa_guard.reports.html import to_html
+from naa_guard.reports.markdown import to_markdown
+from naa_guard.reports.text import format_table
 from naa_guard.targets import load_target, probe_target, read_model_info
 
 SD = FIXTURES / "tiny_sd"

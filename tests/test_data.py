@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from naa_guard.samples import SampleSet, IMAGE_EXTENSIONS, files_digest, reuse_file_digests, load_samples, sample_digests
 from naa_guard.errors import DataError
+from naa_guard.samples import (
+    IMAGE_EXTENSIONS,
+    SampleSet,
+    files_digest,
+    load_samples,
+    reuse_file_digests,
+    sample_digests,
+)
 
 
 def _rgb(value: int, size: tuple[int, int] = (8, 8)) -> Image.Image:

@@ -16,9 +16,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model, make_tiny_setup, write_policy
 from PIL import Image
 
-from conftest import make_tiny_model, make_tiny_setup, write_policy
 from naa_guard.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,8 +147,8 @@ def test_rank_0_refuses_a_chunk_result_of_the_wrong_length(monkeypatch: pytest.M
     """The gather itself is faked (no process group): rank 1 sends 3 scores for its chunk of 4."""
     import torch.distributed as dist
 
-    from naa_guard import distributed
     from naa_guard.errors import DistributedError
+    from naa_guard.scoring import distributed
 
     class Job:
         sets: dict = {}

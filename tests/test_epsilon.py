@@ -13,7 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta
 
-from naa_guard.epsilon import clopper_pearson_upper, epsilon_from_rates, epsilon_lower_bound
+from naa_guard.epsilon import (
+    clopper_pearson_upper,
+    epsilon_from_rates,
+    epsilon_lower_bound,
+)
 from naa_guard.gates import evaluate_gates
 from naa_guard.metrics import evaluate, roc
 from naa_guard.policy import parse_policy

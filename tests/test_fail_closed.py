@@ -26,10 +26,10 @@ from fakes import DictCache
 from naa_guard.attacks.naa import aggregate
 from naa_guard.audit import audit, cache_key
 from naa_guard.cli import main
-from naa_guard.samples import load_samples
 from naa_guard.gates import evaluate_gates
 from naa_guard.metrics import LeakageReport, MetricValue
 from naa_guard.policy import load_policy
+from naa_guard.samples import load_samples
 
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_a_report_that_fails_mid_write_gives_no_verdict(tiny_setup: Path, monkey
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device", "report.json")
 
-    monkeypatch.setattr("naa_guard.report.write_reports", full_disk)
+    monkeypatch.setattr("naa_guard.reports.write.write_reports", full_disk)
     tiny_setup.write_text(tiny_setup.read_text() + "report: {dir: ./out}\n")
     assert main(["audit", str(tiny_setup), "--quiet"]) == 2
     out, err = capsys.readouterr()

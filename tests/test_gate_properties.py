@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from naa_guard.errors import NaaGuardError, PolicyError
 from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import FPR_LEVELS, LeakageReport, MetricValue, evaluate, min_nonmembers_for
+from naa_guard.metrics import (
+    FPR_LEVELS,
+    LeakageReport,
+    MetricValue,
+    evaluate,
+    min_nonmembers_for,
+)
 from naa_guard.policy import Policy, parse_policy
 
 MIN_PER_SIDE = 20  # the rule, written out rather than imported

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OVERFIT, make_tiny_model
 from PIL import Image
 
-from conftest import OVERFIT, make_tiny_model
 from naa_guard.audit import audit
 from naa_guard.cli import main
 from naa_guard.errors import PolicyError, TargetError

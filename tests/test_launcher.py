@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tiny_setup
+
 from naa_guard import launcher
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from fakes import DictCache
 
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
-from naa_guard.targets.custom import check_target, import_loader, loader_identity
 from naa_guard.policy import load_policy, parse_policy
+from naa_guard.targets.custom import check_target, import_loader, loader_identity
 
 # A user's loader module: a toy noise predictor that needs no diffusers folder. ``path`` may name a
 # file whose first byte scales the prediction, so that the model's identity lives in that file.

@@ -12,8 +12,8 @@ import pytest
 from conftest import edit_json, make_tiny_model
 
 from naa_guard.errors import TargetError
-from naa_guard.modelcheck import check_alphas_cumprod, read_safetensors_header
 from naa_guard.targets import load_target, read_model_info
+from naa_guard.targets.modelcheck import check_alphas_cumprod, read_safetensors_header
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 

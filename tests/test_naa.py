@@ -105,9 +105,9 @@ def test_query_chain_follows_deterministic_ddim_path(noise: str) -> None:
 
 
 def test_each_sample_costs_k_model_queries(tiny_setup) -> None:
-    from naa_guard.scoring import score_samples
-    from naa_guard.samples import load_samples
     from naa_guard.policy import load_policy
+    from naa_guard.samples import load_samples
+    from naa_guard.scoring.runner import score_samples
     from naa_guard.targets import load_target, read_model_info
 
     policy = load_policy(tiny_setup)

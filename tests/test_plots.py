@@ -10,8 +10,8 @@ import pytest
 
 from naa_guard.audit import AttackResult, AuditResult
 from naa_guard.metrics import evaluate
-from naa_guard.plots import histogram_figure, leak_oriented, roc_figure
-from naa_guard.report import write_reports
+from naa_guard.reports.plots import histogram_figure, leak_oriented, roc_figure
+from naa_guard.reports.write import write_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -53,7 +53,7 @@ def engine_imported(tmp_path_factory: pytest.TempPathFactory) -> None:
     """
     from naa_guard.audit import audit
     from naa_guard.policy import load_policy
-    from naa_guard.report import write_reports
+    from naa_guard.reports.write import write_reports
 
     folder = tmp_path_factory.mktemp("engine")
     write_reports(audit(load_policy(leaky_policy(folder, limit=20)), progress=False), folder, plots=True)
@@ -201,7 +201,7 @@ def test_second_run_regates_from_the_cache_without_loading_the_model(pytester: p
     first.stdout.fnmatch_lines(["*scores computed, model loaded*"])
     assert list((pytester.path / ".pytest_cache" / "d" / "naa-guard").glob("*.npz"))
 
-    monkeypatch.setattr("naa_guard.scoring.load_target", _refuse_to_load)
+    monkeypatch.setattr("naa_guard.scoring.models.load_target", _refuse_to_load)
     second = pytester.runpytest()
     second.assert_outcomes(failed=1)
     second.stdout.fnmatch_lines(["*cached scores, model not loaded*"])
@@ -305,7 +305,7 @@ def test_importing_the_plugin_and_collecting_do_not_import_torch(pytester: pytes
     probe = "import sys, pytest_plugin.plugin; print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))"
     pytester.run(sys.executable, "-c", probe).stdout.fnmatch_lines(["[[][]]"])
     # The engine the first gate item imports still defers torch to the model load.
-    probe = "import sys, naa_guard.audit, naa_guard.report; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    probe = "import sys, naa_guard.audit, naa_guard.reports.write; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     pytester.run(sys.executable, "-c", probe).stdout.fnmatch_lines(["[[][]]"])
 
 

@@ -22,7 +22,7 @@ def engine_imported(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Import the engine here first: pytester's in-process runs cannot import extension modules twice."""
     from naa_guard.audit import audit
     from naa_guard.policy import load_policy
-    from naa_guard.report import write_reports
+    from naa_guard.reports.write import write_reports
 
     folder = tmp_path_factory.mktemp("engine")
     write_reports(audit(load_policy(make_tiny_setup(folder)), progress=False), folder, plots=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from naa_guard.scorecache import NOT_ON_SCORING_PATH, PACKAGE_ROOT
+from naa_guard.scoring.keys import NOT_ON_SCORING_PATH, PACKAGE_ROOT
 
 # The modules that turn files into scores: listing, decoding and fitting samples, conditioning,
 # chunking and batching, targets, attacks, the stores, the ranks. Everything they import shapes a score.
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 import naa_guard
 from naa_guard.attacks.loss import LossAttack
-from naa_guard.scorecache import implementation_digest
+from naa_guard.scoring.keys import implementation_digest
 root = Path(naa_guard.__file__).parent
 assert root.parent == Path(sys.argv[1]), (root, sys.argv[1])  # the copy, not the installed package
 before = implementation_digest(LossAttack())

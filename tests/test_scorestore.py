@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from naa_guard.scorestore import ChunkStore, material_key
+from naa_guard.scoring.chunks import ChunkStore, material_key
 
 MATERIAL = ChunkStore.material_for({"model": "m" * 8, "members": "a" * 8, "attack": {"name": "naa"}}, chunk_size=8, batch_size=8, device="cpu", compile=False)
 KEYS = np.arange(100, 108, dtype=np.int64)

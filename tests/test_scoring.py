@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import OVERFIT, make_tiny_model, write_policy
 from fakes import DictCache
+
 from naa_guard.audit import audit
-from naa_guard.samples import SampleSet
 from naa_guard.policy import load_policy
-from naa_guard.scorestore import ChunkStore
-from naa_guard.scoring import chunk_bounds, chunk_size
+from naa_guard.samples import SampleSet
+from naa_guard.scoring.chunks import ChunkStore
+from naa_guard.scoring.runner import chunk_bounds, chunk_size
 
 
 def test_chunks_are_whole_batches_and_cover_the_set_once() -> None:
@@ -41,7 +41,7 @@ def test_complete_chunks_regate_without_the_model(tiny_setup: Path, tmp_path: Pa
     policy = load_policy(tiny_setup)
     store = ChunkStore(tmp_path / "chunks")
     first = audit(policy, progress=False, chunk_store=store, score_cache=DictCache())
-    monkeypatch.setattr("naa_guard.scoring.load_target", lambda *a, **k: pytest.fail("the model was loaded although every chunk is stored"))
+    monkeypatch.setattr("naa_guard.scoring.models.load_target", lambda *a, **k: pytest.fail("the model was loaded although every chunk is stored"))
     second = audit(policy, progress=False, chunk_store=store)
     assert first.model_loaded and not second.model_loaded and second.attacks["naa"].cached
     assert np.array_equal(first.attacks["naa"].member_scores, second.attacks["naa"].member_scores)
@@ -64,7 +64,7 @@ def test_runtime_compile_runs_the_unet_through_torch_compile(tiny_setup: Path, m
 def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup: Path) -> None:
     from naa_guard.attacks.loss import LossAttack
     from naa_guard.samples import load_samples
-    from naa_guard.scoring import model_batch, score_samples
+    from naa_guard.scoring.runner import model_batch, score_samples
     from naa_guard.targets import load_target, read_model_info
 
     assert [model_batch(size) for size in (1, 10, 16, 17, 100, 128)] == [1, 10, 16, 16, 96, 128]

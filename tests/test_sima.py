@@ -13,18 +13,18 @@ from conftest import FIXTURES, OVERFIT, make_tiny_model, make_tiny_setup, write_
 from fakes import DictCache, KnownImagesTarget
 
 from naa_guard.attacks import ATTACKS
+from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.attacks.common import sample_keys
 from naa_guard.attacks.pia import PIA
 from naa_guard.attacks.sima import SimA, SimAParams
 from naa_guard.audit import audit
-from naa_guard.samples import SampleSet, load_samples
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.policy import load_policy
-from naa_guard.scorecache import implementation_digest
-from naa_guard.scoring import score_samples
+from naa_guard.samples import SampleSet, load_samples
+from naa_guard.scoring.keys import implementation_digest
+from naa_guard.scoring.runner import score_samples
 from naa_guard.sweep import sweep
 from naa_guard.targets import load_target, read_model_info
-from naa_guard.tuning import AttackCandidates
 
 N = 16  # one whole padded model batch: the target's call and the direct call below run the same kernels
 SEED = 3

@@ -9,13 +9,19 @@ import pytest
 from conftest import make_tiny_setup
 
 import naa_guard.audit
-import naa_guard.scoring
+import naa_guard.scoring.models
 import naa_guard.targets
 from naa_guard.audit import audit
 from naa_guard.cli import main
 from naa_guard.errors import PolicyError
 from naa_guard.policy import load_policy
-from naa_guard.sweep import format_sweep, parse_params, sweep, sweep_settings, write_sweep
+from naa_guard.sweep import (
+    format_sweep,
+    parse_params,
+    sweep,
+    sweep_settings,
+    write_sweep,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_sweep_scores_every_combination_like_an_audit_with_one_model_load(tiny_p
         return real_samples(*args, **kwargs)
 
     monkeypatch.setattr(naa_guard.targets, "load_target", counting_load)
-    monkeypatch.setattr(naa_guard.scoring, "load_target", counting_load)
+    monkeypatch.setattr(naa_guard.scoring.models, "load_target", counting_load)
     monkeypatch.setattr(naa_guard.audit, "list_samples", counting_samples)
     policy = load_policy(tiny_policy)
     result = sweep(policy, "loss", {"t": [10, 100]}, progress=False)

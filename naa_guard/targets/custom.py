@@ -33,8 +33,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from naa_guard.samples import files_digest
 from naa_guard.errors import NaaGuardError, TargetError
+from naa_guard.samples import files_digest
 from naa_guard.targets.base import as_target, offline_environment
 
 if TYPE_CHECKING:

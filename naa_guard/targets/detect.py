@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from naa_guard.errors import TargetError
-from naa_guard.modelcheck import check_model_index
 from naa_guard.targets.base import read_json
-from naa_guard.targets.latent import LatentModelInfo, load_latent_target, read_latent_info
+from naa_guard.targets.latent import load_latent_target
+from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
+from naa_guard.targets.modelcheck import check_model_index
 from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
 
 if TYPE_CHECKING:

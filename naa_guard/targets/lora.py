@@ -53,7 +53,7 @@ def _file_tensors(file: Path, allow_pickle: bool) -> tuple[dict[str, Any], dict[
             )
         import torch
 
-        from naa_guard.modelcheck import pickle_load_error
+        from naa_guard.targets.modelcheck import pickle_load_error
 
         try:
             return dict(torch.load(file, map_location="cpu", weights_only=True)), None
@@ -98,7 +98,11 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
-    from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
+    from naa_guard.targets.lorastrength import (
+        check_scalings,
+        declared_scalings,
+        loaded_scalings,
+    )
 
     everything, metadata = _file_tensors(file, allow_pickle)
     tensors = {name: tensor for name, tensor in everything.items() if "lora" in name and not name.endswith("alpha")}

@@ -13,11 +13,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.modelcheck import (
-    check_alphas_cumprod, check_config_types, check_model_index, check_model_index_classes, check_scheduler_config,
-    check_unet_config, check_weights_match, weight_files_for, weight_shapes,
-)  # fmt: skip
-from naa_guard.targets.base import PAD_MULTIPLE, check_component_weights, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
+from naa_guard.targets.base import (
+    PAD_MULTIPLE,
+    check_component_weights,
+    offline_environment,
+    raise_if_non_finite,
+    read_json,
+    resolve_device,
+    scheduler_class,
+    weight_files,
+)
+from naa_guard.targets.modelcheck import (
+    check_alphas_cumprod,
+    check_config_types,
+    check_model_index,
+    check_model_index_classes,
+    check_scheduler_config,
+    check_unet_config,
+    check_weights_match,
+    weight_files_for,
+    weight_shapes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -22,22 +22,20 @@ Nothing here schedules work dynamically: torch.distributed only moves jobs and r
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import errors
-from naa_guard.samples import reuse_file_digests
 from naa_guard.errors import DistributedError, NaaGuardError
+from naa_guard.samples import reuse_file_digests
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
-    from naa_guard.samples import SampleSet
     from naa_guard.policy import Policy
-    from naa_guard.scoring import Chunk, ChunkJob, ModelSource
+    from naa_guard.samples import SampleSet
+    from naa_guard.scoring.models import ModelSource
+    from naa_guard.scoring.runner import Chunk, ChunkJob
 
 # Rank 0 waits in a collective while the other ranks score their share of a job: long jobs are normal.
 TIMEOUT = timedelta(hours=12)
@@ -50,15 +48,6 @@ class Group:
     rank: int
     world_size: int
     local_rank: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What rank 0 hands back to a launcher: the exit code, and the result or the error."""
-
-    code: int
-    result: AuditResult | None = None
-    error: NaaGuardError | None = None
 
 
 def launched_by_torchrun() -> bool:
@@ -121,7 +110,7 @@ def input_digests(models: ModelSource, sets: dict[str, SampleSet]) -> dict[str, 
     sample files; within one audit each list of files is read once (reuse_file_digests).
     """
     from naa_guard.samples import files_digest
-    from naa_guard.scorecache import package_digest
+    from naa_guard.scoring.keys import package_digest
     from naa_guard.targets.custom import loader_identity
 
     info, model = models.info, models.policy.model
@@ -219,7 +208,7 @@ def serve(group: Group) -> int:
     """Run the jobs rank 0 broadcasts until it says stop; return the exit code it sends."""
     import torch.distributed as dist
 
-    from naa_guard.scoring import model_source
+    from naa_guard.scoring.models import model_source
 
     models = None
     with reuse_file_digests():  # one audit: each list of files is hashed once, as on rank 0
@@ -249,14 +238,3 @@ def lead(group: Group, body: Callable[[DistributedRunner], int]) -> int:
     finally:
         runner.finish(code)
     return code
-
-
-# --------------------------------------------------------------------------- the launcher's result file (naa_guard.launcher)
-
-
-def write_outcome(path: Path, outcome: Outcome) -> None:
-    """Write rank 0's outcome for the launcher (atomically: a killed run leaves no file)."""
-    from naa_guard.scorestore import write_atomically
-
-    # No parents made: a launcher that died took its folder with it, and nothing is written after it.
-    write_atomically(Path(path), pickle.dumps(outcome), make_parents=False)

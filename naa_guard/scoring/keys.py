@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from naa_guard import __version__
 from naa_guard.attacks import Attack
 from naa_guard.samples import SampleSet, files_digest
-from naa_guard.scorestore import material_key
+from naa_guard.scoring.chunks import material_key
 from naa_guard.targets.custom import loader_identity
+from naa_guard.version import __version__
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy

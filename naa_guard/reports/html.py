@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from naa_guard.epsilon import DISCLAIMER
-from naa_guard.report import EXPOSED_HEADER, REGRESSION_HEADER, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, worst_case_rows
+from naa_guard.reports.rows import (
+    EXPOSED_HEADER,
+    REGRESSION_HEADER,
+    VERDICTS,
+    epsilon_line,
+    regression_rows,
+    table_header,
+    table_rows,
+    worst_case_rows,
+)
 
 if TYPE_CHECKING:
     from naa_guard.audit import AuditResult
@@ -161,7 +170,7 @@ def to_html(result: AuditResult, *, figures: Mapping[str, bytes] | None = None) 
     """Return the report as one HTML document with every image inlined.
 
     ``figures`` holds the PNG bytes of the ROC plot (key ``"roc"``) and of each attack's histogram
-    (key: the attack's name), as :func:`naa_guard.plots.write_plots` drew them; None leaves them out.
+    (key: the attack's name), as :func:`naa_guard.reports.plots.write_plots` drew them; None leaves them out.
     """
     verdict = _verdict(result)
     counts = f"{result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "")

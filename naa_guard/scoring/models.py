@@ -1,0 +1,69 @@
+"""The model under audit, loaded at most once and only when a chunk needs it: an unchanged model
+whose scores are all stored re-gates without loading.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from naa_guard.targets import (
+    AnyModelInfo,
+    Target,
+    as_target,
+    load_target,
+    probe_target,
+    read_model_info,
+    resolve_device,
+)
+from naa_guard.targets.custom import load_custom_target
+
+if TYPE_CHECKING:
+    from naa_guard.policy import Policy
+
+
+def load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
+    """Return the policy's model (diffusers folder or custom loader), probed with one test batch.
+
+    With ``runtime.compile: true`` the UNet (a target's ``unet`` attribute) goes through
+    ``torch.compile``; a target without one runs as it is.
+    """
+    import torch
+
+    runtime = policy.runtime
+    if info is None:
+        loader = str(policy.model.loader)
+        target = load_custom_target(loader, policy.model.path, device=resolve_device(runtime.device), dtype=getattr(torch, runtime.dtype))
+        where = f"model.loader {loader!r}"
+    else:
+        target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
+        where = str(info.unet_dir)
+    probe_target(target, where)
+    if runtime.compile and hasattr(target, "unet"):
+        target.unet = torch.compile(target.unet)
+    return target
+
+
+class ModelSource:
+    """Loads the policy's model on first use and keeps it (one per process)."""
+
+    def __init__(self, policy: Policy, info: AnyModelInfo | None, target: Target | None = None) -> None:
+        self.policy, self.info, self._target = policy, info, as_target(target) if target is not None else None
+        self.loaded = False  # whether this process loaded the model (not handed a target)
+
+    @property
+    def ready(self) -> Target | None:
+        """Return the target if it is loaded, else None."""
+        return self._target
+
+    def target(self) -> Target:
+        """Return the target, loading (and probing) the policy's model on first use."""
+        if self._target is None:
+            self._target, self.loaded = load_model(self.policy, self.info), True
+        return self._target
+
+
+def model_source(policy: Policy, target: Target | None = None) -> ModelSource:
+    """Return a model source for ``policy`` (its folder read, nothing loaded; ``target`` stands in for the model)."""
+    model = policy.model
+    info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
+    return ModelSource(policy, info, target)

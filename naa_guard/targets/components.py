@@ -1,0 +1,83 @@
+"""Loading a latent pipeline's text encoders strictly: every tensor of the weight files must land in
+the module and every module tensor must come from them (no silently random weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from naa_guard.errors import TargetError
+from naa_guard.targets.base import (
+    check_component_weights,
+    read_json,
+)
+from naa_guard.targets.latent_info import TEXT_ENCODER_CLASSES, TEXT_WEIGHTS
+
+if TYPE_CHECKING:
+    pass
+
+
+def _text_weight_files(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
+    """Return the weight files transformers loads from a text encoder folder (shards included)."""
+    from naa_guard.targets.modelcheck import read_json_object
+
+    stem = "model" if use_safetensors else "pytorch_model"
+    suffix = ".safetensors" if use_safetensors else ".bin"
+    name = f"{stem}{f'.{variant}' if variant else ''}{suffix}"
+    if (folder / name).is_file():
+        return [folder / name]
+    index = folder / f"{name}.index.json"
+    if index.is_file():
+        return [folder / shard for shard in sorted(set(read_json_object(index).get("weight_map", {}).values()))]
+    raise TargetError(f"{folder}: no weight file {name}. Save the text encoder with save_pretrained(..., safe_serialization=True).")
+
+
+def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
+    """Return None; raise TargetError unless the files hold exactly the text encoder's tensors and shapes.
+
+    ``position_ids`` buffers are ignored: older transformers saved them, newer ones rebuild them.
+    """
+    from naa_guard.targets.modelcheck import weight_shapes
+
+    stored = {name: shape for name, shape in weight_shapes(files).items() if not name.endswith("position_ids")}
+    expected = {name: tuple(t.shape) for name, t in module.state_dict().items() if not name.endswith("position_ids")}
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    reshaped = sorted(n for n in set(expected) & set(stored) if expected[n] != stored[n])
+    if missing or unexpected or reshaped:
+        raise TargetError(
+            f"{where}: the weights ({', '.join(f.name for f in files)}) do not match the {type(module).__name__} its config.json "
+            f"describes: missing {missing[:5]}, unexpected {unexpected[:5]}, reshaped {reshaped[:5]}. A missing tensor would "
+            f"stay random; check that config.json belongs to these weights, or re-save the text encoder with save_pretrained."
+        )
+
+
+def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool) -> Any:
+    """Return one pipeline component loaded offline and strictly from its folder."""
+    import diffusers
+
+    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+
+    if name.startswith("tokenizer"):
+        config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        class_name = str(config.get("tokenizer_class") or "CLIPTokenizer")
+        if class_name not in ("CLIPTokenizer", "CLIPTokenizerFast"):
+            raise TargetError(f"{folder}: tokenizer class {class_name!r} is not supported; Stable Diffusion pipelines use a CLIPTokenizer.")
+        return getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
+    config_file = folder / "config.json"
+    config = read_json(config_file)
+    if name.startswith("text_encoder"):
+        class_name = (config.get("architectures") or ["CLIPTextModel"])[0]
+        if class_name not in TEXT_ENCODER_CLASSES:
+            raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
+        use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
+        _check_text_weights(module, _text_weight_files(folder, use_safetensors, variant), folder)
+        return module
+    # modelcheck.check_config_types is not applied: diffusers annotates these block lists as
+    # Tuple[str] (one item) while every real config has several. Sizes were checked on reading.
+    cls = diffusers.AutoencoderKL if name == "vae" else diffusers.UNet2DConditionModel
+    use_safetensors, variant = check_component_weights(folder, allow_pickle)
+    module = cls.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+    check_weights_match(module, weight_files_for(folder, use_safetensors, variant), folder)
+    return module
