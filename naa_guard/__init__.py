@@ -44,7 +44,7 @@ def __getattr__(name: str):  # the audit engine imports torch: load it only when
 
         # Not "from naa_guard import audit": that looks the name up on this package first, which
         # calls this __getattr__ again, forever.
-        audit_module = importlib.import_module("naa_guard.audit")
+        module = importlib.import_module("naa_guard.audit" if name == "audit" else "naa_guard.result")
 
-        return getattr(audit_module, name)
+        return getattr(module, name)
     raise AttributeError(f"module 'naa_guard' has no attribute {name!r}")

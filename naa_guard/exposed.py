@@ -13,14 +13,14 @@ the sample set by row, so a report never holds the whole set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from naa_guard.metrics import MEMBERS_HIGHER
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AttackResult
+    from naa_guard.metrics import LeakageReport
     from naa_guard.samples import SampleSet
 
 
@@ -67,6 +67,15 @@ def empirical_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, direc
     return above / len(ordered)
 
 
+class ScoredAttack(Protocol):
+    """What ranking members needs of an attack's result (an :class:`~naa_guard.result.AttackResult`)."""
+
+    name: str
+    leakage: LeakageReport
+    member_scores: np.ndarray
+    nonmember_scores: np.ndarray
+
+
 def member_images(samples: SampleSet, rows: np.ndarray) -> np.ndarray:
     """Return the model-ready images of the given rows of a sample set (a copy of those rows only)."""
     if not len(rows):
@@ -74,7 +83,7 @@ def member_images(samples: SampleSet, rows: np.ndarray) -> np.ndarray:
     return np.concatenate([samples.decode(int(row), int(row) + 1) for row in rows]).astype(np.float32)  # these rows only, one at a time
 
 
-def most_exposed(attacks: dict[str, AttackResult], members: SampleSet, k: int) -> ExposedMembers | None:
+def most_exposed(attacks: dict[str, ScoredAttack], members: SampleSet, k: int) -> ExposedMembers | None:
     """Return the ``k`` most-exposed members under the attack with the highest leak AUC (None: k is 0)."""
     if k < 1 or not attacks:
         return None

@@ -23,8 +23,8 @@ from pytest_plugin.session import audit_session, quick_note
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-    from naa_guard.audit import AuditResult
     from naa_guard.gates import GateResult
+    from naa_guard.result import AuditResult
 
 GATE_IDS = {"auc": "auc", "tpr_at_1pct_fpr": "tpr@1%fpr", "tpr_at_0_1pct_fpr": "tpr@0.1%fpr", "epsilon_lb": "epsilon_lb"}
 DEFAULT_PATTERNS = ("*.naa.yaml", "*.naa.yml")

@@ -31,8 +31,8 @@ from pytest_plugin.session import (
 from pytest_plugin.summary import GATE_SUMMARY, GateSummary
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
     from naa_guard.policy import Policy
+    from naa_guard.result import AuditResult
 
 
 def _positive_int(text: str) -> int:

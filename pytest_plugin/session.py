@@ -19,8 +19,9 @@ from naa_guard.errors import DistributedError, NaaGuardError, OutputError
 from naa_guard.policy import Policy, load_policy
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult, ScoreCache
+    from naa_guard.result import AuditResult
     from naa_guard.scoring.chunks import ChunkStore
+    from naa_guard.scoring.keys import ScoreCache
 
 CACHE_NAME = "naa-guard"
 CHUNK_CACHE_NAME = "naa-guard-chunks"
@@ -142,9 +143,7 @@ class AuditSession:
             preflight(policy)  # missing folders and configs: reported before the engine's imports
         except NaaGuardError as exc:
             return exc
-        from naa_guard.audit import (
-            audit,  # the engine (numpy, scikit-learn, later torch) loads here
-        )
+        from naa_guard.audit import audit
         from naa_guard.cli import check_output
         from naa_guard.reports.write import write_reports
 

@@ -24,7 +24,8 @@ from conftest import make_images, make_tiny_setup
 from fakes import DictCache
 
 from naa_guard.attacks.naa import aggregate
-from naa_guard.audit import audit, cache_key
+from naa_guard.audit import audit
+from naa_guard.scoring.keys import cache_key
 from naa_guard.cli import main
 from naa_guard.gates import evaluate_gates
 from naa_guard.metrics import LeakageReport, MetricValue

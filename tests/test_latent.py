@@ -142,7 +142,7 @@ def test_lora_on_its_members_leaks_and_the_base_alone_does_not(tmp_path: Path) -
 
 def test_the_cache_key_covers_the_lora_file_and_scale(tmp_path: Path) -> None:
     from naa_guard.attacks.loss import LossAttack
-    from naa_guard.audit import cache_key
+    from naa_guard.scoring.keys import cache_key
 
     keys = set()
     for scale, name in ((1.0, "a"), (0.5, "b")):

@@ -31,8 +31,8 @@ from naa_guard.reports.rows import (
 )
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
     from naa_guard.exposed import ExposedMembers
+    from naa_guard.result import AuditResult
 
 THUMBNAIL_PIXELS = 96
 

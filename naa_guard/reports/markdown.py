@@ -21,7 +21,7 @@ from naa_guard.reports.rows import (
 )
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
+    from naa_guard.result import AuditResult
 
 
 def to_markdown(result: AuditResult) -> str:

@@ -17,7 +17,7 @@ from naa_guard.metrics import MEMBERS_HIGHER, roc
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from naa_guard.audit import AttackResult, AuditResult
+    from naa_guard.result import AttackResult, AuditResult
 
 FPR_MARKS = (0.01, 0.001)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AttackResult, AuditResult
+    from naa_guard.result import AttackResult, AuditResult
     from naa_guard.tuning import TuningResult
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
+    from naa_guard.result import AuditResult
 
 
 SCORE_COLUMNS = ("attack", "role", "index", "source", "score")

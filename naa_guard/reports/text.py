@@ -20,7 +20,7 @@ from naa_guard.reports.rows import (
 )
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
+    from naa_guard.result import AuditResult
 
 
 def format_table(result: AuditResult) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from naa_guard.reports.markdown import to_markdown
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AuditResult
+    from naa_guard.result import AuditResult
 
 
 def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -> list[Path]:
