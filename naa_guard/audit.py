@@ -27,9 +27,10 @@ from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.exposed import ExposedMembers, most_exposed
 from naa_guard.fingerprint import audit_fingerprint, environment
-from naa_guard.gates import GateResult, check_sample_counts, evaluate_gates
+from naa_guard.gates import GateResult, evaluate_gates
 from naa_guard.metrics import LeakageReport, evaluate
 from naa_guard.policy import Policy, Runtime
+from naa_guard.resolvable import check_policy_counts, check_sample_counts, describe_counts
 from naa_guard.scorecache import ScoreCache, cache_key
 from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
 from naa_guard.targets import Target
@@ -275,6 +276,8 @@ def audit(
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
+    # Gates these counts cannot resolve are refused from the listings, before any model or image loads.
+    check_policy_counts(policy, limit if limit is not None else policy.data.limit)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
@@ -286,8 +289,8 @@ def audit(
     if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
-    how = (f" after limit {prepared.limit}" if prepared.limit is not None else "") + (f" and the tuning split (tune.fraction {policy.tune.fraction})" if split else "")
-    check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)  # before any scoring
+    how = describe_counts(prepared.limit, split is not None, policy.tune.fraction)
+    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
@@ -300,7 +303,7 @@ def audit(
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
     warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
-    warnings += scorer.cache_warnings
+    warnings += scorer.cache_warnings + count_warnings
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage, result.epsilon)]
     fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
