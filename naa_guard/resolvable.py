@@ -58,8 +58,20 @@ class Unresolvable:
 
     metric: str
     reason: str  # a sentence: what the counts cannot do, with the figure
-    needed: str  # e.g. "at least 123 members and 123 non-members"
+    needed: int | None  # per side as evaluated (None: no count up to LARGEST_COUNT)
+    nonmembers_only: bool  # True when only the non-members are short (a TPR gate's false positives)
     present: str  # e.g. "40 members / 40 non-members"
+
+    def describe_needed(self, tuned_fraction: float | None = None) -> str:
+        """Return the count needed as a phrase; with a tuning split, also before the split."""
+        if self.needed is None:
+            return f"no count up to {LARGEST_COUNT:.0e} per side"
+        who = "non-members" if self.nonmembers_only else f"members and {self.needed} non-members"
+        phrase = f"at least {self.needed} {who}"
+        if tuned_fraction is not None:
+            before = math.ceil(self.needed / (1.0 - tuned_fraction))
+            phrase += f" as evaluated, so {before} {'non-members' if self.nonmembers_only else 'of each'} before the tuning split"
+        return phrase
 
 
 def _z(confidence: float) -> float:
@@ -121,10 +133,6 @@ def _min_nonmembers(max_fpr: float) -> int:
     return int(math.ceil(round(MIN_FALSE_POSITIVES / max_fpr, 6)))
 
 
-def _per_side(n: int | None) -> str:
-    return "no count up to 10^9 per side" if n is None else f"at least {n} members and {n} non-members"
-
-
 def _auc_problem(n_members: int, n_nonmembers: int, limit: float, confidence: float) -> Unresolvable | None:
     upper = null_auc_upper(n_members, n_nonmembers, confidence)
     if upper <= limit:
@@ -135,7 +143,7 @@ def _auc_problem(n_members: int, n_nonmembers: int, limit: float, confidence: fl
         f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its leak AUC of {upper:.3f} at these "
         f"counts, above the limit {limit:.3f}, so no model could be certified (decision: upper_ci; the smallest AUC limit these "
         f"counts can certify is {smallest_certifiable_auc(n_members, n_nonmembers, confidence):.2f})",
-        _per_side(needed), "",
+        needed, False, "",
     )
 
 
@@ -143,12 +151,11 @@ def _tpr_problem(metric: str, n_members: int, n_nonmembers: int, limit: float, c
     x = FPR_LEVELS[metric]
     least = _min_nonmembers(x)
     if upper_ci:
-        needed = needed_per_side(lambda n: null_tpr_upper(n, n, x, confidence) <= limit, start=max(least, MIN_PER_SIDE))
-        wanted = _per_side(needed)
+        needed: int | None = needed_per_side(lambda n: null_tpr_upper(n, n, x, confidence) <= limit, start=max(least, MIN_PER_SIDE))
     else:
-        wanted = f"at least {least} non-members"
+        needed = least
     if n_nonmembers < least:
-        return Unresolvable(metric, f"it rests on {x:g} x {n_nonmembers} = {x * n_nonmembers:.1f} false positives, fewer than {MIN_FALSE_POSITIVES}", wanted, "")
+        return Unresolvable(metric, f"it rests on {x:g} x {n_nonmembers} = {x * n_nonmembers:.3g} false positives, fewer than {MIN_FALSE_POSITIVES}", needed, not upper_ci, "")
     upper = null_tpr_upper(n_members, n_nonmembers, x, confidence) if upper_ci else -math.inf
     if upper <= limit:
         return None
@@ -156,7 +163,7 @@ def _tpr_problem(metric: str, n_members: int, n_nonmembers: int, limit: float, c
         metric,
         f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its TPR there of {upper:.3f} at these "
         f"counts, above the limit {limit:.3f}, so no model could be certified (decision: upper_ci)",
-        wanted, "",
+        needed, False, "",
     )
 
 
@@ -169,7 +176,7 @@ def _epsilon_problem(n_members: int, n_nonmembers: int, limit: float, confidence
         "epsilon_lb",
         f"even perfectly separated scores give an epsilon lower bound of only {reach:.3f} at these counts (confidence "
         f"{confidence:g}, delta {delta:g}), so the limit {limit:.3f} can never fail",
-        _per_side(needed), "",
+        needed, False, "",
     )
 
 
@@ -185,7 +192,7 @@ def unresolvable_gates(policy: Policy, n_members: int, n_nonmembers: int) -> lis
             found.append(_tpr_problem(metric, n_members, n_nonmembers, limit, thresholds.confidence, thresholds.decision == "upper_ci"))
         elif thresholds.decision == "upper_ci":
             found.append(_auc_problem(n_members, n_nonmembers, limit, thresholds.confidence))
-    return [Unresolvable(p.metric, p.reason, p.needed, present) for p in found if p is not None]
+    return [Unresolvable(p.metric, p.reason, p.needed, p.nonmembers_only, present) for p in found if p is not None]
 
 
 def evaluated_counts(policy: Policy, limit: int | None) -> tuple[int, int, int | None, bool]:
@@ -258,7 +265,7 @@ def explain_unresolvable(policy: Policy, n_members: int, n_nonmembers: int, *, h
     return {
         p.metric: (
             f"thresholds.{p.metric}: the {GATE_LABELS[p.metric]} gate (limit {limits[p.metric]:g}) cannot be resolved with {p.present} as "
-            f"evaluated{how}: {p.reason}. Needed: {p.needed}; present: {p.present}.\n"
+            f"evaluated{how}: {p.reason}. Needed: {p.describe_needed(policy.tune.fraction if tuned else None)}; present: {p.present}.\n"
             f"Fix: provide more samples ({more}), set thresholds.{p.metric}: null to drop the gate, or set "
             f"thresholds.unresolvable: warn to gate on it anyway."
         )
@@ -291,5 +298,7 @@ def describe_counts(limit: int | None, tuned: bool, fraction: float) -> str:
 def check_policy_counts(policy: Policy, limit: int | None) -> list[str]:
     """Return warnings; raise when the sets as listed (no image decoded, no model loaded) cannot resolve the policy's gates."""
     members, nonmembers, control, tuned = evaluated_counts(policy, limit)
+    if too_few(members, nonmembers, "") is not None:
+        return []  # the audit says so after its data checks, which name a broken image first
     how = describe_counts(limit, tuned, policy.tune.fraction)
-    return check_sample_counts(policy, members, nonmembers, how=how, tuned=tuned, n_control=control)
+    return check_sample_counts(policy, members, nonmembers, how=how, tuned=tuned)
