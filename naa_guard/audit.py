@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from naa_guard import __version__
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.checks import ValidityReport, check_control, check_samples
-from naa_guard.baseline import baseline_path, compare, load_baseline
+from naa_guard.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.conditioning import apply_conditioning, choose_conditioning, describe_conditioning
 from naa_guard.data import SampleSet, list_samples, reuse_file_digests
 from naa_guard.epsilon import EpsilonBound, epsilon_lower_bound
@@ -81,6 +81,8 @@ class AttackResult:
             "metrics": self.leakage.to_dict(),
             **({"epsilon": self.epsilon.to_dict()} if self.epsilon is not None else {}),
             **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
+            # every scored sample (its index in the source) and score: what a later baseline comparison pairs and recomputes
+            "scores": {role: {"index": indices.tolist(), "score": scores.tolist()} for role, (indices, _, scores) in self.per_sample().items()},
         }
 
 
@@ -276,6 +278,7 @@ def audit(
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
+    baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
     # Gates these counts cannot resolve are refused from the listings, before any model or image loads.
     check_policy_counts(policy, limit if limit is not None else policy.data.limit)
     prepared = prepare_audit(
@@ -284,6 +287,10 @@ def audit(
     )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
+
+    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers, prepared.conditioning)
+    if baseline_report is not None:
+        check_fingerprint(baseline_report, fingerprint, baseline)  # before any scoring
 
     split = None
     if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
@@ -306,9 +313,9 @@ def audit(
     warnings += scorer.cache_warnings + count_warnings
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage, result.epsilon)]
-    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
-    if baseline is not None:
-        gates = compare(gates, fingerprint, load_baseline(baseline), baseline, policy.thresholds.max_increase)
+    if baseline_report is not None and baseline is not None:
+        thresholds = policy.thresholds
+        gates = compare(gates, results, baseline_report, baseline, thresholds.max_increase, decision=thresholds.decision, confidence=thresholds.confidence, seed=seed)
     device = str(scorer.models.ready.device) if scorer.models.ready is not None else None
     return AuditResult(
         name=policy.name,

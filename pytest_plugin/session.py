@@ -147,6 +147,10 @@ class AuditSession:
 
         settings = self.settings
         try:
+            from naa_guard.baseline import baseline_path
+
+            chosen = self._choose_report_dir(policy)
+            baseline_path(policy, settings.baseline, (chosen / "report.json" if chosen is not None else None,))  # never the report this run writes
             if settings.nproc > 1:
                 result = self._run_distributed(policy)
             else:
