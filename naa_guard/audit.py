@@ -19,14 +19,19 @@ from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.candidates import AttackCandidates
-from naa_guard.baseline import baseline_path, compare, load_baseline
+from naa_guard.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.epsilon import epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.exposed import most_exposed
 from naa_guard.fingerprint import audit_fingerprint, environment
-from naa_guard.gates import check_sample_counts, evaluate_gates
+from naa_guard.gates import evaluate_gates
 from naa_guard.metrics import evaluate
 from naa_guard.policy import Policy, Runtime
+from naa_guard.resolvable import (
+    check_policy_counts,
+    check_sample_counts,
+    describe_counts,
+)
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import (
@@ -173,6 +178,9 @@ def audit(
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
+    baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
+    # Gates these counts cannot resolve are refused from the listings, before any model or image loads.
+    check_policy_counts(policy, limit if limit is not None else policy.data.limit)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
@@ -180,12 +188,16 @@ def audit(
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
 
+    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers, prepared.conditioning)
+    if baseline_report is not None:
+        check_fingerprint(baseline_report, fingerprint, baseline)  # before any scoring
+
     split = None
     if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
-    how = (f" after limit {prepared.limit}" if prepared.limit is not None else "") + (f" and the tuning split (tune.fraction {policy.tune.fraction})" if split else "")
-    check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)  # before any scoring
+    how = describe_counts(prepared.limit, split is not None, policy.tune.fraction)
+    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
@@ -199,12 +211,12 @@ def audit(
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
     warnings += prepared.conditioning_warnings
     warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
-    warnings += scorer.cache_warnings
+    warnings += scorer.cache_warnings + count_warnings
 
     gates = [gate for name, result in results.items() for gate in evaluate_gates(policy, name, result.leakage, result.epsilon)]
-    fingerprint = audit_fingerprint(policy, scorer.info, prepared.members, prepared.nonmembers)
-    if baseline is not None:
-        gates = compare(gates, fingerprint, load_baseline(baseline), baseline, policy.thresholds.max_increase)
+    if baseline_report is not None and baseline is not None:
+        thresholds = policy.thresholds
+        gates = compare(gates, results, baseline_report, baseline, thresholds.max_increase, decision=thresholds.decision, confidence=thresholds.confidence, seed=seed)
     device = str(scorer.models.ready.device) if scorer.models.ready is not None else None
     return AuditResult(
         name=policy.name,

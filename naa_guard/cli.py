@@ -125,6 +125,9 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
 
         from naa_guard.audit import audit
+        from naa_guard.baseline import baseline_path
+
+        baseline_path(policy, Path(args.baseline) if args.baseline else None, (json_path,))  # never the file this run writes
         from naa_guard.scoring.chunks import ChunkStore
         from naa_guard.scoring.distributed import rank_device
 

@@ -32,8 +32,12 @@ attacks:
   # (SPEC section 1); the paper's t=80 default is weaker here.
   naa: {{t: 40, stride: 10, queries: 5, noise: scaled, sigma: 0.1, metric: l2}}
 thresholds:
+  # A gate passes only when the upper end of its 95% interval is within the limit (decision:
+  # upper_ci, the default). 100 members / 1697 non-members can certify these limits: a model that
+  # does not leak has an expected upper bound of 0.582 (AUC) and 0.035 (TPR@1%FPR).
   auc: 0.60
   tpr_at_1pct_fpr: 0.05
+  decision: upper_ci
 runtime: {{device: auto, batch_size: 256, seed: 0}}
 """
 

@@ -2,7 +2,8 @@
 
 A regression gate (:mod:`naa_guard.baseline`) may only compare two audits of the same question:
 the same model layout (architecture and noise schedule; the weights are what changed), the same
-member and non-member samples, the same attack settings. Each is recorded in ``report.json``
+member and non-member samples, the same attack settings, the same inputs to the attacks (the
+conditioning, prompt, captions and ``data.fit``: each changes every score). Each is recorded in ``report.json``
 twice: a sha256 digest to compare, and a short readable summary to say what differs.
 """
 
@@ -54,7 +55,8 @@ def model_layout(policy: Policy, info: AnyModelInfo | None) -> dict[str, Any]:
             f"(from {unet_dir.name}/), scheduler {scheduler.get('_class_name', '?')} "
             f"{scheduler.get('prediction_type', 'epsilon')}, {scheduler.get('num_train_timesteps', '?')} steps"
         )
-    return {"digest": digest(material), "summary": summary}
+    # The material itself too, so that a baseline of another layout names the key that differs.
+    return {"digest": digest(material), "summary": summary, **material}
 
 
 def sample_set(samples: SampleSet) -> dict[str, Any]:
@@ -75,14 +77,24 @@ def attack_settings(policy: Policy) -> dict[str, Any]:
     return {"attacks": attacks, "seed": runtime.seed, "dtype": runtime.dtype, "confidence": thresholds.confidence}
 
 
-def audit_fingerprint(policy: Policy, info: AnyModelInfo | None, members: SampleSet, nonmembers: SampleSet) -> dict[str, Any]:
-    """Return the fingerprints a baseline must share: model layout, sample sets, attack settings."""
+def attack_inputs(policy: Policy, members: SampleSet, nonmembers: SampleSet, conditioning: str | None) -> dict[str, Any]:
+    """Return what the attacks were fed beyond the pixels: conditioning, prompt, the captions' digest and data.fit."""
+    inputs = {
+        "conditioning": conditioning, "prompt": policy.data.prompt, "fit": policy.data.fit,
+        "captions": digest([list(members.captions), list(nonmembers.captions)]),
+    }  # fmt: skip
+    return {"digest": digest(inputs), **inputs}
+
+
+def audit_fingerprint(policy: Policy, info: AnyModelInfo | None, members: SampleSet, nonmembers: SampleSet, conditioning: str | None = None) -> dict[str, Any]:
+    """Return the fingerprints a baseline must share: model layout, sample sets, attack settings and inputs."""
     settings = attack_settings(policy)
     return {
         "model_layout": model_layout(policy, info),
         "members": sample_set(members),
         "nonmembers": sample_set(nonmembers),
         "attack_settings": {"digest": digest(settings), **settings},
+        "inputs": attack_inputs(policy, members, nonmembers, conditioning),
     }
 
 

@@ -1,9 +1,13 @@
 """Gates: an attack's leakage metric against the policy's limit, with a sentence a reviewer can act on.
 
-A gate fails when its metric (in the direction that leaks more) is above the limit, or, with
-``thresholds.decision: upper_ci``, when the upper bound of its confidence interval is. A TPR gate
-that the number of non-members cannot resolve is an error (or, with
-``thresholds.unresolvable: warn``, decided anyway with a warning).
+Under ``thresholds.decision: upper_ci`` (the default) a gate passes only when the upper end of its
+confidence interval is at or below the limit: a PASS then means "at the policy's confidence, the
+leak is below the limit". It fails when the point estimate is above the limit, and in between it
+is NOT CERTIFIED, a failure whose message says how far the interval reaches and roughly how many
+samples would settle it. Under ``decision: point`` a gate passes when the point estimate is at or
+below the limit, and its message says so and gives the interval's upper end. Gates the counts
+cannot resolve are refused before any model loads (:mod:`naa_guard.resolvable`); a TPR gate met
+unresolvable here anyway (``thresholds.unresolvable: warn``) is decided with a warning.
 
 Fail closed: a gate passes only when its compared number is finite and at most the limit; a NaN
 or infinite metric is an error, never "not above the limit". A gate needs at least
@@ -22,58 +26,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from naa_guard.errors import InsufficientSamplesError, PolicyError
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, min_nonmembers_for
+from naa_guard.resolvable import GATE_LABELS, MIN_PER_SIDE, check_sample_counts, too_few
 
 if TYPE_CHECKING:
     from naa_guard.epsilon import EpsilonBound
     from naa_guard.policy import Policy
 
-GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "epsilon_lb": "epsilon LB"}
-MIN_PER_SIDE = 20  # members and non-members a gate needs, as scored
-
-
-def _too_few(n_members: int, n_nonmembers: int, how: str) -> str | None:
-    """Return why these counts cannot carry a verdict, or None when they can."""
-    if min(n_members, n_nonmembers) >= MIN_PER_SIDE:
-        return None
-    return (
-        f"{n_members} members / {n_nonmembers} non-members are scored{how}; a gate needs at least {MIN_PER_SIDE} of each: "
-        f"with fewer, one sample moves the AUC by more than {1 / MIN_PER_SIDE:.2f} and its confidence interval collapses, "
-        f"so any verdict would rest on chance"
-    )
-
-
-def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False, n_control: int | None = None) -> None:
-    """Return None; raise before any scoring when the sets as scored cannot resolve the policy's gates.
-
-    ``how`` says how the counts came about (e.g. " after --naa-quick 5"); ``tuned``: the counts
-    are the evaluation part of a tuning split, so a TPR gate that only the split leaves
-    unresolvable is a policy error (fix: tune.fraction or more non-members).
-    """
-    problem = _too_few(n_members, n_nonmembers, how)
-    if problem is not None:
-        raise InsufficientSamplesError(
-            f"{policy.source or policy.name}: {problem}. Fix: provide at least {MIN_PER_SIDE} members and {MIN_PER_SIDE} "
-            f"non-members (raise data.limit / --limit / --naa-quick{', or lower tune.fraction' if tuned else ''})."
-        )
-    if n_control is not None and n_control < MIN_PER_SIDE:
-        raise InsufficientSamplesError(
-            f"{policy.source or policy.name}: data.control holds {n_control} image(s) as scored{how}; the null control needs at "
-            f"least {MIN_PER_SIDE}, or its interval is so wide that it can flag nothing. Fix: add control images, or remove data.control."
-        )
-    if not tuned or policy.thresholds.unresolvable != "error":
-        return
-    for metric in policy.thresholds.limits():
-        needed = min_nonmembers_for(FPR_LEVELS[metric]) if metric in FPR_LEVELS else 0
-        if n_nonmembers < needed:
-            fraction = policy.tune.fraction
-            raise PolicyError(
-                f"{policy.source or policy.name}: thresholds.{metric}: the tuning split (tune.fraction {fraction}) leaves "
-                f"{n_nonmembers} non-members for evaluation{how}, and {GATE_LABELS[metric]} needs at least {needed} to rest on "
-                f"10 false positives, so it cannot be resolved. Fix: provide at least {math.ceil(needed / (1 - fraction))} "
-                f"non-members, lower tune.fraction, set thresholds.{metric}: null, or list single attack settings (no tuning)."
-            )
 
 
 @dataclass(frozen=True)
@@ -110,6 +69,20 @@ class GateResult:
         }  # fmt: skip
 
 
+def _settle(value: float, upper: float, limit: float, leakage: LeakageReport) -> str:
+    """Return why an estimate within the limit is not certified, and roughly how many samples would settle it."""
+    head = f"the estimate is within the limit {limit:.3f} but its interval reaches {upper:.3f}, above it"
+    if value >= limit:
+        return head + "; while the estimate sits at the limit, no sample count settles it"
+    # The interval's upper half-width shrinks about as 1/sqrt(n): scale both sides by this factor.
+    factor = ((upper - value) / (limit - value)) ** 2
+    members, nonmembers = math.ceil(factor * leakage.n_members), math.ceil(factor * leakage.n_nonmembers)
+    return (
+        head + f"; if the estimate stays at {value:.3f}, about {members} members and {nonmembers} non-members "
+        f"({members - leakage.n_members} and {nonmembers - leakage.n_nonmembers} more) would settle it"
+    )
+
+
 def _direction_words(direction: str) -> str:
     return "members score higher" if direction == "members_higher" else "members score LOWER (reversed signal)"
 
@@ -143,7 +116,7 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
         width = f"\n{GATE_LABELS[metric]} CI width {measured.ci[1] - measured.ci[0]:.3f}" if metric == "auc" else ""
         counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
         what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
-        basis = " (upper CI bound)" if thresholds.decision == "upper_ci" else ""
+        basis = f" (upper {thresholds.confidence:.0%} CI bound {measured.ci[1]:.3f})" if thresholds.decision == "upper_ci" else ""
         warning = None
         if metric in FPR_LEVELS and not measured.resolvable:
             warning = (
@@ -151,18 +124,23 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
                 f"it rests on fewer than 10 false positives. Provide at least {min_nonmembers_for(FPR_LEVELS[metric])} "
                 f"non-members, or set thresholds.{metric}: null to drop this gate"
             )
-        too_few = _too_few(leakage.n_members, leakage.n_nonmembers, "")
-        if too_few is not None:
-            status, message, warning = "error", f"{name} {GATE_LABELS[metric]}: {too_few}. Provide at least {MIN_PER_SIDE} of each.", None
-        elif not (math.isfinite(compared) and math.isfinite(limit)):
+        scarce = too_few(leakage.n_members, leakage.n_nonmembers, "")
+        if scarce is not None:
+            status, message, warning = "error", f"{name} {GATE_LABELS[metric]}: {scarce}. Provide at least {MIN_PER_SIDE} of each.", None
+        elif not all(math.isfinite(number) for number in (measured.value, compared, limit)):
             # NaN compares as "not above" anything: without this check it would pass.
             status, message, warning = "error", f"{name} {GATE_LABELS[metric]} is {compared} (not a finite number), so the gate cannot be decided; check the attack's scores.", None
         elif warning is not None and thresholds.unresolvable == "error":
             status, message, warning = "error", f"{warning}, or thresholds.unresolvable: warn to gate on it anyway.", None
-        elif compared > limit:
-            status, message = "fail", f"{what} exceeds limit {limit:.3f}{basis}{width}"
+        elif measured.value > limit:
+            status, message = "fail", f"{what} exceeds limit {limit:.3f}{width}"
+        elif compared > limit:  # upper_ci: the estimate is within, its interval is not
+            status, message = "fail", f"{what}: NOT CERTIFIED at {thresholds.confidence:.0%}: {_settle(measured.value, measured.ci[1], limit, leakage)}{width}"
         elif compared <= limit:
-            status, message = "pass", f"{what} within limit {limit:.3f}{basis}{width}"
+            message = f"{what} within limit {limit:.3f}{basis}{width}"
+            if thresholds.decision == "point":
+                message = f"{what} within limit {limit:.3f} (point estimate; the upper {thresholds.confidence:.0%} CI bound is {measured.ci[1]:.3f}{', above the limit: not certified at this confidence' if measured.ci[1] > limit else ''}){width}"
+            status = "pass"
         else:  # unreachable for finite numbers; kept so that no path reaches "pass" by default
             status, message = "error", f"{what}: cannot compare {compared!r} with the limit {limit!r}"
         if warning is not None:

@@ -21,6 +21,13 @@ import numpy as np
 
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.metrics import FPR_LEVELS, min_nonmembers_for
+from naa_guard.resolvable import (
+    MIN_PER_SIDE,
+    needed_per_side,
+    null_auc_upper,
+    null_tpr_upper,
+    smallest_certifiable_auc,
+)
 from naa_guard.samples import (
     ARRAY_SUFFIXES,
     IMAGE_EXTENSIONS,
@@ -29,7 +36,8 @@ from naa_guard.samples import (
 )
 from naa_guard.samples.conditioning import CAPTION_SOURCES
 
-MIN_PER_SIDE = 20  # an AUC gate needs at least this many members and non-members (SPEC section 8)
+DEFAULT_AUC = 0.60
+CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
 _PROBE = 4  # samples each set is test-loaded with
 
 
@@ -182,13 +190,21 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
             f"too few samples to resolve any gate: {n_members} members, {n_nonmembers} non-members; an AUC gate needs "
             f"at least {MIN_PER_SIDE} of each. Add samples to the smaller set."
         )
-    gates = []
+    floor = smallest_certifiable_auc(n_members, n_nonmembers, CONFIDENCE)
+    auc_limit = max(DEFAULT_AUC, floor)  # a limit a model that does not leak can pass at these counts
+    at_default = needed_per_side(lambda n: null_auc_upper(n, n, CONFIDENCE) <= DEFAULT_AUC, start=MIN_PER_SIDE)
+    auc_note = (
+        f"certifiable: the smallest AUC limit {n_members} members / {n_nonmembers} non-members can certify is {floor:.2f}"
+        + ("" if auc_limit == DEFAULT_AUC else f"; {DEFAULT_AUC:.2f} needs {at_default} per side")
+    )
+    gates = [f"  auc: {auc_limit:.2f}           # {auc_note}"]
     for metric, rate in FPR_LEVELS.items():
         needed = min_nonmembers_for(rate)
-        if n_nonmembers >= needed:
-            gates.append(f"  {metric}: {0.05 if rate == 0.01 else 0.01}    # resolvable: {n_nonmembers} >= {needed} non-members")
+        limit = 0.05 if rate == 0.01 else 0.01
+        if n_nonmembers >= needed and null_tpr_upper(n_members, n_nonmembers, rate, CONFIDENCE) <= limit:
+            gates.append(f"  {metric}: {limit}    # resolvable: {n_nonmembers} >= {needed} non-members, and a model that does not leak can pass {limit}")
         else:
-            gates.append(f"  {metric}: null   # needs >= {needed} non-members to be resolved; you have {n_nonmembers}")
+            gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}")
     kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
     lines = [
         f"# naa-guard policy written by `naa-guard init` for {model_path}",
@@ -212,14 +228,14 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         "attacks:               # NAA, the primary attack, with its defaults; add loss / pia / secmi as peers",
         "  naa: {}",
         "thresholds:            # a gate fails when its metric is ABOVE the limit; null disables it",
-        f"  auc: 0.60           # resolvable: {n_members} members / {n_nonmembers} non-members (>= {MIN_PER_SIDE} each)",
         *gates,
         "  epsilon_lb: null     # limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit)",
-        "  decision: point      # point | upper_ci (gate on the upper end of the confidence interval)",
+        "  decision: upper_ci   # pass only when the upper end of the confidence interval is within the limit (point: the estimate)",
         "  confidence: 0.95",
         "runtime: {device: auto, dtype: float32, batch_size: 64, seed: 0}",
         "report:",
-        "  dir: naa-report      # report.json, report.md and report.html, relative to this file",
+        "  dir: naa-report      # report.json, report.md and report.html, relative to this file; to gate regressions, copy a",
+        "                       # released report.json elsewhere and name it in baseline: (never this folder's own report)",
         "  exposed: 24          # most-exposed members listed in the reports",
     ]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from naa_guard.errors import DataError, InsufficientSamplesError, NonFiniteScore
 
 __all__ = [
     "FPR_LEVELS", "MIN_FALSE_POSITIVES", "TPR_RULE", "LeakageReport", "MetricValue",
-    "asr", "auc", "evaluate", "min_nonmembers_for", "roc", "tpr_at_fpr",
+    "asr", "auc", "evaluate", "min_nonmembers_for", "paired_bootstrap", "roc", "tpr_at_fpr",
 ]  # fmt: skip
 
 FPR_LEVELS: dict[str, float] = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr": 0.001}
@@ -256,6 +256,42 @@ def _bootstrap(
         d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]}
         for d in (MEMBERS_HIGHER, MEMBERS_LOWER)
     }
+
+
+def paired_bootstrap(
+    now: tuple[ArrayLike, ArrayLike],
+    then: tuple[ArrayLike, ArrayLike],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """Return the bootstrap distributions of two score sets of the SAME samples on the same resamples.
+
+    ``now`` and ``then`` are (member scores, non-member scores), sample i of one being sample i of
+    the other; every resample draws the same member and non-member positions for both, so the
+    difference of a metric, resample by resample, is the paired difference (the samples' own
+    difficulty cancels). Returns (now's, then's) metrics per direction, as :func:`evaluate` keys them.
+    """
+    now_m, now_n = _validate_pair(*now)
+    then_m, then_n = _validate_pair(*then)
+    if (now_m.size, now_n.size) != (then_m.size, then_n.size):
+        raise DataError(f"paired scores need the same samples: {now_m.size}/{now_n.size} now vs {then_m.size}/{then_n.size} then")
+    levels = tuple(FPR_LEVELS.values())
+    rng = np.random.default_rng(seed)
+    n_u = max(np.unique(np.concatenate([now_m, now_n])).size, np.unique(np.concatenate([then_m, then_n])).size)
+    chunk = max(1, _CHUNK_CELLS // max(n_u, now_m.size, now_n.size))
+    parts: list[tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]] = []
+    for start in range(0, n_bootstrap, chunk):
+        rows = min(chunk, n_bootstrap - start)
+        idx_m = rng.integers(0, now_m.size, size=(rows, now_m.size))
+        idx_n = rng.integers(0, now_n.size, size=(rows, now_n.size))
+        parts.append((_resample_metrics(now_m, now_n, idx_m, idx_n, levels), _resample_metrics(then_m, then_n, idx_m, idx_n, levels)))
+
+    def joined(which: int) -> dict[str, dict[str, np.ndarray]]:
+        first = parts[0][which]
+        return {d: {key: np.concatenate([p[which][d][key] for p in parts]) for key in first[d]} for d in first}
+
+    return joined(0), joined(1)
 
 
 # ----------------------------------------------------------------------------- report

@@ -146,9 +146,13 @@ class Thresholds(_Section):
     auc: StrictNumber | None = Field(0.60, ge=0.5, lt=1.0, description="limit on the leak AUC, below 1")
     tpr_at_1pct_fpr: StrictNumber | None = Field(0.05, ge=0.0, lt=1.0, description="limit on TPR at 1% FPR, below 1")
     tpr_at_0_1pct_fpr: StrictNumber | None = Field(None, ge=0.0, lt=1.0, description="limit on TPR at 0.1% FPR, below 1")
-    decision: Literal["point", "upper_ci"] = Field("point", description="gate on the point value or the CI's upper bound")
+    decision: Literal["point", "upper_ci"] = Field(
+        "upper_ci", description="upper_ci: a gate passes only when the upper end of its confidence interval is at or below the limit (certified); point: when the point estimate is"
+    )
     confidence: StrictNumber = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
-    unresolvable: Literal["error", "warn"] = Field("error", description="a TPR gate with too few non-members: error, or gate anyway with a warning")
+    unresolvable: Literal["error", "warn"] = Field(
+        "error", description="a gate these counts cannot resolve (too few non-members for a TPR gate, a limit a non-leaking model could not pass, an epsilon limit no model could exceed): error before loading, or gate anyway with a warning"
+    )
     epsilon_lb: StrictNumber | None = Field(None, ge=0.0, description="limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit; see naa_guard/epsilon.py)")
     delta: StrictNumber = Field(1e-5, ge=0.0, lt=1.0, description="the delta of the (epsilon, delta) lower bound")
     max_increase: StrictNumber | None = Field(

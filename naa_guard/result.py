@@ -65,6 +65,8 @@ class AttackResult:
             "metrics": self.leakage.to_dict(),
             **({"epsilon": self.epsilon.to_dict()} if self.epsilon is not None else {}),
             **({"tuning": self.tuning.to_dict()} if self.tuning is not None else {}),
+            # every scored sample (its index in the source) and score: what a later baseline comparison pairs and recomputes
+            "scores": {role: {"index": indices.tolist(), "score": scores.tolist()} for role, (indices, _, scores) in self.per_sample().items()},
         }
 
 

@@ -3,7 +3,9 @@
 ``demo.naa.yaml`` -> ``demo.naa.yaml::naa`` (one collector per attack) -> ``demo.naa.yaml::naa::auc``,
 ``...::naa::tpr@1%fpr`` and ``...::naa::tpr@0.1%fpr`` (one item per enabled gate), so ``-k``,
 JUnit XML and CI annotations name the gate. Collecting validates the policy but never loads the
-model: the audit runs in the setup of the policy's first item.
+model: the audit runs in the setup of the policy's first item. A gate that the sets' counts cannot
+resolve (counted from their listings: no image decoded) is a collection error of its own item,
+``demo.naa.yaml::naa::auc``, with the count needed and present (:mod:`naa_guard.resolvable`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError
+from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError, PolicyError
 from naa_guard.policy import Policy
+from naa_guard.resolvable import unresolvable_before_loading
 from naa_guard.version import __version__
 from pytest_plugin.session import audit_session, quick_note
 
@@ -45,9 +48,11 @@ class PolicyFile(pytest.File):
 
     def collect(self) -> Iterator[AttackGates]:
         """Yield one collector per attack of the validated policy (a PolicyError stops here)."""
-        policy = audit_session(self.config).policy(self.path)
+        session = audit_session(self.config)
+        policy = session.policy(self.path)
+        unresolvable = unresolvable_before_loading(policy, session.limit_for(policy) or policy.data.limit)
         for attack in policy.attacks:
-            yield AttackGates.from_parent(self, name=attack, policy=policy)
+            yield AttackGates.from_parent(self, name=attack, policy=policy, unresolvable=unresolvable)
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:  # type: ignore[override]
         """Return the policy's own validation message: the plugin's traceback would only hide it."""
@@ -59,14 +64,34 @@ class PolicyFile(pytest.File):
 class AttackGates(pytest.Collector):
     """One attack of a policy; its children are the policy's enabled gates."""
 
-    def __init__(self, *, policy: Policy, **kwargs: Any) -> None:
+    def __init__(self, *, policy: Policy, unresolvable: dict[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = policy
+        self.unresolvable = unresolvable
 
-    def collect(self) -> Iterator[GateItem]:
-        """Yield one item per enabled gate (limit not null) of the policy."""
+    def collect(self) -> Iterator[GateItem | UnresolvableGate]:
+        """Yield one item per enabled gate (limit not null) of the policy; an unresolvable gate errors as it is collected."""
         for metric, limit in self.policy.thresholds.limits().items():
-            yield GateItem.from_parent(self, name=GATE_IDS[metric], policy=self.policy, metric=metric, limit=limit)
+            if metric in self.unresolvable:
+                yield UnresolvableGate.from_parent(self, name=GATE_IDS[metric], message=f"{self.policy.source}: {self.unresolvable[metric]}")
+            else:
+                yield GateItem.from_parent(self, name=GATE_IDS[metric], policy=self.policy, metric=metric, limit=limit)
+
+
+class UnresolvableGate(pytest.Collector):
+    """A gate the counts cannot resolve: collecting it is the error, before any model or image loads."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def collect(self) -> Iterator[pytest.Item]:
+        """Raise the policy error that names the gate, the count needed, the count present and the fixes."""
+        raise PolicyError(self.message)
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:  # type: ignore[override]
+        """Return the message alone: a traceback of the plugin would only hide it."""
+        return f"{type(excinfo.value).__name__}: {excinfo.value}"
 
 
 class GateItem(pytest.Item):

@@ -152,6 +152,9 @@ class AuditSession:
         where = "--naa-report" if settings.report_dir is not None else f"{policy.source}: report.dir"
         self._cache_problems = []
         try:
+            from naa_guard.baseline import baseline_path
+
+            baseline_path(policy, settings.baseline, (target / "report.json" if target is not None else None,))  # never the report this run writes
             if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
                 check_output(target, folder=True, where=where)
             if settings.nproc > 1:

@@ -24,7 +24,7 @@ def two_attacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a policy running loss and pia over a tiny model and 2 x 24 random images."""
     return make_tiny_setup(
         tmp_path_factory.mktemp("two_attacks"), attacks="{loss: {t: 100}, pia: {t: 100}}",
-        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null}", batch_size=16, name="two-attacks",
+        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null, decision: point}", batch_size=16, name="two-attacks",
     )
 
 

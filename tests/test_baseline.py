@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import OVERFIT, write_policy
 from fakes import DictCache
@@ -19,6 +20,7 @@ from naa_guard.audit import audit
 from naa_guard.baseline import fingerprint_differences
 from naa_guard.cli import main
 from naa_guard.errors import BaselineError, PolicyError
+from naa_guard.metrics import auc, evaluate
 from naa_guard.policy import load_policy
 
 
@@ -54,14 +56,20 @@ def measured(tmp_path_factory: pytest.TempPathFactory, cache: DictCache) -> tupl
 
 
 def lower_baseline(report: dict[str, Any], folder: Path) -> tuple[Path, float]:
-    """Write a copy of ``report`` whose NAA AUC (and interval) sit well below today's; return it and its value."""
+    """Write a baseline of the same samples whose NAA scores leak less (figures recomputed from them); return it and its leak AUC."""
     baseline = copy.deepcopy(report)
-    now = baseline["attacks"]["naa"]["metrics"]["metrics"]["auc"]
-    high = now["ci"][0] - 0.1  # 0.1 > max_increase 0.02 beyond the intervals' overlap
-    now.update(value=high - 0.05, ci=[high - 0.1, high])
+    attack = baseline["attacks"]["naa"]
+    members, nonmembers = (np.array(attack["scores"][role]["score"]) for role in ("members", "nonmembers"))
+    spread = float(np.std(np.concatenate([members, nonmembers])))
+    shift = next(d for d in np.linspace(0.0, 5.0, 201) if auc(members - d * spread, nonmembers) <= 0.80)
+    members = members - shift * spread  # the same samples, a weaker member signal
+    stored = attack["metrics"]
+    leakage = evaluate(members, nonmembers, confidence=stored["confidence"], n_bootstrap=stored["n_bootstrap"], seed=stored["seed"])
+    attack["scores"]["members"]["score"] = members.tolist()
+    attack["metrics"] = leakage.to_dict()
     path = folder / "baseline.json"
     path.write_text(json.dumps(baseline), encoding="utf-8")
-    return path, high - 0.05
+    return path, leakage.leak_auc
 
 
 def test_a_baseline_with_a_lower_auc_fails_the_gate_with_both_values(measured: tuple[Path, dict[str, Any]], tmp_path: Path, cache: DictCache) -> None:
@@ -74,6 +82,7 @@ def test_a_baseline_with_a_lower_auc_fails_the_gate_with_both_values(measured: t
     assert f"rose from {then:.3f} (baseline" in gate.message and f"to {now:.3f} (now" in gate.message
     assert "thresholds.max_increase 0.020" in gate.message and str(baseline) in gate.message
     assert gate.baseline is not None and gate.baseline["regressed"] and gate.baseline["change"] == pytest.approx(now - then)
+    assert "on the same samples" in gate.message and "upper end of the change's interval" in gate.message
 
 
 def test_the_same_baseline_passes(measured: tuple[Path, dict[str, Any]], tmp_path: Path, cache: DictCache) -> None:
@@ -129,7 +138,7 @@ def test_cli_baseline_option_shows_baseline_now_and_change(measured: tuple[Path,
 
 def test_report_json_carries_fingerprints_and_environment(measured: tuple[Path, dict[str, Any]]) -> None:
     report = measured[1]
-    assert set(report["fingerprint"]) == {"model_layout", "members", "nonmembers", "attack_settings"}
+    assert set(report["fingerprint"]) == {"model_layout", "members", "nonmembers", "attack_settings", "inputs"}
     assert report["fingerprint"]["members"]["count"] == 40
     assert {"naa_guard", "torch", "diffusers", "device", "dtype", "seed", "policy_sha256"} <= set(report["environment"])
     assert len(report["environment"]["policy_sha256"]) == 64

@@ -18,7 +18,7 @@ def test_passing_audit_exits_0_and_prints_the_table(tiny_setup: Path, capsys: py
 
 
 def test_failing_gate_exits_1(tiny_setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tiny_setup.write_text(tiny_setup.read_text().replace("auc: 0.99", "auc: 0.5"))
+    tiny_setup.write_text(tiny_setup.read_text().replace("auc: 0.99", "auc: 0.5, decision: point"))
     assert main(["audit", str(tiny_setup), "--quiet"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

@@ -42,7 +42,7 @@ def naa_guard_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_processes_give_exactly_the_scores_metrics_and_verdict_of_one(tmp_path: Path) -> None:
-    policy = make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}, sima: {ts: [20, 100]}}", thresholds="{auc: 0.55, tpr_at_1pct_fpr: null}", members=24, nonmembers=20)
+    policy = make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}, sima: {ts: [20, 100]}}", thresholds="{auc: 0.55, tpr_at_1pct_fpr: null, decision: point}", members=24, nonmembers=20)
     one = main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json"), "--batch-size", "5"])
     two = naa_guard_command("audit", str(policy), "--quiet", "--nproc", "2", "--chunk-size", "8", "--batch-size", "5",
                             "--scores", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"))  # fmt: skip

@@ -33,7 +33,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[AuditResult, P
     """Return the audit of a tiny model with two attacks, an epsilon gate and 12 exposed members, and its report folder."""
     root = tmp_path_factory.mktemp("html")
     policy = make_tiny_setup(
-        root, attacks="{naa: {}, loss: {}}", thresholds="{auc: 0.99, tpr_at_1pct_fpr: null, epsilon_lb: 5.0}",
+        root, attacks="{naa: {}, loss: {}}", thresholds="{auc: 0.99, tpr_at_1pct_fpr: null, epsilon_lb: 0.8}",
         extra="report: {dir: ./report, exposed: 12}\n",
     )  # fmt: skip
     result = audit(load_policy(policy), progress=False)

@@ -15,6 +15,7 @@ from naa_guard.cli import main
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.init_policy import inspect_model, inspect_set, write_initial_policy
 from naa_guard.policy import load_policy
+from naa_guard.resolvable import needed_per_side, null_auc_upper, smallest_certifiable_auc, unresolvable_gates
 
 
 def test_init_on_the_overfit_fixture_writes_a_policy_that_validates_and_audits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,14 +26,29 @@ def test_init_on_the_overfit_fixture_writes_a_policy_that_validates_and_audits(t
     assert "pixel-space diffusion model: DDPMPipeline, images 8x8, 1 channel(s)" in text
     assert "prediction type epsilon, 1000 training timesteps" in text
     assert "array file, 100 samples, sizes 8x8" in text and "array file, 300 samples, sizes 8x8" in text
-    assert "tpr_at_1pct_fpr: null   # needs >= 1000 non-members to be resolved; you have 300" in text
+    assert "tpr_at_1pct_fpr: null   # needs >= 1000 non-members (and enough members) to be certified; you have 100 / 300" in text
+    assert "auc: 0.60           # certifiable: the smallest AUC limit 100 members / 300 non-members can certify is 0.60" in text
     assert f"wrote {output}" in capsys.readouterr().out
     policy = load_policy(output)
     assert policy.name == "digits" and policy.model.path == (OVERFIT / "model").resolve()
     assert policy.thresholds.limits() == {"auc": 0.6}  # only what 100 / 300 samples resolve
     assert policy.report.dir == output.parent / "naa-report"
-    result = audit(policy, limit=30, device="cpu", progress=False)
+    assert policy.thresholds.decision == "upper_ci"
+    result = audit(policy, device="cpu", progress=False)
     assert [(gate.metric, gate.status) for gate in result.gates] == [("auc", "fail")]  # the fixture leaks
+
+
+def test_init_writes_an_auc_limit_the_counts_can_certify(tmp_path: Path) -> None:
+    """40 per side cannot certify 0.60 (a model that does not leak has an upper bound near 0.68): init writes what they can."""
+    for role in ("members", "nonmembers"):
+        np.savez(tmp_path / f"{role}.npz", images=np.load(OVERFIT / f"{role}.npz")["images"][:40])
+    output = write_initial_policy(OVERFIT / "model", tmp_path / "members.npz", tmp_path / "nonmembers.npz", tmp_path / "small.naa.yaml")
+    policy = load_policy(output)
+    floor = smallest_certifiable_auc(40, 40, 0.95)
+    needed = needed_per_side(lambda n: null_auc_upper(n, n, 0.95) <= 0.60, start=20)
+    assert policy.thresholds.auc == floor == 0.68
+    assert f"the smallest AUC limit 40 members / 40 non-members can certify is 0.68; 0.60 needs {needed} per side" in output.read_text()
+    assert unresolvable_gates(policy, 40, 40) == []  # every gate it wrote can go either way
 
 
 def test_init_refuses_to_overwrite_and_to_write_unresolvable_gates(tmp_path: Path) -> None:

@@ -26,7 +26,13 @@ FAIL_MESSAGE = re.compile(
 
 
 def leaky_policy(folder: Path, name: str = "leaky.naa.yaml", *, thresholds: str = "{auc: 0.6, tpr_at_1pct_fpr: null}", limit: int | None = 40, device: str = "cpu") -> Path:
-    """Write a policy over the overfit digits fixture (absolute paths) and return its path."""
+    """Write a policy over the overfit digits fixture (absolute paths) and return its path.
+
+    The gates decide on the point estimate (``decision: point``), so that 40 per side can carry an
+    AUC gate of 0.6 (under the default upper_ci it is unresolvable: see tests/test_resolvable.py).
+    """
+    if "decision" not in thresholds:
+        thresholds = thresholds.removesuffix("}") + ", decision: point}"
     data_limit = f", limit: {limit}" if limit else ""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,8 @@ def _refuse_to_load(*args: object, **kwargs: object) -> None:
 
 
 def test_collects_one_item_per_attack_and_gate(pytester: pytest.Pytester) -> None:
-    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05, tpr_at_0_1pct_fpr: 0.01}")
+    # 40 non-members resolve no TPR gate: unresolvable: warn collects them anyway (tests/test_resolvable.py: the error).
+    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05, tpr_at_0_1pct_fpr: 0.01, unresolvable: warn}")
     result = pytester.runpytest("--collect-only", "-q")
     result.stdout.fnmatch_lines(["leaky.naa.yaml::naa::auc", "leaky.naa.yaml::naa::tpr@1%fpr", "leaky.naa.yaml::naa::tpr@0.1%fpr"])
     result = pytester.runpytest("--collect-only", "-q", "-k", "tpr")
@@ -86,15 +93,24 @@ def test_policy_patterns_ini_and_naa_policy_option_choose_the_files(pytester: py
 
 
 def test_leaking_model_fails_its_gate_and_an_unresolvable_gate_errors(pytester: pytest.Pytester) -> None:
-    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05}", limit=None)
+    # 300 non-members cannot resolve TPR@1%FPR: a collection error of that item, before any model loads.
+    path = leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05}", limit=None)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting leaky.naa.yaml*",
+        "PolicyError: *thresholds.tpr_at_1pct_fpr: the TPR@1%FPR gate (limit 0.05) cannot be resolved with 100 members / 300 non-members*",
+        "*short test summary info*",
+        "ERROR leaky.naa.yaml::naa::tpr@1%fpr",
+    ])  # fmt: skip
+    assert "Traceback" not in result.stdout.str()
+    path.write_text(path.read_text().replace("tpr_at_1pct_fpr: 0.05", "tpr_at_1pct_fpr: null"))
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(failed=1, errors=1)
+    result.assert_outcomes(failed=1)
     output = result.stdout.str()
     assert FAIL_MESSAGE.search(output), output
     result.stdout.fnmatch_lines([
-        "*ERROR at setup of [[]naa-guard[]] leaky.naa.yaml::naa::tpr@1%fpr*",
-        "naa TPR@1%FPR cannot be resolved with 300 non-members*",
         "*FAILURES*",
         "*_ [[]naa-guard[]] leaky.naa.yaml::naa::auc _*",
         "naa AUC *exceeds limit 0.600",
@@ -103,7 +119,6 @@ def test_leaking_model_fails_its_gate_and_an_unresolvable_gate_errors(pytester: 
         "*naa-guard privacy gates*",
         "policy*attack*gate*value*CI*limit*verdict",
         "leaky.naa.yaml*naa*auc*0.9??*0.600*FAIL",
-        "leaky.naa.yaml*naa*tpr@1%fpr*0.050*ERROR",
         "leaky.naa.yaml: 100 members / 300 non-members; scores computed, model loaded",
         "naa-guard verdict: FAIL",
     ])  # fmt: skip
@@ -313,28 +328,28 @@ def test_xdist_gives_the_same_outcomes_with_each_policy_on_one_worker(pytester: 
     # Collection order baseline (1 gate), leaky (2 gates), test_other: xdist's plain "load"
     # would hand out items two by two and split leaky's gates across the workers.
     leaky_policy(pytester.path, "baseline.naa.yaml", thresholds="{auc: 0.999, tpr_at_1pct_fpr: null}")
-    leaky_policy(pytester.path, "leaky.naa.yaml", thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05}")
+    leaky_policy(pytester.path, "leaky.naa.yaml", thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05, unresolvable: warn}")
     pytester.makepyfile(test_other="def test_unrelated():\n    assert True\n")
     plain = pytester.runpytest("--naa-no-cache")
-    plain.assert_outcomes(passed=2, failed=1, errors=1)
+    plain.assert_outcomes(passed=2, failed=2)
     distributed = pytester.runpytest_subprocess("--naa-no-cache", "-n", "2", "-v")
-    distributed.assert_outcomes(passed=2, failed=1, errors=1)
+    distributed.assert_outcomes(passed=2, failed=2)
     workers = re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ leaky\.naa\.yaml::naa::(\S+)", distributed.stdout.str())
     assert len(workers) == 2 and workers[0][0] == workers[1][0], distributed.stdout.str()
-    distributed.stdout.fnmatch_lines(["baseline.naa.yaml*auc*PASS", "leaky.naa.yaml*auc*FAIL", "leaky.naa.yaml*tpr@1%fpr*ERROR"])
+    distributed.stdout.fnmatch_lines(["baseline.naa.yaml*auc*PASS", "leaky.naa.yaml*auc*FAIL", "leaky.naa.yaml*tpr@1%fpr*FAIL"])
 
 
 def test_nproc_runs_the_audit_under_torchrun_with_the_same_items_outcomes_and_cache(pytester: pytest.Pytester) -> None:
-    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05}")
+    leaky_policy(pytester.path, thresholds="{auc: 0.6, tpr_at_1pct_fpr: 0.05, unresolvable: warn}")
     plain = pytester.runpytest("--naa-no-cache", "-q")
-    plain.assert_outcomes(failed=1, errors=1)
+    plain.assert_outcomes(failed=2)
     distributed = pytester.runpytest("--naa-nproc", "2", "-q")
-    distributed.assert_outcomes(failed=1, errors=1)
+    distributed.assert_outcomes(failed=2)
     gate_lines = [line for line in plain.stdout.lines if line.startswith("leaky.naa.yaml")]
     assert gate_lines and all(line in distributed.stdout.lines for line in gate_lines)  # same items, values and verdicts
     distributed.stdout.fnmatch_lines(["*scores computed, model loaded*"])
     again = pytester.runpytest("--naa-nproc", "2", "-q")
-    again.assert_outcomes(failed=1, errors=1)
+    again.assert_outcomes(failed=2)
     again.stdout.fnmatch_lines(["*cached scores, model not loaded*"])
 
 

@@ -43,7 +43,7 @@ def test_defaults_fill_everything_but_model_and_data(tmp_path: Path) -> None:
     policy = load_policy(_write(tmp_path, "version: 1\nmodel: {path: m}\ndata: {members: a, nonmembers: b}\n", "mini.naa.yaml"))
     assert policy.name == "mini"
     assert list(policy.attacks) == ["naa"] and policy.attacks["naa"].t == 80
-    assert policy.runtime.batch_size == 64 and policy.thresholds.decision == "point"
+    assert policy.runtime.batch_size == 64 and policy.thresholds.decision == "upper_ci"
 
 
 def test_environment_variables_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

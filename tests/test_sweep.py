@@ -29,7 +29,7 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a policy over a tiny random model and 2 x 24 random images, listing naa then loss."""
     return make_tiny_setup(
         tmp_path_factory.mktemp("sweep"), attacks="{naa: {t: 40, stride: 10}, loss: {t: 50}}",
-        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null}", batch_size=16, name="sweep",
+        thresholds="{auc: 0.6, tpr_at_1pct_fpr: null, decision: point}", batch_size=16, name="sweep",
     )
 
 

@@ -179,7 +179,7 @@ def spy_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
           spy: {gain: [0.0, 0.5, -3.0, 1.0]}
           fixed_spy: {gain: 0.5}
         tune: {fraction: 0.25}
-        thresholds: {auc: 0.6, tpr_at_1pct_fpr: null}
+        thresholds: {auc: 0.6, tpr_at_1pct_fpr: null, decision: point}
         runtime: {device: cpu, seed: 5}
         """,
     )
