@@ -83,7 +83,7 @@ def _model_policy(tmp_path: Path, name: str, model: Path) -> Path:
         model: {{path: {model}}}
         data: {{members: {OVERFIT / "members.npz"}, nonmembers: {OVERFIT / "nonmembers.npz"}, limit: 100}}
         attacks: {{naa: {{t: 40, stride: 10, queries: 5, noise: scaled, sigma: 0.1}}}}
-        thresholds: {{auc: 0.6, tpr_at_1pct_fpr: null}}
+        thresholds: {{auc: 0.6, tpr_at_1pct_fpr: null, decision: point}}
         runtime: {{device: cpu, batch_size: 128, seed: 0}}
         """)  # fmt: skip
 

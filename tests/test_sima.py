@@ -156,7 +156,7 @@ def test_schema_lists_sima_with_its_defaults() -> None:
 
 
 def test_pixel_audit_fails_a_memorising_model_and_caches_sima_scores(tmp_path: Path) -> None:
-    policy_path = make_tiny_setup(tmp_path, attacks="{sima: {}, loss: {}}", thresholds="{auc: 0.6, tpr_at_1pct_fpr: null}", batch_size=16)
+    policy_path = make_tiny_setup(tmp_path, attacks="{sima: {}, loss: {}}", thresholds="{auc: 0.6, tpr_at_1pct_fpr: null, decision: point}", batch_size=16)
     policy = load_policy(policy_path)
     images = {role: load_samples(getattr(policy.data, role), size=8, channels=1, role=role).images for role in ("members", "nonmembers")}
     target = KnownImagesTarget(exact=images["members"], perturbed=images["nonmembers"])
@@ -188,7 +188,7 @@ def test_tuning_chooses_t_on_the_calibration_split_of_the_overfit_model(tmp_path
         data: {{members: {OVERFIT / "members.npz"}, nonmembers: {OVERFIT / "nonmembers.npz"}}}
         attacks: {{sima: {{t: [5, 50, 400]}}}}
         tune: {{fraction: 0.25}}
-        thresholds: {{auc: 0.6, tpr_at_1pct_fpr: null}}
+        thresholds: {{auc: 0.6, tpr_at_1pct_fpr: null, decision: point}}
         runtime: {{device: cpu, batch_size: 128, seed: 0}}
         """,
     )
@@ -226,7 +226,7 @@ def _sd_policy(tmp_path: Path, name: str, *, members: str = "members", nonmember
         tmp_path / f"{name}.naa.yaml",
         f"version: 1\nname: {name}\nmodel: {{path: {SD / 'model'}}}\n"
         f"data: {{members: {SD / (members + '.csv')}, nonmembers: {SD / (nonmembers + '.csv')}{data}}}\n"
-        f"attacks: {attacks}\nthresholds: {{auc: 0.9, tpr_at_1pct_fpr: null}}\nruntime: {{device: cpu, batch_size: {batch_size}, seed: 0}}\n",
+        f"attacks: {attacks}\nthresholds: {{auc: 0.9, tpr_at_1pct_fpr: null, decision: point}}\nruntime: {{device: cpu, batch_size: {batch_size}, seed: 0}}\n",
     )
 
 
