@@ -237,10 +237,10 @@ def prepare_audit(
     geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     data = policy.data
-    listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside)
-    members = listing(data.members, seed=seed, role="members")
-    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers")
-    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control")
+    listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside, image_column=data.image_column)
+    members = listing(data.members, seed=seed, role="members", split=data.split_for("members"))
+    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers", split=data.split_for("nonmembers"))
+    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control", split=data.split_for("control"))
     mode = choose_conditioning(policy.data, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None

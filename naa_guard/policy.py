@@ -93,7 +93,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """The member and non-member sample sets."""
 
-    members: Path = Field(**_PATH, description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
+    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, or local Hugging Face dataset (.parquet, save_to_disk folder) of training images")
     nonmembers: Path = Field(**_PATH, description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
     control: Path | None = Field(None, **_PATH, description="optional null control: more held-out images the model never saw, same forms")
@@ -112,6 +112,14 @@ class DataSection(_Section):
     )
     caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
     allow_outside: bool = Field(False, description="let a manifest list images outside its own folder (refused by default)")
+    split: str | dict[Literal["members", "nonmembers", "control"], str] | None = Field(
+        None, description="Hugging Face dataset sources: the split to read, one name or one per side (e.g. {members: train, nonmembers: test}); needed when a dataset has several",
+    )
+    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset sources: the image column when the features do not name exactly one Image feature")
+
+    def split_for(self, role: str) -> str | None:
+        """Return the dataset split asked for the set ``role`` (None: the source's only split)."""
+        return self.split.get(role) if isinstance(self.split, dict) else self.split  # type: ignore[call-overload]
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
