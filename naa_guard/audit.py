@@ -34,6 +34,7 @@ from naa_guard.policy import Policy, Runtime
 from naa_guard.scorecache import ScoreCache, cache_key
 from naa_guard.scoring import CHUNK_SAMPLES, ChunkRunner, LocalRunner, Scorer, model_source, summarize_sets
 from naa_guard.targets import Target
+from naa_guard.targets.hubcache import model_origin
 from naa_guard.tuning import AttackCandidates, TuningResult, split_for_tuning, tune_attack
 
 if TYPE_CHECKING:
@@ -328,5 +329,5 @@ def audit(
         conditioning=prepared.conditioning,
         exposed=most_exposed(results, members, policy.report.exposed),
         fingerprint=fingerprint,
-        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed),
+        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed) | model_origin(policy.model),
     )
