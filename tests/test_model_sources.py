@@ -162,3 +162,43 @@ def test_a_local_folder_named_like_a_hub_id_wins(tmp_path: Path, monkeypatch: py
     policy = write_policy(tmp_path / "p.naa.yaml", "version: 1\nname: p\nmodel: {path: acme/m}\ndata: {members: a.npz, nonmembers: b.npz}\n")
     assert load_policy(policy).model.path == (tmp_path / "acme" / "m").resolve()
     assert json.loads((tmp_path / "acme" / "m" / "model_index.json").read_text())
+
+
+# ----------------------------------------------------------------------------- naa-guard init
+
+
+def test_init_writes_single_file_config_and_dataset_split_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    datasets = pytest.importorskip("datasets")
+    from test_hfdataset import split_dataset
+
+    split_dataset().save_to_disk(str(tmp_path / "saved"))
+    checkpoint = write_ldm_checkpoint(SD / "model", tmp_path / "sd.safetensors")
+    config, out = configs_only(tmp_path), tmp_path / "out" / "sd.naa.yaml"
+    saved = str(tmp_path / "saved")
+    args = ["init", str(checkpoint), saved, saved, "-o", str(out)]
+    assert main(args) == 2  # a single file without --config
+    assert "give --config FOLDER" in capsys.readouterr().err
+    assert main([*args, "--config", str(config)]) == 2  # one dataset for both sides and no split named
+    assert "--members-split and --nonmembers-split" in capsys.readouterr().err
+    assert main([*args, "--config", str(config), "--members-split", "train"]) == 2  # the non-members' split unnamed
+    assert "2 splits (train, test)" in capsys.readouterr().err
+    assert main([*args, "--config", str(config), "--members-split", "train", "--nonmembers-split", "test"]) == 0
+    text = out.read_text()
+    assert 'single_file: "../sd.safetensors"' in text and 'config: "../base"' in text
+    assert 'split: {members: "train", nonmembers: "test"}' in text
+    assert "conditioning: caption" in text and "split 'train'" in text
+    policy = load_policy(out)
+    assert policy.model.single_file == checkpoint and policy.data.split_for("nonmembers") == "test"
+    assert datasets is not None
+
+
+def test_init_resolves_a_cached_hub_id_and_writes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_cache(tmp_path / "hub", "acme/digits", FIXTURES / "overfit_digits" / "model")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    digits = FIXTURES / "overfit_digits"
+    assert main(["init", "acme/digits", str(digits / "members.npz"), str(digits / "nonmembers.npz"), "-o", "p.naa.yaml"]) == 0
+    assert 'path: "acme/digits"' in (tmp_path / "p.naa.yaml").read_text()
+    assert load_policy(tmp_path / "p.naa.yaml").model.path.name == "a1b2c3d4" * 5
+    assert main(["init", "acme/missing", str(digits / "members.npz"), str(digits / "nonmembers.npz"), "-o", "q.naa.yaml"]) == 2
+    assert "hf download acme/missing" in capsys.readouterr().err
