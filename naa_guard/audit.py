@@ -50,6 +50,7 @@ from naa_guard.scoring.runner import (
 )
 from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
+from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
 from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
 from naa_guard.verdict.control import check_control
@@ -137,10 +138,10 @@ def prepare_audit(
     geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     data = policy.data
-    listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside)
-    members = listing(data.members, seed=seed, role="members")
-    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers")
-    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control")
+    listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside, image_column=data.image_column)
+    members = listing(data.members, seed=seed, role="members", split=data.split_for("members"))
+    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers", split=data.split_for("nonmembers"))
+    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control", split=data.split_for("control"))
     mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
@@ -235,5 +236,5 @@ def audit(
         conditioning=prepared.conditioning,
         exposed=most_exposed(results, members, policy.report.exposed),
         fingerprint=fingerprint,
-        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed),
+        environment=environment(str(policy.source) if policy.source else None, device, policy.runtime.dtype, seed) | model_origin(policy.model),
     )

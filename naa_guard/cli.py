@@ -160,7 +160,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from naa_guard.policy import load_policy
 
     output = Path(args.output) if args.output else Path(f"{Path(args.model).resolve().name or 'model'}.naa.yaml")
-    written = write_initial_policy(Path(args.model), Path(args.members), Path(args.nonmembers), output, force=args.force)
+    written = write_initial_policy(
+        Path(args.model), Path(args.members), Path(args.nonmembers), output, force=args.force,
+        config=Path(args.config) if args.config else None, splits=(args.members_split, args.nonmembers_split),
+    )  # fmt: skip
     load_policy(written)  # what init writes must validate; a failure here is a bug, reported as one
     print(written.read_text(encoding="utf-8"))
     print(f"wrote {written}; run it with: naa-guard audit {written}")
@@ -243,11 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_audit)
 
     init = commands.add_parser("init", help="inspect a model folder and two sample sets and write a commented policy")
-    init.add_argument("model", help="diffusers model folder")
-    init.add_argument("members", help="training images: folder, .npz/.npy or .csv/.jsonl manifest")
+    init.add_argument("model", help="diffusers model folder, a cached Hub id (org/name), or a single-file checkpoint (with --config)")
+    init.add_argument("members", help="training images: folder, .npz/.npy, .csv/.jsonl manifest or Hugging Face dataset (.parquet, save_to_disk folder)")
     init.add_argument("nonmembers", help="held-out images from the same distribution, same forms")
     init.add_argument("-o", "--output", help="policy file to write (default: ./<model folder name>.naa.yaml)")
     init.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    init.add_argument("--config", help="with a single-file checkpoint as MODEL: a diffusers folder of its architecture")
+    init.add_argument("--members-split", help="the members' split of a Hugging Face dataset (e.g. train)")
+    init.add_argument("--nonmembers-split", help="the non-members' split of a Hugging Face dataset (e.g. test)")
     init.set_defaults(handler=_cmd_init)
 
     demo = commands.add_parser("demo", help="train a small leaky model on bundled digits and audit it")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.metrics import FPR_LEVELS, LeakageReport, min_nonmembers_for
-from naa_guard.resolvable import GATE_LABELS, MIN_PER_SIDE, check_sample_counts, too_few
+from naa_guard.resolvable import GATE_LABELS, MIN_PER_SIDE, too_few
 
 if TYPE_CHECKING:
     from naa_guard.epsilon import EpsilonBound

@@ -62,6 +62,7 @@ class SetSummary:
     count: int
     sizes: tuple[str, ...]  # distinct image sizes among the inspected ones, e.g. "8x8"
     captions: int  # samples with a non-blank caption (manifest column, metadata files, sidecars)
+    split: str | None = None  # a Hugging Face dataset's split (naa_guard.init_sources)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -121,8 +122,13 @@ def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def inspect_set(source: Path, role: str, model: ModelSummary) -> SetSummary:
+def inspect_set(source: Path, role: str, model: ModelSummary, split: str | None = None) -> SetSummary:
     """Return the set's form, count, image sizes and captions; load a few samples as the audit would."""
+    from naa_guard.init_sources import inspect_dataset
+    from naa_guard.samples.hfdataset import is_dataset
+
+    if is_dataset(source):
+        return inspect_dataset(source, role, model, split)
     # The audit's own checks; the fit only lets a set of another size be probed: the written
     # policy leaves data.fit for the user to choose (see render_policy).
     load_samples(source, size=model.sample_size, channels=model.in_channels, limit=_PROBE, role=role, fit="resize")
@@ -182,7 +188,7 @@ def _conditioning_lines(model: ModelSummary, members: SetSummary, nonmembers: Se
     ]
 
 
-def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str) -> str:
+def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str, config: Path | None = None) -> str:
     """Return the commented policy YAML for these inspected inputs, gates limited to what the counts resolve."""
     n_members, n_nonmembers = members.count, nonmembers.count
     if min(n_members, n_nonmembers) < MIN_PER_SIDE:
@@ -205,6 +211,8 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
             gates.append(f"  {metric}: {limit}    # resolvable: {n_nonmembers} >= {needed} non-members, and a model that does not leak can pass {limit}")
         else:
             gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}")
+    from naa_guard.init_sources import model_lines, split_lines
+
     kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
     lines = [
         f"# naa-guard policy written by `naa-guard init` for {model_path}",
@@ -214,7 +222,7 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         "model:",
         f"  # {kind}: {model.pipeline}, images {model.sample_size}x{model.sample_size}, {model.in_channels} channel(s),",
         f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
-        f"  path: {json.dumps(_relative(model_path, policy_dir))}",
+        *model_lines(model_path, config, policy_dir),
         "data:",
         f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
         f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
@@ -223,6 +231,7 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
             "  # silently. Uncomment and name the preparation used in training: resize | center_crop | pad.",
             "  # fit: resize",
         ]),
+        *split_lines(members, nonmembers),
         *_conditioning_lines(model, members, nonmembers),
         "  limit: null          # a seeded subsample per side; null scores every sample",
         "attacks:               # NAA, the primary attack, with its defaults; add loss / pia / secmi as peers",
@@ -241,19 +250,22 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
     return "\n".join(lines) + "\n"
 
 
-def _refuse_same_sets(members: Path, nonmembers: Path, model: ModelSummary) -> None:
+def _refuse_same_sets(members: Path, nonmembers: Path, model: ModelSummary, splits: tuple[str | None, str | None] = (None, None)) -> None:
     """Raise PolicyError when the members and the non-members are the same source or share image files."""
     fix = (
         "an image cannot be both seen and unseen by the model, so no audit can measure membership. Give the training "
         "images as MEMBERS and held-out images from the same distribution, never trained on, as NONMEMBERS."
     )
-    if members.exists() and nonmembers.exists() and members.resolve() == nonmembers.resolve():
-        raise PolicyError(f"the members and the non-members are the same source ({members.resolve()}): {fix}")
+    if members.exists() and nonmembers.exists() and members.resolve() == nonmembers.resolve() and (splits[0] is None or splits[0] == splits[1]):
+        from naa_guard.samples.hfdataset import is_dataset
+
+        splits_hint = " For a dataset of several splits, name each side's with --members-split and --nonmembers-split." if is_dataset(members) else ""
+        raise PolicyError(f"the members and the non-members are the same source ({members.resolve()}): {fix}{splits_hint}")
     if members.suffix.lower() in ARRAY_SUFFIXES or nonmembers.suffix.lower() in ARRAY_SUFFIXES:
         return  # two array files are two sources; identical images are the audit's overlap check
     files = []
-    for source, role in ((members, "members"), (nonmembers, "nonmembers")):
-        listed = list_samples(source, size=model.sample_size, channels=model.in_channels, role=role, fit="resize")
+    for source, role, split in ((members, "members", splits[0]), (nonmembers, "nonmembers", splits[1])):
+        listed = list_samples(source, size=model.sample_size, channels=model.in_channels, role=role, fit="resize", split=split)
         files.append({Path(listed.origin(i)).resolve() for i in range(len(listed))})
     shared = sorted(files[0] & files[1])
     if shared:
@@ -261,15 +273,23 @@ def _refuse_same_sets(members: Path, nonmembers: Path, model: ModelSummary) -> N
         raise PolicyError(f"the members and the non-members share {len(shared)} image file(s) ({shown}): {fix}")
 
 
-def write_initial_policy(model_path: Path, members_path: Path, nonmembers_path: Path, output: Path, *, force: bool = False) -> Path:
-    """Inspect the model and both sets, write the commented policy to ``output`` and return it."""
+def write_initial_policy(
+    model_path: Path, members_path: Path, nonmembers_path: Path, output: Path, *, force: bool = False,
+    config: Path | None = None, splits: tuple[str | None, str | None] = (None, None),
+) -> Path:  # fmt: skip
+    """Inspect the model and both sets, write the commented policy to ``output`` and return it.
+
+    ``config`` is the diffusers folder of a single-file checkpoint; ``splits`` the dataset split of each side.
+    """
+    from naa_guard.init_sources import model_folder
+
     if output.exists() and not force:
         raise PolicyError(f"{output} already exists; choose another path with -o, or pass --force to overwrite it.")
-    model = inspect_model(model_path)
-    _refuse_same_sets(members_path, nonmembers_path, model)
-    members = inspect_set(members_path, "members", model)
-    nonmembers = inspect_set(nonmembers_path, "nonmembers", model)
-    text = render_policy(model_path, model, members, nonmembers, output.parent, output.name.split(".")[0] or "policy")
+    model = inspect_model(model_folder(model_path, config))
+    _refuse_same_sets(members_path, nonmembers_path, model, splits)
+    members = inspect_set(members_path, "members", model, splits[0])
+    nonmembers = inspect_set(nonmembers_path, "nonmembers", model, splits[1])
+    text = render_policy(model_path, model, members, nonmembers, output.parent, output.name.split(".")[0] or "policy", config)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return output

@@ -82,9 +82,20 @@ class ModelSection(_Section):
 
     lora: Path | None = Field(None, **_PATH, description="LoRA for a Stable Diffusion / SDXL pipeline: a .safetensors file or the folder save_lora_weights wrote, relative to the policy file")
     lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
+    single_file: Path | None = Field(None, **_PATH, description="a whole SD 1.x / 2.x / SDXL model in one .safetensors / .ckpt (A1111, kohya-ss); needs model.config")
+    config: Path | None = Field(None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler)")
 
-    _path_given = field_validator("path", "lora", mode="before")(_non_empty)
-    _resolve_path = field_validator("path", "lora")(_resolve)
+    _path_given = field_validator("path", "lora", "single_file", "config", mode="before")(_non_empty)
+    _resolve_path = field_validator("path", "lora", "single_file", "config")(_resolve)
+
+    @field_validator("path", "config", mode="before")
+    @classmethod
+    def _hub_cache(cls, value: Any, info: ValidationInfo) -> Any:
+        from naa_guard.targets.hubcache import (
+            resolve_hub_path,  # org/name: the local hub cache's snapshot
+        )
+
+        return resolve_hub_path(value, (info.context or {}).get("base_dir"), f"model.{info.field_name}")
 
     @field_validator("loader")
     @classmethod
@@ -95,8 +106,12 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _path_or_loader(self) -> ModelSection:
-        if self.path is None and self.loader is None:
-            raise ValueError("give model.path (a diffusers folder) or model.loader ('package.module:function')")
+        if self.single_file is not None and (self.path is not None or self.loader is not None or self.lora is not None or self.config is None):
+            raise ValueError("model.single_file takes model.config (a diffusers folder of the same architecture) and neither model.path, model.loader nor model.lora")
+        if self.config is not None and self.single_file is None:
+            raise ValueError("model.config applies to model.single_file only; a diffusers folder is given as model.path")
+        if self.path is None and self.loader is None and self.single_file is None:
+            raise ValueError("give model.path (a diffusers folder or a cached Hub id org/name), model.single_file with model.config, or model.loader ('package.module:function')")
         if self.loader is not None and self.unet_subfolder is not None:
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
         if self.loader is not None and self.lora is not None:
@@ -107,7 +122,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """The member and non-member sample sets."""
 
-    members: Path = Field(**_PATH, description="image folder, .npz/.npy, or .csv/.jsonl manifest of training images")
+    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, or local Hugging Face dataset (.parquet, save_to_disk folder) of training images")
     nonmembers: Path = Field(**_PATH, description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
     control: Path | None = Field(None, **_PATH, description="optional null control: more held-out images the model never saw, same forms")
@@ -126,6 +141,14 @@ class DataSection(_Section):
     )
     caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
     allow_outside: bool = Field(False, description="let a manifest list images outside its own folder (refused by default)")
+    split: str | dict[Literal["members", "nonmembers", "control"], str] | None = Field(
+        None, description="Hugging Face dataset sources: the split to read, one name or one per side (e.g. {members: train, nonmembers: test}); needed when a dataset has several",
+    )
+    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset sources: the image column when the features do not name exactly one Image feature")
+
+    def split_for(self, role: str) -> str | None:
+        """Return the dataset split asked for the set ``role`` (None: the source's only split)."""
+        return self.split.get(role) if isinstance(self.split, dict) else self.split  # type: ignore[call-overload]
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
@@ -415,7 +438,11 @@ def preflight(policy: Policy) -> None:
     from naa_guard.samples import check_source
     from naa_guard.targets import read_model_info
 
-    if policy.model.loader is None and policy.model.path is not None:
+    if policy.model.single_file is not None:
+        from naa_guard.targets.single_file import read_single_file_info
+
+        read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder)
+    elif policy.model.loader is None and policy.model.path is not None:
         read_model_info(policy.model.path, policy.model.unet_subfolder)
     for role in ("members", "nonmembers", "control"):
         source = getattr(policy.data, role)

@@ -411,9 +411,9 @@ def test_missing_source(tmp_path: Path) -> None:
 
 
 def test_unsupported_suffix_lists_supported_forms(tmp_path: Path) -> None:
-    (tmp_path / "data.parquet").write_bytes(b"x")
-    with pytest.raises(DataError, match=r"(?s)'\.parquet'.*\.npy.*\.npz.*\.csv.*\.jsonl"):
-        load_samples(tmp_path / "data.parquet", size=8, channels=3)
+    (tmp_path / "data.tfrecord").write_bytes(b"x")  # (.parquet is a Hugging Face dataset now: tests/test_hfdataset.py)
+    with pytest.raises(DataError, match=r"(?s)'\.tfrecord'.*\.npy.*\.npz.*\.csv.*\.jsonl.*\.parquet"):
+        load_samples(tmp_path / "data.tfrecord", size=8, channels=3)
 
 
 def test_empty_folder_names_folder_and_extensions(tmp_path: Path) -> None:

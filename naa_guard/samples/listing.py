@@ -14,6 +14,7 @@ import numpy as np
 from naa_guard.errors import DataError
 from naa_guard.samples.arrays import ARRAY_SUFFIXES, list_array_file
 from naa_guard.samples.folder import IMAGE_EXTENSIONS, ImageFiles, list_folder
+from naa_guard.samples.hfdataset import hub_name_hint, is_dataset, list_dataset
 from naa_guard.samples.manifest import MANIFEST_SUFFIXES, list_manifest
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
 
@@ -29,18 +30,23 @@ def list_samples(
     allow_outside: bool = False,
     fit: str | None = None,
     caption_column: str | None = None,
+    split: str | None = None,
+    image_column: str | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode).
 
     ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
     brought to ``size`` when decoded; None makes a size mismatch a DataError. Captions come from
     a manifest's caption column, or a folder's metadata files and sidecars (:mod:`naa_guard.samples.captions`);
-    ``caption_column`` names the column when it is neither ``caption`` nor ``text``.
+    ``caption_column`` names the column when it is neither ``caption`` nor ``text``. A Hugging Face
+    dataset (parquet, save_to_disk) takes ``split`` and ``image_column`` (:mod:`naa_guard.samples.hfdataset`).
     """
     _check_arguments(size, channels, limit, role)
     path = Path(source)
     check_source(path, role)
     notes = Notes(role, size, fit)
+    if is_dataset(path):
+        return list_dataset(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, split=split, image_column=image_column, caption_name=caption_column)
     is_folder, suffix = path.is_dir(), path.suffix.lower()
     if not is_folder and suffix in ARRAY_SUFFIXES:
         return list_array_file(path, size, channels, limit, seed, role, notes)
@@ -48,7 +54,8 @@ def list_samples(
         raise DataError(
             f"The {role} source {path} has the unsupported form '{suffix or '(no suffix)'}'. "
             f"Supported: a folder of images ({', '.join(IMAGE_EXTENSIONS)}), a .npy or .npz "
-            "array file, or a .csv / .jsonl manifest with a 'path' column. Fix: point the "
+            "array file, a .csv / .jsonl manifest with a 'path' column, or a Hugging Face dataset "
+            "(.parquet, a save_to_disk folder). Fix: point the "
             "source at one of these (a single image must be put in a folder)."
         )
     entries, caption_files = list_folder(path, role, notes, caption_column) if is_folder else (list_manifest(path, role, allow_outside, caption_column), ())
@@ -83,13 +90,15 @@ def load_samples(
     allow_outside: bool = False,
     fit: str | None = None,
     caption_column: str | None = None,
+    split: str | None = None,
+    image_column: str | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, every image decoded to float32 (N, channels, size, size).
 
     ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
     brought to ``size``; None makes a size mismatch a DataError.
     """
-    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit, caption_column=caption_column)
+    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit, caption_column=caption_column, split=split, image_column=image_column)
     return listed.materialize()
 
 
@@ -104,7 +113,7 @@ def check_source(source: str | Path, role: str) -> None:
         raise DataError(
             f"The {role} source {path} does not exist (looked for {path.absolute()}). "
             "Fix: check the path for a typo, or give an absolute path to an image folder, "
-            "a .npy / .npz array file or a .csv / .jsonl manifest."
+            "a .npy / .npz array file, a .csv / .jsonl manifest or a local Hugging Face dataset." + hub_name_hint(path)
         )
     if not (path.is_dir() or path.is_file()):
         raise DataError(

@@ -23,8 +23,8 @@ from naa_guard.targets.base import (
     resolve_device,
 )
 from naa_guard.targets.detect import AnyModelInfo, load_target, read_model_info
-from naa_guard.targets.latent_info import LatentModelInfo
 from naa_guard.targets.latent import LatentTarget
+from naa_guard.targets.latent_info import LatentModelInfo
 from naa_guard.targets.pixel import PREDICTION_TYPES, DiffusersTarget, ModelInfo
 
 __all__ = [

@@ -65,6 +65,10 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
 
 def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> Target:
     """Return the loaded target for a model folder's info, offline, on the requested device and dtype."""
+    from naa_guard.targets.single_file import SingleFileInfo, load_single_file_target
+
+    if isinstance(info, SingleFileInfo):
+        return load_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, LatentModelInfo):
         return load_latent_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     return load_pixel_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)

@@ -174,8 +174,11 @@ class LatentTarget:
         return out
 
 
-def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> LatentTarget:
-    """Return the loaded latent target (with its LoRA applied), offline, on the requested device and dtype."""
+def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str, dtype: str, load: Any = None) -> LatentTarget:
+    """Return the loaded latent target (with its LoRA applied), offline, on the requested device and dtype.
+
+    ``load(name, folder, transformers, allow_pickle)`` loads a component (default: strictly from its folder).
+    """
     transformers = _import_sd_libraries()
     import diffusers
     import torch
@@ -201,7 +204,7 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
     transformers.logging.disable_progress_bar()
     try:
         with offline_environment():
-            parts = {name: load_component(name, folder, transformers, allow_pickle) for name, folder in info.components.items() if name != "scheduler"}
+            parts = {name: (load or load_component)(name, folder, transformers, allow_pickle) for name, folder in info.components.items() if name != "scheduler"}
             scheduler = scheduler_class(scheduler_dir, scheduler_config).from_pretrained(scheduler_dir, local_files_only=True)
             if info.lora is not None:
                 from naa_guard.targets.lora import apply_lora
