@@ -2,12 +2,12 @@
 
     python benchmarks/bench_certify.py [--trials 40] [--limit 0.60] [--leak 0.70] [--sizes 20 40 100 200 400]
 
-For each size, with normal scores and naa_guard's own metrics code (``naa_guard.metrics.evaluate``,
+For each size, with normal scores and naa_guard's own metrics code (``naa_guard.verdict.leakage.evaluate``,
 1000 stratified bootstrap resamples, 95%):
 
 - a model that does not leak (members and non-members from the same normal): the mean upper 95%
   bound of its leak AUC over the trials, beside the analytic figure the pre-flight check uses
-  (``naa_guard.resolvable.null_auc_upper``);
+  (``naa_guard.verdict.resolvable.null_auc_upper``);
 - a model leaking at AUC ``--leak`` (members shifted by sqrt(2) * Phi^-1(leak)): the share of
   trials in which it passes the limit under ``decision: point`` and under ``decision: upper_ci``.
 
@@ -31,8 +31,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40, 100, 200, 400])
     args = parser.parse_args()
 
-    from naa_guard.metrics import evaluate
-    from naa_guard.resolvable import null_auc_upper
+    from naa_guard.verdict.leakage import evaluate
+    from naa_guard.verdict.resolvable import null_auc_upper
 
     shift = math.sqrt(2.0) * NormalDist().inv_cdf(args.leak)
     print(f"AUC limit {args.limit}, {args.trials} trials per row, normal scores, 95% stratified bootstrap (1000 resamples)")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_metrics.py [--n 2000] [--bootstrap 1000] [--repeats 3]
 
-Times ``naa_guard.metrics.evaluate`` (point metrics plus the stratified bootstrap) on n members
+Times ``naa_guard.verdict.leakage.evaluate`` (point metrics plus the stratified bootstrap) on n members
 and n non-members with shifted normal scores, and prints the best of the repeats. Prints figures;
 asserts nothing about speed, since that depends on the machine.
 """
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from naa_guard.metrics import evaluate
+    from naa_guard.verdict.leakage import evaluate
 
     rng = np.random.default_rng(0)
     members, nonmembers = rng.normal(0.1, 1, args.n), rng.normal(0, 1, args.n)

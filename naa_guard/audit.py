@@ -19,19 +19,8 @@ from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.candidates import AttackCandidates
-from naa_guard.baseline import baseline_path, check_fingerprint, compare, load_baseline
-from naa_guard.epsilon import epsilon_lower_bound
 from naa_guard.errors import PolicyError
-from naa_guard.exposed import most_exposed
-from naa_guard.fingerprint import audit_fingerprint, environment
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import evaluate
 from naa_guard.policy import Policy, Runtime
-from naa_guard.resolvable import (
-    check_policy_counts,
-    check_sample_counts,
-    describe_counts,
-)
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import (
@@ -53,7 +42,23 @@ from naa_guard.targets import Target
 from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
 from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
+from naa_guard.verdict.baseline import (
+    baseline_path,
+    check_fingerprint,
+    compare,
+    load_baseline,
+)
 from naa_guard.verdict.control import check_control
+from naa_guard.verdict.epsilon import epsilon_lower_bound
+from naa_guard.verdict.exposed import most_exposed
+from naa_guard.verdict.fingerprint import audit_fingerprint, environment
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import evaluate
+from naa_guard.verdict.resolvable import (
+    check_policy_counts,
+    check_sample_counts,
+    describe_counts,
+)
 from naa_guard.verdict.validity import ValidityReport, check_samples
 
 if TYPE_CHECKING:
@@ -174,7 +179,7 @@ def audit(
     :mod:`naa_guard.scoring.distributed` for the ranks of a process group). Before any attack runs, the
     sets are checked for overlap and distribution shift; with ``data.control`` the control set
     is scored too and must look like the non-members. A failed check raises AuditInvalidError
-    (naa_guard.checks). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
+    (naa_guard.verdict.validity). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
     a mismatch raises BaselineError, a rise beyond ``thresholds.max_increase`` fails the gate. When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
     """

@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from naa_guard.errors import NaaGuardError, OutputError
+from naa_guard.reports.write import check_output
 
 if TYPE_CHECKING:
     from naa_guard.scoring.runner import ChunkRunner
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def check_output(path: Path, *, folder: bool, where: str) -> None:
-    """Return None; raise OutputError unless ``path`` can be created or overwritten as a file (or a folder)."""
-    if path.exists():
-        if folder and not path.is_dir():
-            raise OutputError(f"{where} {path} is a file, not a folder. Fix: give a folder path, or remove the file.")
-        if not folder and path.is_dir():
-            raise OutputError(f"{where} {path} is a folder; it needs a file path. Fix: give a file name, e.g. {path / 'report.json'}.")
-    parent = path if folder and path.is_dir() else path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{where} {path}: {parent} is a file, so nothing can be created under it. Fix: choose another path.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{where} {path}: the folder {parent} is not writable. Fix: choose a writable path, or fix its permissions.")
 
 
 def _write_outputs(result: object, json_path: Path | None, report_dir: Path | None, scores_path: Path | None = None) -> list[str]:
@@ -125,7 +109,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
 
         from naa_guard.audit import audit
-        from naa_guard.baseline import baseline_path
+        from naa_guard.verdict.baseline import baseline_path
 
         baseline_path(policy, Path(args.baseline) if args.baseline else None, (json_path,))  # never the file this run writes
         from naa_guard.scoring.chunks import ChunkStore

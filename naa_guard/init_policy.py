@@ -20,14 +20,6 @@ from typing import Any
 import numpy as np
 
 from naa_guard.errors import DataError, PolicyError, TargetError
-from naa_guard.metrics import FPR_LEVELS, min_nonmembers_for
-from naa_guard.resolvable import (
-    MIN_PER_SIDE,
-    needed_per_side,
-    null_auc_upper,
-    null_tpr_upper,
-    smallest_certifiable_auc,
-)
 from naa_guard.samples import (
     ARRAY_SUFFIXES,
     IMAGE_EXTENSIONS,
@@ -35,6 +27,14 @@ from naa_guard.samples import (
     load_samples,
 )
 from naa_guard.samples.conditioning import CAPTION_SOURCES
+from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
+from naa_guard.verdict.resolvable import (
+    MIN_PER_SIDE,
+    needed_per_side,
+    null_auc_upper,
+    null_tpr_upper,
+    smallest_certifiable_auc,
+)
 
 DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
@@ -62,7 +62,7 @@ class SetSummary:
     count: int
     sizes: tuple[str, ...]  # distinct image sizes among the inspected ones, e.g. "8x8"
     captions: int  # samples with a non-blank caption (manifest column, metadata files, sidecars)
-    split: str | None = None  # a Hugging Face dataset's split (naa_guard.init_sources)
+    split: str | None = None  # a Hugging Face dataset's split (see inspect_dataset)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -124,7 +124,6 @@ def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
 
 def inspect_set(source: Path, role: str, model: ModelSummary, split: str | None = None) -> SetSummary:
     """Return the set's form, count, image sizes and captions; load a few samples as the audit would."""
-    from naa_guard.init_sources import inspect_dataset
     from naa_guard.samples.hfdataset import is_dataset
 
     if is_dataset(source):
@@ -211,7 +210,6 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
             gates.append(f"  {metric}: {limit}    # resolvable: {n_nonmembers} >= {needed} non-members, and a model that does not leak can pass {limit}")
         else:
             gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}")
-    from naa_guard.init_sources import model_lines, split_lines
 
     kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
     lines = [
@@ -281,7 +279,6 @@ def write_initial_policy(
 
     ``config`` is the diffusers folder of a single-file checkpoint; ``splits`` the dataset split of each side.
     """
-    from naa_guard.init_sources import model_folder
 
     if output.exists() and not force:
         raise PolicyError(f"{output} already exists; choose another path with -o, or pass --force to overwrite it.")
@@ -293,3 +290,60 @@ def write_initial_policy(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return output
+
+
+# ----------------------------------------------------------------------------- sources beyond folders, arrays and manifests
+# Hugging Face datasets (a parquet file, a folder of shards, a save_to_disk folder, with a split per side), single-file
+# checkpoints (--config names the diffusers folder of their architecture) and Hub ids (org/name) found in the local hub
+# cache, each written as the policy keys the audit reads.
+
+
+def model_folder(model: str | Path, config: Path | None) -> Path:
+    """Return the folder whose configs describe the model: ``--config`` for a single file, the cached snapshot for org/name."""
+    from naa_guard.targets.hubcache import resolve_hub_path
+    from naa_guard.targets.single_file import SINGLE_FILE_SUFFIXES
+
+    path = Path(model)
+    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+        if config is None:
+            raise PolicyError(f"{path} is a single-file checkpoint; give --config FOLDER, a local diffusers folder of the same architecture (e.g. the base it was tuned from).")
+        return config
+    if config is not None:
+        raise PolicyError("--config applies to a single-file checkpoint (.safetensors / .ckpt) only; a diffusers folder carries its own configs.")
+    try:
+        return Path(resolve_hub_path(str(model), None, "MODEL"))
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def model_lines(model: str | Path, config: Path | None, policy_dir: Path) -> list[str]:
+    """Return the policy's model keys: path (a folder or a cached org/name), or single_file + config."""
+    path = Path(model)
+    if config is not None:
+        return [f"  single_file: {json.dumps(_relative(path, policy_dir))}", f"  config: {json.dumps(_relative(config, policy_dir))}"]
+    if not path.exists():  # a Hub id resolved in the local cache: keep the id, the audit resolves it again
+        return [f"  path: {json.dumps(str(model))}   # from the local Hugging Face cache (refs/main); the report records the snapshot"]
+    return [f"  path: {json.dumps(_relative(path, policy_dir))}"]
+
+
+def inspect_dataset(source: Path, role: str, model: ModelSummary, split: str | None) -> SetSummary:
+    """Return a dataset split's summary: its rows, the sizes of a few images, its captions."""
+    from naa_guard.init_policy import SetSummary
+
+    listed = list_samples(source, size=model.sample_size, channels=model.in_channels, role=role, fit="resize", split=split)
+    listed.decode(0, min(4, len(listed)))  # a few rows decoded as the audit would: undecodable rows fail here
+    chosen = listed.names[0].split("[")[0]
+    captions = sum(caption is not None for caption in listed.captions)
+    return SetSummary(source, f"Hugging Face dataset, split '{chosen}',", len(listed), (), captions, split=chosen)
+
+
+def split_lines(members: SetSummary, nonmembers: SetSummary) -> list[str]:
+    """Return the data.split line when a side is a dataset split."""
+    sides = {role: s.split for role, s in (("members", members), ("nonmembers", nonmembers)) if s.split is not None}
+    if not sides:
+        return []
+    return [f"  split: {{{', '.join(f'{role}: {json.dumps(name)}' for role, name in sides.items())}}}   # the dataset split each side is read from"]
+
+
+def _relative(path: Path, policy_dir: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), policy_dir.resolve())).as_posix()

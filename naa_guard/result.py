@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from naa_guard.epsilon import EpsilonBound
-from naa_guard.exposed import ExposedMembers
-from naa_guard.gates import GateResult
-from naa_guard.metrics import LeakageReport
 from naa_guard.tuning import TuningResult
+from naa_guard.verdict.epsilon import EpsilonBound
+from naa_guard.verdict.exposed import ExposedMembers
+from naa_guard.verdict.gates import GateResult
+from naa_guard.verdict.leakage import LeakageReport
 from naa_guard.verdict.validity import ValidityReport
 from naa_guard.version import __version__
 
@@ -39,7 +39,7 @@ class AttackResult:
     cached: bool = False
     control_scores: np.ndarray | None = None  # the null-control set's scores, when data.control is set
     tuning: TuningResult | None = None  # set when the policy listed candidate settings
-    epsilon: EpsilonBound | None = None  # the empirical epsilon lower bound (naa_guard.epsilon)
+    epsilon: EpsilonBound | None = None  # the empirical epsilon lower bound (naa_guard.verdict.epsilon)
     samples: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None  # role -> (source indices, origins) of the scored samples
 
     def per_sample(self) -> dict[str, tuple[np.ndarray, tuple[str, ...], np.ndarray]]:
@@ -89,7 +89,7 @@ class AuditResult:
     checks: ValidityReport | None = None  # overlap, distribution shift and null control results
     conditioning: str | None = None  # the text condition a text-to-image model's queries got
     exposed: ExposedMembers | None = None  # the worst-case attack's most-exposed members
-    fingerprint: dict[str, Any] | None = None  # what a baseline must share (naa_guard.fingerprint)
+    fingerprint: dict[str, Any] | None = None  # what a baseline must share (naa_guard.verdict.fingerprint)
     environment: dict[str, Any] = field(default_factory=dict)  # versions, device, dtype, seed, policy hash
 
     @property

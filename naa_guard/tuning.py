@@ -112,7 +112,7 @@ def tune_attack(attack_class: type[Attack], candidates: AttackCandidates, split:
 
     Ties go to the candidate listed first.
     """
-    from naa_guard.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, auc
+    from naa_guard.verdict.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, auc
 
     started = time.perf_counter()
     members, nonmembers = split.calibration

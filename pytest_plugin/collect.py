@@ -5,7 +5,7 @@
 JUnit XML and CI annotations name the gate. Collecting validates the policy but never loads the
 model: the audit runs in the setup of the policy's first item. A gate that the sets' counts cannot
 resolve (counted from their listings: no image decoded) is a collection error of its own item,
-``demo.naa.yaml::naa::auc``, with the count needed and present (:mod:`naa_guard.resolvable`).
+``demo.naa.yaml::naa::auc``, with the count needed and present (:mod:`naa_guard.verdict.resolvable`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import pytest
 
 from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError, PolicyError
 from naa_guard.policy import Policy
-from naa_guard.resolvable import unresolvable_before_loading
+from naa_guard.verdict.resolvable import unresolvable_before_loading
 from naa_guard.version import __version__
 from pytest_plugin.session import audit_session, quick_note
 
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-    from naa_guard.gates import GateResult
     from naa_guard.result import AuditResult
+    from naa_guard.verdict.gates import GateResult
 
 GATE_IDS = {"auc": "auc", "tpr_at_1pct_fpr": "tpr@1%fpr", "tpr_at_0_1pct_fpr": "tpr@0.1%fpr", "epsilon_lb": "epsilon_lb"}
 DEFAULT_PATTERNS = ("*.naa.yaml", "*.naa.yml")

@@ -144,15 +144,14 @@ class AuditSession:
         except NaaGuardError as exc:
             return exc
         from naa_guard.audit import audit
-        from naa_guard.cli import check_output
-        from naa_guard.reports.write import write_reports
+        from naa_guard.reports.write import check_output, write_reports
 
         settings = self.settings
         target = self._choose_report_dir(policy)
         where = "--naa-report" if settings.report_dir is not None else f"{policy.source}: report.dir"
         self._cache_problems = []
         try:
-            from naa_guard.baseline import baseline_path
+            from naa_guard.verdict.baseline import baseline_path
 
             baseline_path(policy, settings.baseline, (target / "report.json" if target is not None else None,))  # never the report this run writes
             if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first

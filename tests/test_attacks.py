@@ -26,11 +26,11 @@ from naa_guard.attacks.pia import PIA, PIAN, PIAParams
 from naa_guard.attacks.secmi import SecMI, SecMIParams
 from naa_guard.attacks.sima import SimA, SimAParams
 from naa_guard.errors import PolicyError
-from naa_guard.metrics import auc
 from naa_guard.policy import load_policy
 from naa_guard.samples import SampleSet
 from naa_guard.scoring.runner import score_samples
 from naa_guard.targets import DiffusersTarget, load_target, read_model_info
+from naa_guard.verdict.metrics import auc
 
 SEED = 7
 N = 6

@@ -11,12 +11,12 @@ from conftest import make_tiny_setup
 from fakes import DictCache, KnownImagesTarget
 
 from naa_guard.audit import AttackResult, AuditResult, audit
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import evaluate
 from naa_guard.policy import load_policy, parse_policy
 from naa_guard.reports.markdown import to_markdown
 from naa_guard.reports.text import format_table
 from naa_guard.samples import load_samples
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import evaluate
 
 
 @pytest.fixture(scope="module")

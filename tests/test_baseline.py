@@ -17,11 +17,12 @@ from conftest import OVERFIT, write_policy
 from fakes import DictCache
 
 from naa_guard.audit import audit
-from naa_guard.baseline import fingerprint_differences
 from naa_guard.cli import main
 from naa_guard.errors import BaselineError, PolicyError
-from naa_guard.metrics import auc, evaluate
 from naa_guard.policy import load_policy
+from naa_guard.verdict.baseline import fingerprint_differences
+from naa_guard.verdict.leakage import evaluate
+from naa_guard.verdict.metrics import auc
 
 
 def overfit_policy(folder: Path, *, limit: int = 40, extra: str = "") -> Path:

@@ -1,4 +1,4 @@
-"""Tests for naa_guard.checks (overlap, distribution shift, null control) and for how the audit
+"""Tests for naa_guard.verdict.validity (overlap, distribution shift, null control) and for how the audit
 applies them, plus the resolution policy of TPR gates and the checks' place in every report."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from conftest import OVERFIT, make_images, write_policy
 from naa_guard.audit import AuditResult, audit
 from naa_guard.demo import digits_split
 from naa_guard.errors import AuditInvalidError
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import evaluate
 from naa_guard.policy import ChecksSection, load_policy
 from naa_guard.reports.markdown import to_markdown
 from naa_guard.reports.text import format_table
 from naa_guard.samples import SampleSet, list_samples, load_samples
 from naa_guard.samples.summary import image_features
 from naa_guard.verdict.control import check_control
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import evaluate
 from naa_guard.verdict.overlap import check_overlap, find_overlap
 from naa_guard.verdict.shift import (
     SHIFT_MAX_PER_SIDE,

@@ -41,7 +41,7 @@ def test_shipped_demo_policy_points_at_the_demo_output() -> None:
 def test_the_demo_gates_are_certifiable_at_the_demo_counts() -> None:
     """The demo must still fail for its leak, not be refused: a model that does not leak could pass its limits."""
     from naa_guard.demo import DEMO_MEMBERS
-    from naa_guard.resolvable import unresolvable_gates
+    from naa_guard.verdict.resolvable import unresolvable_gates
 
     policy = load_policy(Path(__file__).parents[1] / "policies" / "demo.naa.yaml")
     members, nonmembers = digits_split(DEMO_MEMBERS, seed=0)

@@ -13,14 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import beta
 
-from naa_guard.epsilon import (
+from naa_guard.policy import parse_policy
+from naa_guard.verdict.epsilon import (
     clopper_pearson_upper,
     epsilon_from_rates,
     epsilon_lower_bound,
 )
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import evaluate, roc
-from naa_guard.policy import parse_policy
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import evaluate
+from naa_guard.verdict.metrics import roc
 
 
 def test_clopper_pearson_upper_matches_hand_computed_values() -> None:

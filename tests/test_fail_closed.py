@@ -26,11 +26,11 @@ from fakes import DictCache
 from naa_guard.attacks.naa import aggregate
 from naa_guard.audit import audit
 from naa_guard.cli import main
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import LeakageReport, MetricValue
 from naa_guard.policy import load_policy
 from naa_guard.samples import load_samples
 from naa_guard.scoring.keys import cache_key
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import LeakageReport, MetricValue
 
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,15 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from naa_guard.errors import NaaGuardError, PolicyError
-from naa_guard.gates import evaluate_gates
-from naa_guard.metrics import (
-    FPR_LEVELS,
-    LeakageReport,
-    MetricValue,
-    evaluate,
-    min_nonmembers_for,
-)
 from naa_guard.policy import Policy, parse_policy
+from naa_guard.verdict.gates import evaluate_gates
+from naa_guard.verdict.leakage import LeakageReport, MetricValue, evaluate
+from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
 
 MIN_PER_SIDE = 20  # the rule, written out rather than imported
 SOURCE = Path("/nonexistent/property.naa.yaml")  # parse_policy reads no file; paths need not exist

@@ -18,12 +18,12 @@ from browser import Browser, find_chromium
 from conftest import make_tiny_setup
 
 from naa_guard.audit import AuditResult, audit
-from naa_guard.exposed import empirical_fpr, most_exposed
-from naa_guard.metrics import evaluate
 from naa_guard.policy import load_policy
 from naa_guard.reports.html import to_html
 from naa_guard.reports.write import write_reports
 from naa_guard.samples import SampleSet
+from naa_guard.verdict.exposed import empirical_fpr, most_exposed
+from naa_guard.verdict.leakage import evaluate
 
 SCREENSHOT_DIR_ENV = "NAA_GUARD_SCREENSHOT_DIR"  # set it to keep the screenshot for a person to look at
 

@@ -15,7 +15,7 @@ from naa_guard.cli import main
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.init_policy import inspect_model, inspect_set, write_initial_policy
 from naa_guard.policy import load_policy
-from naa_guard.resolvable import (
+from naa_guard.verdict.resolvable import (
     needed_per_side,
     null_auc_upper,
     smallest_certifiable_auc,

@@ -1,4 +1,4 @@
-"""Tests for naa_guard.metrics: hand-computed values, direction handling, bootstrap, validation."""
+"""Tests for naa_guard.verdict.metrics and .leakage: hand-computed values, direction handling, bootstrap, validation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from naa_guard import metrics as M
 from naa_guard.errors import DataError, InsufficientSamplesError, NonFiniteScoreError
+from naa_guard.verdict import leakage as L
+from naa_guard.verdict import metrics as M
 
 
 def _sklearn_reference(member: np.ndarray, nonmember: np.ndarray, levels: tuple[float, ...]):
@@ -99,7 +100,7 @@ def test_fpr_reached_is_the_chosen_points_fpr() -> None:
 def test_perfect_separation() -> None:
     # every member above every non-member: AUC 1, TPR 1 at FPR 0, ASR 1
     m, n = [10, 11, 12], [0, 1, 2]
-    rep = M.evaluate(m, n, n_bootstrap=50)
+    rep = L.evaluate(m, n, n_bootstrap=50)
     assert rep.auc == 1.0 and rep.leak_auc == 1.0 and rep.direction == "members_higher"
     t = rep.metrics["tpr_at_1pct_fpr"]
     assert (t.value, t.fpr_reached, t.direction) == (1.0, 0.0, "members_higher")
@@ -114,7 +115,7 @@ def test_reversed_direction() -> None:
     # On -s: -0.5m (0,1/3); -1m (0,2/3); -2n (1/2,2/3); -3n (1,2/3); -4m (1,1)
     #        -> TPR@1% = 2/3 at fpr 0, ASR = (2/3 + 1)/2 = 5/6
     m, n = [0.5, 1, 4], [2, 3]
-    rep = M.evaluate(m, n, n_bootstrap=50)
+    rep = L.evaluate(m, n, n_bootstrap=50)
     assert rep.auc == pytest.approx(1 / 3)
     assert rep.leak_auc == pytest.approx(2 / 3)
     assert rep.direction == "members_lower"
@@ -136,7 +137,7 @@ def test_each_metric_picks_its_own_direction() -> None:
     # ASR, members_higher: threshold 5 -> (0.95 + 1 - 0.02)/2 = 0.965.
     m = [-10.0] * 50 + [5.0] * 950
     n = [10.0] * 20 + [0.0] * 980
-    rep = M.evaluate(m, n, n_bootstrap=50)
+    rep = L.evaluate(m, n, n_bootstrap=50)
     assert rep.auc == pytest.approx(0.931) and rep.direction == "members_higher"
     t = rep.metrics["tpr_at_1pct_fpr"]
     assert (t.value, t.direction, t.fpr_reached) == (pytest.approx(0.05), "members_lower", 0.0)
@@ -170,7 +171,7 @@ def test_fast_path_matches_sklearn_on_tied_data(seed: int) -> None:
     b = 20
     idx_m = rng.integers(0, member.size, size=(b, member.size))
     idx_n = rng.integers(0, nonmember.size, size=(b, nonmember.size))
-    fast = M._resample_metrics(member, nonmember, idx_m, idx_n, levels)
+    fast = L._resample_metrics(member, nonmember, idx_m, idx_n, levels)
     for row in range(b):
         ref = _sklearn_reference(member[idx_m[row]], nonmember[idx_n[row]], levels)
         for direction, values in ref.items():
@@ -185,7 +186,7 @@ def test_fast_path_on_full_sample_matches_public_functions() -> None:
     nonmember = np.round(rng.normal(0, 1, 400), 1)
     ident_m = np.arange(member.size)[None, :]
     ident_n = np.arange(nonmember.size)[None, :]
-    fast = M._resample_metrics(member, nonmember, ident_m, ident_n, (0.01,))["members_higher"]
+    fast = L._resample_metrics(member, nonmember, ident_m, ident_n, (0.01,))["members_higher"]
     assert fast["auc"][0] == pytest.approx(M.auc(member, nonmember), abs=1e-12)
     assert fast["asr"][0] == pytest.approx(M.asr(member, nonmember), abs=1e-12)
     tpr, fpr = M.tpr_at_fpr(member, nonmember, 0.01)
@@ -202,7 +203,7 @@ def _shifted(n: int, seed: int, shift: float = 0.5) -> tuple[np.ndarray, np.ndar
 
 def test_ci_contains_point_estimate() -> None:
     m, n = _shifted(1500, 11)
-    rep = M.evaluate(m, n, n_bootstrap=400)
+    rep = L.evaluate(m, n, n_bootstrap=400)
     for name, mv in rep.metrics.items():
         assert mv.ci[0] <= mv.value <= mv.ci[1], name
         assert mv.ci[0] < mv.ci[1], name  # a real interval, not a degenerate one
@@ -210,9 +211,9 @@ def test_ci_contains_point_estimate() -> None:
 
 def test_ci_deterministic_per_seed_and_seed_matters() -> None:
     m, n = _shifted(300, 12)
-    a = M.evaluate(m, n, n_bootstrap=200, seed=5)
-    b = M.evaluate(m, n, n_bootstrap=200, seed=5)
-    c = M.evaluate(m, n, n_bootstrap=200, seed=6)
+    a = L.evaluate(m, n, n_bootstrap=200, seed=5)
+    b = L.evaluate(m, n, n_bootstrap=200, seed=5)
+    c = L.evaluate(m, n, n_bootstrap=200, seed=6)
     assert a == b
     assert a.metrics["auc"].ci != c.metrics["auc"].ci
     assert a.metrics["auc"].value == c.metrics["auc"].value  # the seed only moves the interval
@@ -223,16 +224,16 @@ def test_bootstrap_resamples_each_side() -> None:
     # AUC = share of non-members below 0.5 = 1/2. Only resampling the non-members can move it,
     # and only resampling the members can move a CI built where the members vary instead.
     nonmember = np.linspace(0, 1, 100)
-    rep = M.evaluate(np.full(50, 0.5), nonmember, n_bootstrap=200)
+    rep = L.evaluate(np.full(50, 0.5), nonmember, n_bootstrap=200)
     assert rep.auc == pytest.approx(0.5)
     assert rep.metrics["auc"].ci[1] - rep.metrics["auc"].ci[0] > 0.1
-    rep = M.evaluate(nonmember, np.full(50, 0.5), n_bootstrap=200)
+    rep = L.evaluate(nonmember, np.full(50, 0.5), n_bootstrap=200)
     assert rep.metrics["auc"].ci[1] - rep.metrics["auc"].ci[0] > 0.1
 
 
 def test_ci_narrows_with_more_samples() -> None:
-    small = M.evaluate(*_shifted(200, 13), n_bootstrap=300)
-    large = M.evaluate(*_shifted(5000, 13), n_bootstrap=300)
+    small = L.evaluate(*_shifted(200, 13), n_bootstrap=300)
+    large = L.evaluate(*_shifted(5000, 13), n_bootstrap=300)
     for name in ("auc", "asr"):
         w_small = np.diff(small.metrics[name].ci)[0]
         w_large = np.diff(large.metrics[name].ci)[0]
@@ -241,8 +242,8 @@ def test_ci_narrows_with_more_samples() -> None:
 
 def test_ci_level_widens_interval() -> None:
     m, n = _shifted(500, 14)
-    narrow = M.evaluate(m, n, n_bootstrap=400, confidence=0.5).metrics["auc"].ci
-    wide = M.evaluate(m, n, n_bootstrap=400, confidence=0.99).metrics["auc"].ci
+    narrow = L.evaluate(m, n, n_bootstrap=400, confidence=0.5).metrics["auc"].ci
+    wide = L.evaluate(m, n, n_bootstrap=400, confidence=0.99).metrics["auc"].ci
     assert wide[0] < narrow[0] and narrow[1] < wide[1]
 
 
@@ -258,13 +259,13 @@ def test_min_nonmembers_for() -> None:
 @pytest.mark.parametrize(("n_non", "expect_1pct"), [(999, False), (1000, True)])
 def test_resolvable_flags(n_non: int, expect_1pct: bool) -> None:
     rng = np.random.default_rng(4)
-    rep = M.evaluate(rng.normal(size=50), rng.normal(size=n_non), n_bootstrap=5)
+    rep = L.evaluate(rng.normal(size=50), rng.normal(size=n_non), n_bootstrap=5)
     assert rep.metrics["tpr_at_1pct_fpr"].resolvable is expect_1pct
     assert rep.metrics["tpr_at_0_1pct_fpr"].resolvable is False  # needs 10000
 
 
 def test_to_dict_is_json_ready() -> None:
-    rep = M.evaluate([0.5, 1, 4], [2, 3], n_bootstrap=20)
+    rep = L.evaluate([0.5, 1, 4], [2, 3], n_bootstrap=20)
     d = json.loads(json.dumps(rep.to_dict()))
     assert d["tpr_rule"] == "max TPR at FPR <= x"
     assert d["direction"] == "members_lower"
@@ -284,21 +285,21 @@ def test_empty_set_raises(which: str) -> None:
     args = ([], [1.0]) if which == "member_scores" else ([1.0], [])
     msg = rf"{which} is empty.*observed 0.*at least 1"
     with pytest.raises(InsufficientSamplesError, match=msg):
-        M.evaluate(*args)
+        L.evaluate(*args)
     with pytest.raises(InsufficientSamplesError):
         M.auc(*args)
 
 
 def test_nonfinite_scores_raise_with_count() -> None:
     with pytest.raises(NonFiniteScoreError, match=r"member_scores has 2 non-finite value\(s\)"):
-        M.evaluate([1.0, np.nan, 3.0, np.inf], [0.0, 1.0])
+        L.evaluate([1.0, np.nan, 3.0, np.inf], [0.0, 1.0])
     with pytest.raises(NonFiniteScoreError, match=r"nonmember_scores has 1 non-finite"):
         M.tpr_at_fpr([1.0], [-np.inf, 0.0], 0.01)
 
 
 def test_two_dimensional_input_raises() -> None:
     with pytest.raises(DataError, match=r"member_scores has shape \(2, 2\).*1-D"):
-        M.evaluate([[1.0, 2.0], [3.0, 4.0]], [0.0])
+        L.evaluate([[1.0, 2.0], [3.0, 4.0]], [0.0])
     with pytest.raises(DataError, match="1-D"):
         M.asr([1.0], 0.5)  # a scalar is not a score set either
 
@@ -312,9 +313,9 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="max_fpr"):
         M.tpr_at_fpr([1.0], [0.0], 0.0)
     with pytest.raises(ValueError, match="n_bootstrap"):
-        M.evaluate([1.0], [0.0], n_bootstrap=0)
+        L.evaluate([1.0], [0.0], n_bootstrap=0)
     with pytest.raises(ValueError, match="confidence"):
-        M.evaluate([1.0], [0.0], confidence=1.0)
+        L.evaluate([1.0], [0.0], confidence=1.0)
 
 
 def test_accepts_array_likes_and_ints() -> None:

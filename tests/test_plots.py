@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from naa_guard.audit import AttackResult, AuditResult
-from naa_guard.metrics import evaluate
 from naa_guard.reports.plots import histogram_figure, leak_oriented, roc_figure
 from naa_guard.reports.write import write_reports
+from naa_guard.verdict.leakage import evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,9 +21,9 @@ from conftest import make_images, make_tiny_model, write_policy
 from naa_guard.attacks import ATTACKS, Attack, AttackParams
 from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
 from naa_guard.audit import audit
-from naa_guard.baseline import fingerprint_differences
 from naa_guard.errors import BaselineError
 from naa_guard.policy import load_policy
+from naa_guard.verdict.baseline import fingerprint_differences
 
 
 class ModelShift(Attack):

@@ -19,13 +19,13 @@ import torch
 from conftest import make_images, make_tiny_model, write_policy
 from pydantic import Field
 
-from naa_guard import metrics, resolvable
 from naa_guard.attacks import ATTACKS, Attack, AttackParams
 from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
 from naa_guard.audit import audit
-from naa_guard.epsilon import epsilon_lower_bound
 from naa_guard.errors import PolicyError
 from naa_guard.policy import load_policy
+from naa_guard.verdict import leakage, metrics, resolvable
+from naa_guard.verdict.epsilon import epsilon_lower_bound
 
 pytest_plugins = ["pytester"]
 
@@ -115,10 +115,10 @@ def test_constants_agree_with_the_metrics_module() -> None:
 
 
 def test_null_auc_upper_bound_matches_simulations_with_the_metrics_code() -> None:
-    """The analytic bound against the mean upper bound of 40 null models evaluated by naa_guard.metrics."""
+    """The analytic bound against the mean upper bound of 40 null models evaluated by naa_guard.verdict.metrics."""
     for per_side in (20, 40, 100):
         rng = np.random.default_rng(per_side)
-        uppers = [metrics.evaluate(rng.normal(size=per_side), rng.normal(size=per_side), n_bootstrap=300, seed=i).metrics["auc"].ci[1] for i in range(40)]
+        uppers = [leakage.evaluate(rng.normal(size=per_side), rng.normal(size=per_side), n_bootstrap=300, seed=i).metrics["auc"].ci[1] for i in range(40)]
         # The mean of 40 upper bounds has a standard error of about 0.006 at 20 per side.
         assert abs(np.mean(uppers) - resolvable.null_auc_upper(per_side, per_side, 0.95)) < 0.02, per_side
     # The issue's table (simulated): 0.749, 0.687, 0.609, 0.576 at 20, 40, 100, 200 per side.

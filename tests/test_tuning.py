@@ -18,12 +18,12 @@ from naa_guard.attacks.candidates import AttackCandidates, candidate_settings
 from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
 from naa_guard.audit import audit
 from naa_guard.errors import InsufficientSamplesError, PolicyError
-from naa_guard.metrics import auc
 from naa_guard.policy import load_policy, parse_policy, policy_schema
 from naa_guard.reports.markdown import to_markdown
 from naa_guard.reports.text import format_table
 from naa_guard.samples import SampleSet
 from naa_guard.tuning import split_for_tuning
+from naa_guard.verdict.metrics import auc
 
 BASE = {"version": 1, "model": {"path": "m"}, "data": {"members": "a", "nonmembers": "b"}}
 

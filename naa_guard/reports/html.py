@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from naa_guard.epsilon import DISCLAIMER
 from naa_guard.reports.rows import (
     EXPOSED_HEADER,
     REGRESSION_HEADER,
@@ -29,10 +28,11 @@ from naa_guard.reports.rows import (
     table_rows,
     worst_case_rows,
 )
+from naa_guard.verdict.epsilon import DISCLAIMER
 
 if TYPE_CHECKING:
-    from naa_guard.exposed import ExposedMembers
     from naa_guard.result import AuditResult
+    from naa_guard.verdict.exposed import ExposedMembers
 
 THUMBNAIL_PIXELS = 96
 

@@ -49,7 +49,7 @@ def to_markdown(result: AuditResult) -> str:
         lines.append("")
     epsilon = [line for name, attack in result.attacks.items() if (line := epsilon_line(name, attack))]
     if epsilon:
-        from naa_guard.epsilon import DISCLAIMER
+        from naa_guard.verdict.epsilon import DISCLAIMER
 
         lines += ["**Empirical epsilon lower bound**", "", *(f"- {line}" for line in epsilon), f"- {DISCLAIMER}", ""]
     if regression := regression_rows(result):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from naa_guard.metrics import MEMBERS_HIGHER, roc
+from naa_guard.verdict.metrics import MEMBERS_HIGHER, roc
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

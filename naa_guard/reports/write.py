@@ -1,17 +1,34 @@
-"""Write an audit's report folder: report.json (last, so its presence means the others are there),
-report.md, report.html and the plots.
+"""Write an audit's report folder (report.json, report.md, report.html and the plots), and check
+before any scoring that an output path can be written: no verdict is given without its report.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from naa_guard.reports.markdown import to_markdown
+from naa_guard.errors import OutputError
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult
+
+
+def check_output(path: Path, *, folder: bool, where: str) -> None:
+    """Return None; raise OutputError unless ``path`` can be created or overwritten as a file (or a folder)."""
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OutputError(f"{where} {path} is a file, not a folder. Fix: give a folder path, or remove the file.")
+        if not folder and path.is_dir():
+            raise OutputError(f"{where} {path} is a folder; it needs a file path. Fix: give a file name, e.g. {path / 'report.json'}.")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{where} {path}: {parent} is a file, so nothing can be created under it. Fix: choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{where} {path}: the folder {parent} is not writable. Fix: choose a writable path, or fix its permissions.")
 
 
 def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -> list[Path]:
@@ -20,6 +37,8 @@ def write_reports(result: AuditResult, directory: Path, *, plots: bool = True) -
     Unless ``plots`` is False, also the log-log ROC plot ``roc.png`` and one ``scores_<attack>.png`` histogram
     per attack (matplotlib is imported only then), and the HTML report inlines them.
     """
+    from naa_guard.reports.markdown import to_markdown
+
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "report.json"
     json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -80,15 +80,20 @@ def cache_material(info: AnyModelInfo | None, policy: Policy, attack: Attack, me
     return material
 
 
-# Modules that only present or judge finished scores (reports, plots, gates, bounds, the command
-# line, policy writing): a change there cannot change a score, so cached scores stay valid. Every
-# other module of the package is hashed, so a new module is on the scoring path until listed here;
-# tests/test_scorecache.py checks that the scoring code imports none of these.
+# What only judges or presents finished scores: the verdict and reports stages (below them no stage
+# imports them: tests/test_layout.py), the result types and the faces. A change there cannot change
+# a score, so cached scores stay valid. Everything else in the package is hashed, so a new module
+# is on the scoring path unless it lives in one of these; tests/test_scorecache.py checks that the
+# scoring code imports none of them.
 NOT_ON_SCORING_PATH = frozenset({
-    "__main__.py", "baseline.py", "cli.py", "demo.py", "epsilon.py", "exposed.py", "fingerprint.py", "gates.py",
-    "html_report.py", "init_policy.py", "plots.py", "report.py", "sweep.py",
+    "verdict/", "reports/", "result.py", "__main__.py", "cli.py", "demo.py", "init_policy.py", "sweep.py",
 })  # fmt: skip
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def left_out_of_the_key(name: str) -> bool:
+    """Return whether the module at ``name`` (posix, relative to the package) is left out of the key."""
+    return name in NOT_ON_SCORING_PATH or any(name.startswith(folder) for folder in NOT_ON_SCORING_PATH if folder.endswith("/"))
 
 
 def package_digest(root: Path = PACKAGE_ROOT) -> str:
@@ -99,7 +104,7 @@ def package_digest(root: Path = PACKAGE_ROOT) -> str:
     the modules in NOT_ON_SCORING_PATH are left out.
     """
     digest = hashlib.sha256()
-    files = sorted(path for path in root.rglob("*.py") if path.relative_to(root).as_posix() not in NOT_ON_SCORING_PATH)
+    files = sorted(path for path in root.rglob("*.py") if not left_out_of_the_key(path.relative_to(root).as_posix()))
     for file in files:
         name = file.relative_to(root).as_posix()
         try:

@@ -66,7 +66,7 @@ def model_source(policy: Policy, target: Target | None = None) -> ModelSource:
     """Return a model source for ``policy`` (its folder read, nothing loaded; ``target`` stands in for the model)."""
     model = policy.model
     if model.single_file is not None:  # one checkpoint file, configured by model.config
-        from naa_guard.targets.single_file import read_single_file_info
+        from naa_guard.targets.detect import read_single_file_info
 
         info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder)
     else:

@@ -177,7 +177,7 @@ class ScoreJob:
 
 @dataclass(frozen=True)
 class SummaryJob:
-    """Digest chunks of some sets for the validity checks (see naa_guard.checks.summarize)."""
+    """Digest chunks of some sets for the validity checks (see naa_guard.verdict.validity.summarize)."""
 
     sets: dict[str, SampleSet]
     feature_positions: dict[str, np.ndarray | None]

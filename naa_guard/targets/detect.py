@@ -8,6 +8,7 @@ images prepared before any model loads) and returns the family's info: a pixel-s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -20,6 +21,7 @@ from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_inf
 
 if TYPE_CHECKING:
     from naa_guard.targets.base import Target
+    from naa_guard.targets.single_file import SingleFileInfo
 
 AnyModelInfo = Union[ModelInfo, LatentModelInfo]
 # Subfolders only a latent text-to-image pipeline has: one of them marks a bare folder as latent.
@@ -61,6 +63,26 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             f"apply to Stable Diffusion / SDXL pipelines. Remove model.lora, or point model.path at the LoRA's base pipeline."
         )
     return read_pixel_info(root, unet_subfolder)
+
+
+def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None) -> SingleFileInfo:
+    """Return the single-file model's info: geometry from the config folder, the file checked to exist and be whole."""
+    from naa_guard.targets.modelcheck import read_safetensors_header
+    from naa_guard.targets.single_file import SINGLE_FILE_SUFFIXES, SingleFileInfo
+
+    file = Path(single_file)
+    if not file.is_file():
+        raise TargetError(f"model.single_file {file}: no such file. Point it at the .safetensors / .ckpt checkpoint (relative to the policy file).")
+    if file.suffix not in SINGLE_FILE_SUFFIXES:
+        raise TargetError(f"model.single_file {file}: unknown checkpoint form '{file.suffix}'; expected {', '.join(SINGLE_FILE_SUFFIXES)}.")
+    if config is None:
+        raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
+    info = read_model_info(Path(config), unet_subfolder)
+    if not isinstance(info, LatentModelInfo):
+        raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
+    if file.suffix == ".safetensors":
+        read_safetensors_header(file)  # a truncated file is named now, before any model code loads
+    return SingleFileInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)}, single_file=file)
 
 
 def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> Target:

@@ -13,7 +13,7 @@ is read only with ``model.allow_pickle: true`` (and then with ``torch.load(weigh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from naa_guard.targets.latent_info import LatentModelInfo
 if TYPE_CHECKING:
     from naa_guard.targets.latent import LatentTarget
 
-__all__ = ["SINGLE_FILE_SUFFIXES", "SingleFileInfo", "load_single_file_target", "read_single_file_info"]
+__all__ = ["SINGLE_FILE_SUFFIXES", "SingleFileInfo", "load_single_file_target"]
 
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 _CLIP_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
@@ -47,26 +47,6 @@ class SingleFileInfo(LatentModelInfo):
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores."""
         return {**super().identity_material(), "single_file": True}
-
-
-def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None) -> SingleFileInfo:
-    """Return the single-file model's info: geometry from the config folder, the file checked to exist and be whole."""
-    from naa_guard.targets.detect import read_model_info
-    from naa_guard.targets.modelcheck import read_safetensors_header
-
-    file = Path(single_file)
-    if not file.is_file():
-        raise TargetError(f"model.single_file {file}: no such file. Point it at the .safetensors / .ckpt checkpoint (relative to the policy file).")
-    if file.suffix not in SINGLE_FILE_SUFFIXES:
-        raise TargetError(f"model.single_file {file}: unknown checkpoint form '{file.suffix}'; expected {', '.join(SINGLE_FILE_SUFFIXES)}.")
-    if config is None:
-        raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
-    info = read_model_info(Path(config), unet_subfolder)
-    if not isinstance(info, LatentModelInfo):
-        raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
-    if file.suffix == ".safetensors":
-        read_safetensors_header(file)  # a truncated file is named now, before any model code loads
-    return SingleFileInfo(**{f.name: getattr(info, f.name) for f in fields(info)}, single_file=file)
 
 
 def read_checkpoint(file: Path, allow_pickle: bool) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from naa_guard.errors import AuditInvalidError
-from naa_guard.metrics import evaluate
 from naa_guard.samples import SampleSet
 from naa_guard.samples.summary import SetSummary, image_features, summary
+from naa_guard.verdict.leakage import evaluate
 
 if TYPE_CHECKING:
     from naa_guard.policy import ChecksSection

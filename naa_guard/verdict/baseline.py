@@ -4,7 +4,7 @@ A baseline is named by ``baseline: PATH`` in the policy, ``naa-guard audit --bas
 ``pytest --naa-baseline PATH`` (the options win). It must answer the same question as the audit
 now: the same model layout, the same member and non-member samples, the same attack settings and
 the same inputs to the attacks (conditioning, prompt, captions, ``data.fit``:
-:mod:`naa_guard.fingerprint`); otherwise it is an error that names every key that differs.
+:mod:`naa_guard.verdict.fingerprint`); otherwise it is an error that names every key that differs.
 
 Before anything is scored, the baseline is read and checked: it must not be a file this run
 writes (each run would overwrite its own baseline), every figure it states must lie in range
@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from naa_guard.errors import BaselineError, NaaGuardError, PolicyError
-from naa_guard.gates import GATE_LABELS
-from naa_guard.metrics import FPR_LEVELS, evaluate, paired_bootstrap
+from naa_guard.verdict.gates import GATE_LABELS
+from naa_guard.verdict.leakage import evaluate, paired_bootstrap
+from naa_guard.verdict.metrics import FPR_LEVELS
 
 if TYPE_CHECKING:
-    from naa_guard.audit import AttackResult
-    from naa_guard.gates import GateResult
     from naa_guard.policy import Policy
+    from naa_guard.verdict.gates import GateResult
+    from naa_guard.verdict.leakage import ScoredAttack
 
 COMPARED_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
 _ABSENT = object()
@@ -189,7 +190,7 @@ def _metric(report: dict[str, Any], attack: str, metric: str, path: Path) -> tup
     return value, ci
 
 
-def _paired(report: dict[str, Any], result: AttackResult, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
+def _paired(report: dict[str, Any], result: ScoredAttack, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
     """Return the baseline's (member, non-member) scores in this audit's sample order, and its recomputed leakage."""
     stored = _stored_scores(report, result.name, path)
     now_indices = {role: indices for role, (indices, _, _) in result.per_sample().items()}
@@ -206,7 +207,7 @@ def _paired(report: dict[str, Any], result: AttackResult, path: Path) -> tuple[t
 
 
 def compare(
-    gates: list[GateResult], results: dict[str, AttackResult], report: dict[str, Any], path: Path, max_increase: float | None, *,
+    gates: list[GateResult], results: dict[str, ScoredAttack], report: dict[str, Any], path: Path, max_increase: float | None, *,
     decision: str, confidence: float, seed: int,
 ) -> list[GateResult]:  # fmt: skip
     """Return the gates with the paired baseline comparison attached, regressed ones failed."""

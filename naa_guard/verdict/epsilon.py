@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import beta
 
-from naa_guard.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, roc
+from naa_guard.verdict.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, roc
 
 __all__ = ["DISCLAIMER", "EpsilonBound", "clopper_pearson_upper", "epsilon_from_rates", "epsilon_lower_bound"]
 

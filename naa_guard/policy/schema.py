@@ -1,21 +1,16 @@
-"""Policy files: the YAML a team writes, validated into a :class:`Policy`.
+"""The policy schema (version 1): the pydantic models of every section a team writes.
 
-Paths resolve relative to the folder of the policy file itself, after following symlinks (a
-symlinked policy reads its data beside its target, in the CLI and in pytest alike). ``${NAME}``
-expands from the environment (unset or empty is an error), unknown and repeated keys are rejected,
-numbers are strict (``auc: yes`` or ``auc: "0.6"`` is an error, not 1.0 or 0.6), at least one gate
-must be enabled, and every validation error names the file, the key path, what was found and what
-is allowed (``naa-guard schema`` prints the JSON schema).
+Every number is typed (no booleans or strings as thresholds), unknown keys are errors, paths
+resolve against the policy file's folder, and each attack block is validated by the attack's own
+parameter model (:mod:`naa_guard.attacks`), candidate lists included.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,18 +27,19 @@ from naa_guard.attacks.candidates import (
     CandidateListError,
     candidate_settings,
     describe_candidate,
-    listable_schema,
 )
-from naa_guard.errors import PolicyError
-from naa_guard.strictyaml import StrictYAMLError, load_strict_yaml
+from naa_guard.policy.messages import describe
 
 POLICY_VERSION = 1
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 LOADER_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 # The one number type of policy files: a finite int or float, never a bool or a numeric string.
 StrictNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
 # Paths are written as strings; strict mode would accept only Path objects.
 _PATH = {"strict": False}
 
@@ -322,140 +318,7 @@ def _validate_attack(model: type[AttackParams], raw: Any) -> tuple[AttackParams 
             where = f" (in candidate {describe_candidate(setting, grid)})" if grid else ""
             for err in exc.errors():
                 # The same bad value recurs in many combinations: report it once.
-                errors.setdefault((tuple(err["loc"]), _describe(err, model, err["loc"])), (where, err.get("input")))
+                errors.setdefault((tuple(err["loc"]), describe(err, model, err["loc"])), (where, err.get("input")))
     if errors:
         return None, [(loc, msg + where, found) for (loc, msg), (where, found) in errors.items()]
     return (AttackCandidates(grid, tuple(candidates)) if grid else candidates[0]), []
-
-
-def _expand_env(value: Any, where: str, source: Path) -> Any:
-    if isinstance(value, dict):
-        return {key: _expand_env(item, f"{where}.{key}" if where else str(key), source) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(item, f"{where}[{i}]", source) for i, item in enumerate(value)]
-    if isinstance(value, str):
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if not os.environ.get(name):
-                state = "is not set" if name not in os.environ else "is set to an empty string"
-                raise PolicyError(
-                    f"{source}: {where}: environment variable ${{{name}}} {state}; an empty value would silently "
-                    f"change the meaning of the key (a path would become the policy's own folder). "
-                    f"Set it to a non-empty value before running, or write the value into the policy."
-                )
-            return os.environ[name]
-
-        return _ENV_PATTERN.sub(substitute, value)
-    return value
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Return the keys allowed at the parent of ``loc`` when it is a known section."""
-    for key in loc[:-1]:
-        field = model.model_fields.get(str(key))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return sorted(name for name in model.model_fields if name != "source")
-
-
-def _describe(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, loc)
-        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key{hint}"
-    if error["type"] == "missing":
-        return "required key is missing"
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
-def _format(exc: ValidationError, source: Path) -> str:
-    lines = []
-    for err in exc.errors():
-        nested = err.get("ctx", {}).get("error")
-        if isinstance(nested, AttackParamsError):
-            items = [((*err["loc"], *loc), msg, found) for loc, msg, found in nested.errors]
-        else:
-            items = [(err["loc"], _describe(err, Policy, err["loc"]), err.get("input"))]
-        for loc, msg, found in items:
-            key = ".".join(map(str, loc)) or "(top level)"
-            found_text = "" if err["type"] == "missing" else f" (found: {found!r})"
-            lines.append(f"  - {key}: {msg}{found_text}")
-    lines.insert(0, f"{source}: the policy is invalid ({len(lines)} problem(s)):")
-    lines.append("Fix these keys in the policy file; `naa-guard schema` prints every allowed key.")
-    return "\n".join(lines)
-
-
-def parse_policy(raw: Any, source: Path) -> Policy:
-    """Return the validated policy from already-parsed YAML content read from ``source``."""
-    if not isinstance(raw, dict):
-        raise PolicyError(
-            f"{source}: a policy must be a YAML mapping with keys version, name, model, data, ...; "
-            f"found {type(raw).__name__}. See policies/demo.naa.yaml for an example."
-        )
-    raw = _expand_env(raw, "", source)
-    raw.setdefault("name", source.name.split(".")[0])
-    try:
-        policy = Policy.model_validate(raw, context={"base_dir": source.resolve().parent})
-    except ValidationError as exc:
-        raise PolicyError(_format(exc, source)) from None
-    return policy.model_copy(update={"source": source.resolve()})
-
-
-def load_policy(path: str | Path) -> Policy:
-    """Return the validated policy read from a YAML file."""
-    source = Path(path)
-    if source.exists() and not source.is_file():
-        raise PolicyError(
-            f"{source}: not a regular file (a folder, pipe or device); a policy is a YAML file. "
-            f"Give the path of a .naa.yaml file (pytest's --naa-policy also takes a folder of them)."
-        )
-    if not source.is_file():
-        raise PolicyError(
-            f"{source}: policy file not found (looked for {source.resolve()}). "
-            f"Check the path, or run `naa-guard demo` to write an example policy."
-        )
-    try:
-        raw = load_strict_yaml(source)
-    except StrictYAMLError as exc:
-        raise PolicyError(f"{source}: refused: {exc}.") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}. Fix the syntax at the line shown.") from None
-    except RecursionError:
-        raise PolicyError(f"{source}: the YAML nests too deeply to read; a policy needs a few levels only.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{source}: cannot read the policy file: {exc}.") from None
-    return parse_policy(raw, source)
-
-
-def preflight(policy: Policy) -> None:
-    """Return None; raise the error an audit would meet first for a missing or unusable model folder or data path.
-
-    Reads folder listings and small JSON configs only: no torch, diffusers or scikit-learn, so a
-    wrong path is reported in well under a second instead of after the model libraries load.
-    """
-    from naa_guard.samples import check_source
-    from naa_guard.targets import read_model_info
-
-    if policy.model.single_file is not None:
-        from naa_guard.targets.single_file import read_single_file_info
-
-        read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder)
-    elif policy.model.loader is None and policy.model.path is not None:
-        read_model_info(policy.model.path, policy.model.unet_subfolder)
-    for role in ("members", "nonmembers", "control"):
-        source = getattr(policy.data, role)
-        if source is not None:
-            check_source(source, role)
-
-
-def policy_schema() -> dict[str, Any]:
-    """Return the JSON schema of version-1 policy files."""
-    schema = Policy.model_json_schema()
-    schema["properties"].pop("source", None)
-    schema["properties"]["attacks"]["properties"] = {
-        name: listable_schema(attack.Params.model_json_schema()) for name, attack in sorted(ATTACKS.items())
-    }
-    schema["properties"]["attacks"]["additionalProperties"] = False
-    return schema

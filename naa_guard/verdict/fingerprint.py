@@ -1,6 +1,6 @@
 """What an audit measured, as fingerprints a later audit can be compared with, and where it ran.
 
-A regression gate (:mod:`naa_guard.baseline`) may only compare two audits of the same question:
+A regression gate (:mod:`naa_guard.verdict.baseline`) may only compare two audits of the same question:
 the same model layout (architecture and noise schedule; the weights are what changed), the same
 member and non-member samples, the same attack settings, the same inputs to the attacks (the
 conditioning, prompt, captions and ``data.fit``: each changes every score). Each is recorded in ``report.json``

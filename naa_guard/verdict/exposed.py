@@ -13,15 +13,15 @@ the sample set by row, so a report never holds the whole set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from naa_guard.metrics import MEMBERS_HIGHER
+from naa_guard.verdict.metrics import MEMBERS_HIGHER
 
 if TYPE_CHECKING:
-    from naa_guard.metrics import LeakageReport
     from naa_guard.samples import SampleSet
+    from naa_guard.verdict.leakage import ScoredAttack
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,6 @@ def empirical_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, direc
     ordered = np.sort(sign * nonmember_scores)
     above = len(ordered) - np.searchsorted(ordered, sign * member_scores, side="right")
     return above / len(ordered)
-
-
-class ScoredAttack(Protocol):
-    """What ranking members needs of an attack's result (an :class:`~naa_guard.result.AttackResult`)."""
-
-    name: str
-    leakage: LeakageReport
-    member_scores: np.ndarray
-    nonmember_scores: np.ndarray
 
 
 def member_images(samples: SampleSet, rows: np.ndarray) -> np.ndarray:

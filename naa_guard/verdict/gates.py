@@ -6,7 +6,7 @@ leak is below the limit". It fails when the point estimate is above the limit, a
 is NOT CERTIFIED, a failure whose message says how far the interval reaches and roughly how many
 samples would settle it. Under ``decision: point`` a gate passes when the point estimate is at or
 below the limit, and its message says so and gives the interval's upper end. Gates the counts
-cannot resolve are refused before any model loads (:mod:`naa_guard.resolvable`); a TPR gate met
+cannot resolve are refused before any model loads (:mod:`naa_guard.verdict.resolvable`); a TPR gate met
 unresolvable here anyway (``thresholds.unresolvable: warn``) is decided with a warning.
 
 Fail closed: a gate passes only when its compared number is finite and at most the limit; a NaN
@@ -15,9 +15,9 @@ or infinite metric is an error, never "not above the limit". A gate needs at lea
 tuning split): with fewer, one sample moves the AUC by more than 0.05 and the bootstrap
 interval collapses (one member gives ``AUC 1.000, CI 1.000-1.000``), so a verdict would rest on
 chance. :func:`check_sample_counts` says so before any scoring. The epsilon gate compares the
-empirical epsilon lower bound (:mod:`naa_guard.epsilon`) with ``thresholds.epsilon_lb``; the bound
+empirical epsilon lower bound (:mod:`naa_guard.verdict.epsilon`) with ``thresholds.epsilon_lb``; the bound
 is already a confidence bound, so ``decision`` does not apply to it. A regression against a
-baseline report (:mod:`naa_guard.baseline`) can turn a passing gate into a failing one.
+baseline report (:mod:`naa_guard.verdict.baseline`) can turn a passing gate into a failing one.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from naa_guard.metrics import FPR_LEVELS, LeakageReport, min_nonmembers_for
-from naa_guard.resolvable import GATE_LABELS, MIN_PER_SIDE, too_few
+from naa_guard.verdict.leakage import LeakageReport
+from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
+from naa_guard.verdict.resolvable import GATE_LABELS, MIN_PER_SIDE, too_few
 
 if TYPE_CHECKING:
-    from naa_guard.epsilon import EpsilonBound
     from naa_guard.policy import Policy
+    from naa_guard.verdict.epsilon import EpsilonBound
 
 
 

@@ -12,10 +12,10 @@ A gate resolves when both verdicts are possible at the counts the audit will eva
   leakier of two directions sits ``0.56 sd`` above it and the interval ``z sd`` further, with
   ``sd = sqrt(x (1 - x) (1 / n_m + 1 / n_n))`` (members above a threshold estimated from the
   non-members). ``benchmarks/bench_certify.py`` checks these figures against simulations with
-  :func:`naa_guard.metrics.evaluate` (within about 0.006 for the AUC at 20 to 400 per side).
+  :func:`naa_guard.verdict.leakage.evaluate` (within about 0.006 for the AUC at 20 to 400 per side).
   If the expected upper bound of a null model is above the limit, no model can be certified.
 - **enough false positives** (any decision): TPR at FPR <= x rests on x * n_nonmembers false
-  positives and needs :data:`naa_guard.metrics.MIN_FALSE_POSITIVES` of them.
+  positives and needs :data:`naa_guard.verdict.metrics.MIN_FALSE_POSITIVES` of them.
 - **can fail** (the epsilon gate): the most a model can show is perfect separation, whose
   Clopper-Pearson bound at these counts, confidence and delta is finite; a limit at or above it
   can never fail. ``delta`` must be below ``1 / n_members`` (a larger delta lets the bound ignore
@@ -42,7 +42,7 @@ __all__ = [
     "null_tpr_upper", "perfect_separation_epsilon", "smallest_certifiable_auc", "too_few", "unresolvable_before_loading", "unresolvable_gates",
 ]  # fmt: skip
 
-# As naa_guard.metrics has them (tests/test_resolvable.py checks), copied so that this module imports nothing heavy.
+# As naa_guard.verdict.metrics has them (tests/test_resolvable.py checks), copied so that this module imports nothing heavy.
 MIN_FALSE_POSITIVES = 10
 FPR_LEVELS: dict[str, float] = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr": 0.001}
 GATE_LABELS = {"auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "epsilon_lb": "epsilon LB"}
@@ -94,7 +94,7 @@ def null_tpr_upper(n_members: int, n_nonmembers: int, max_fpr: float, confidence
 def perfect_separation_epsilon(n_members: int, n_nonmembers: int, confidence: float, delta: float) -> float:
     """Return the epsilon lower bound of perfectly separated, distinct scores (the most a model can show).
 
-    As :func:`naa_guard.epsilon.epsilon_lower_bound` computes it: no error at the separating
+    As :func:`naa_guard.verdict.epsilon.epsilon_lower_bound` computes it: no error at the separating
     threshold, whose Clopper-Pearson upper bound for 0 errors in n trials is ``1 - level ** (1 / n)``,
     with ``level = (1 - confidence) / 2 / tests`` and one test per ROC point in both directions.
     """
@@ -234,7 +234,7 @@ def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, ho
 
     ``how`` says how the counts came about (e.g. " after --naa-quick 5"); ``tuned``: the counts
     are the evaluation part of a tuning split. Every gate these counts cannot resolve
-    (:mod:`naa_guard.resolvable`) is a PolicyError naming the gate, the count needed, the count
+    (:mod:`naa_guard.verdict.resolvable`) is a PolicyError naming the gate, the count needed, the count
     present and the fixes, or a warning under ``thresholds.unresolvable: warn``.
     """
     where = policy.source or policy.name
