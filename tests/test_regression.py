@@ -99,7 +99,8 @@ def test_an_auc_rise_on_the_same_samples_fails_the_regression_gate(releases: Pat
     baseline = _release_report(releases, 0.27, tmp_path)
     then = json.loads(baseline.read_text())["attacks"]["model_shift"]["leak_auc"]
     policy = load_policy(_with_max_increase(releases, f", decision: {decision}"))
-    (gate,) = audit(policy, target=Release(0.72), progress=False, baseline=baseline).gates
+    result = audit(policy, target=Release(0.72), progress=False, baseline=baseline)
+    (gate,) = result.gates
     record = gate.baseline
     assert record is not None and 0.55 < then < 0.60 and 0.67 < gate.value < 0.72, (then, gate.value)
     assert record["beyond_overlap"] <= 0.02  # the old rule (now CI low - baseline CI high) would have passed it
@@ -108,6 +109,10 @@ def test_an_auc_rise_on_the_same_samples_fails_the_regression_gate(releases: Pat
     low, high = record["change_ci"]
     assert 0.02 < low <= record["change"] <= high  # paired: the interval of the change is narrow
     assert f"rose from {then:.3f} (baseline" in gate.message and "on the same samples" in gate.message
+    from naa_guard.reports.text import format_table
+
+    table = format_table(result)  # the reports state the paired rule, not the CI-overlap one
+    assert "paired CI of the change" in table and f"{high:+.3f} ({decision})" in table and "REGRESSED" in table
 
 
 def test_the_same_release_passes_the_regression_gate(releases: Path, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ for name in sys.argv[2:]:
 def test_editing_any_scoring_module_changes_the_key_and_a_report_module_does_not(tmp_path: Path) -> None:
     """Run on a copy of the package, edited in place (never the checkout under test)."""
     shutil.copytree(PACKAGE_ROOT, tmp_path / "naa_guard", ignore=shutil.ignore_patterns("__pycache__"))
-    edited = ["samples/decode.py", "samples/fit.py", "samples/conditioning.py", "scoring/runner.py", "attacks/naa.py", "reports/text.py", "verdict/gates.py"]
+    edited = ["samples/decode.py", "samples/fit.py", "samples/conditioning.py", "scoring/runner.py", "attacks/naa.py", "attacks/sima.py", "reports/text.py", "verdict/gates.py"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     changed = {}
     for name in edited:  # one edit per process, so each answer is about that module alone
@@ -51,7 +51,7 @@ def test_editing_any_scoring_module_changes_the_key_and_a_report_module_does_not
         changed[module] = answer == "True"
     assert changed == {
         "samples/decode.py": True, "samples/fit.py": True, "samples/conditioning.py": True, "scoring/runner.py": True,
-        "attacks/naa.py": True, "reports/text.py": False, "verdict/gates.py": False,
+        "attacks/naa.py": True, "attacks/sima.py": True, "reports/text.py": False, "verdict/gates.py": False,
     }  # fmt: skip
 
 

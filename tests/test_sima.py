@@ -15,13 +15,16 @@ from fakes import DictCache, KnownImagesTarget
 from naa_guard.attacks import ATTACKS
 from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.attacks.common import sample_keys
-from naa_guard.attacks.pia import PIA
 from naa_guard.attacks.sima import SimA, SimAParams
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.policy import load_policy
 from naa_guard.samples import SampleSet, load_samples
-from naa_guard.scoring.keys import implementation_digest
+from naa_guard.scoring.keys import (
+    PACKAGE_ROOT,
+    implementation_digest,
+    left_out_of_the_key,
+)
 from naa_guard.scoring.runner import score_samples
 from naa_guard.sweep import sweep
 from naa_guard.targets import load_target, read_model_info
@@ -175,7 +178,8 @@ def test_pixel_audit_fails_a_memorising_model_and_caches_sima_scores(tmp_path: P
 
 
 def test_the_cache_key_covers_the_sima_source() -> None:
-    assert implementation_digest(SimA()) != implementation_digest(PIA())  # sima.py is hashed, not another attack's file
+    """The key hashes the package's scoring path, sima.py included (editing it changes the key: tests/test_scorecache.py)."""
+    assert (PACKAGE_ROOT / "attacks" / "sima.py").is_file() and not left_out_of_the_key("attacks/sima.py")
     assert implementation_digest(SimA()) == implementation_digest(SimA(SimAParams(ts=(20, 50))))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from naa_guard.reports.rows import (
     EXPOSED_HEADER,
     REGRESSION_HEADER,
+    REGRESSION_RULE,
     VERDICTS,
     epsilon_line,
     regression_rows,
@@ -104,8 +105,7 @@ def _regression(result: AuditResult) -> list[str]:
     if not rows:
         return []
     source = next(g.baseline["report"] for g in result.gates if g.baseline)
-    rule = "regressed when (CI low now) - (CI high at baseline) > thresholds.max_increase"
-    return ["<h2>Since the baseline</h2>", f'<p class="note">baseline: {escape(source)}; {escape(rule)}</p>', _table(REGRESSION_HEADER, rows, verdict_column=6)]
+    return ["<h2>Since the baseline</h2>", f'<p class="note">baseline: {escape(source)}; {escape(REGRESSION_RULE)}</p>', _table(REGRESSION_HEADER, rows, verdict_column=7)]
 
 
 def _inline(png: bytes) -> str:

@@ -73,17 +73,25 @@ def epsilon_line(name: str, attack: AttackResult) -> str | None:
 
 
 def regression_rows(result: AuditResult) -> list[list[str]]:
-    """Return attack, metric, baseline, now, change, beyond-overlap, verdict per gate compared with a baseline."""
+    """Return attack, metric, baseline, now, change, its paired CI, the change gated, verdict per gate compared with a baseline."""
     rows = []
     for gate in result.gates:
         if gate.baseline is not None:
             record = gate.baseline
             verdict = "REGRESSED" if record["regressed"] else ("ok" if record["max_increase"] is not None else "not gated (max_increase: null)")
-            rows.append([gate.attack, gate.label, f"{record['value']:.3f}", f"{record['now']:.3f}", f"{record['change']:+.3f}", f"{record['beyond_overlap']:+.3f}", verdict])
+            low, high = record["change_ci"]
+            rows.append([
+                gate.attack, gate.label, f"{record['value']:.3f}", f"{record['now']:.3f}", f"{record['change']:+.3f}",
+                f"{low:+.3f} to {high:+.3f}", f"{record['gated_change']:+.3f} ({record['decision']})", verdict,
+            ])  # fmt: skip
     return rows
 
 
-REGRESSION_HEADER = ["attack", "metric", "baseline", "now", "change", "beyond CI overlap", "regression"]
+REGRESSION_HEADER = ["attack", "metric", "baseline", "now", "change", "paired CI of the change", "gated change", "regression"]
+REGRESSION_RULE = (
+    "paired comparison on the same samples and bootstrap resamples: regressed when the gated change (decision upper_ci: "
+    "the upper end of the paired interval of now - baseline; point: the change itself) exceeds thresholds.max_increase"
+)
 
 
 EXPOSED_HEADER = ["rank", "member", "score", "empirical FPR"]

@@ -76,7 +76,10 @@ def _settle(value: float, upper: float, limit: float, leakage: LeakageReport) ->
     if value >= limit:
         return head + "; while the estimate sits at the limit, no sample count settles it"
     # The interval's upper half-width shrinks about as 1/sqrt(n): scale both sides by this factor.
-    factor = ((upper - value) / (limit - value)) ** 2
+    ratio = (upper - value) / (limit - value)
+    if not math.isfinite(ratio) or ratio > 3e4:  # squared below: keep it a count a person could collect
+        return head + f"; the estimate {value:.3f} sits so close to the limit that no practical sample count settles it"
+    factor = ratio**2
     members, nonmembers = math.ceil(factor * leakage.n_members), math.ceil(factor * leakage.n_nonmembers)
     return (
         head + f"; if the estimate stays at {value:.3f}, about {members} members and {nonmembers} non-members "
