@@ -112,7 +112,7 @@ def test_an_auc_rise_on_the_same_samples_fails_the_regression_gate(releases: Pat
     from naa_guard.reports.text import format_table
 
     table = format_table(result)  # the reports state the paired rule, not the CI-overlap one
-    assert "paired CI of the change" in table and f"{high:+.3f} ({decision})" in table and "REGRESSED" in table
+    assert "paired CI of the change" in table and f"{record['gated_change']:+.3f} ({decision})" in table and "REGRESSED" in table
 
 
 def test_the_same_release_passes_the_regression_gate(releases: Path, tmp_path: Path) -> None:
