@@ -23,42 +23,23 @@ from naa_guard.errors import PolicyError
 from naa_guard.policy import Policy, Runtime
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
-from naa_guard.samples.conditioning import (
-    apply_conditioning,
-    choose_conditioning,
-    conditioning_warnings,
-    describe_conditioning,
-)
+from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.scoring.keys import ScoreCache, cache_material
 from naa_guard.scoring.models import model_source
-from naa_guard.scoring.runner import (
-    CHUNK_SAMPLES,
-    ChunkRunner,
-    LocalRunner,
-    summarize_sets,
-)
+from naa_guard.scoring.runner import CHUNK_SAMPLES, ChunkRunner, LocalRunner, summarize_sets
 from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
 from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
 from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
-from naa_guard.verdict.baseline import (
-    baseline_path,
-    check_fingerprint,
-    compare,
-    load_baseline,
-)
+from naa_guard.verdict.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.verdict.control import check_control
 from naa_guard.verdict.epsilon import epsilon_lower_bound
 from naa_guard.verdict.exposed import most_exposed
 from naa_guard.verdict.fingerprint import audit_fingerprint, environment
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
-from naa_guard.verdict.resolvable import (
-    check_policy_counts,
-    check_sample_counts,
-    describe_counts,
-)
+from naa_guard.verdict.resolvable import check_policy_counts, check_sample_counts, describe_counts
 from naa_guard.verdict.validity import ValidityReport, check_samples
 
 if TYPE_CHECKING:

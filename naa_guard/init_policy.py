@@ -20,21 +20,10 @@ from typing import Any
 import numpy as np
 
 from naa_guard.errors import DataError, PolicyError, TargetError
-from naa_guard.samples import (
-    ARRAY_SUFFIXES,
-    IMAGE_EXTENSIONS,
-    list_samples,
-    load_samples,
-)
+from naa_guard.samples import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
 from naa_guard.samples.conditioning import CAPTION_SOURCES
 from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
-from naa_guard.verdict.resolvable import (
-    MIN_PER_SIDE,
-    needed_per_side,
-    null_auc_upper,
-    null_tpr_upper,
-    smallest_certifiable_auc,
-)
+from naa_guard.verdict.resolvable import MIN_PER_SIDE, needed_per_side, null_auc_upper, null_tpr_upper, smallest_certifiable_auc
 
 DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from naa_guard.targets.custom import (
-    check_target,
-    import_loader,
-    load_custom_target,
-    loader_identity,
-)
+from naa_guard.targets.custom import check_target, import_loader, load_custom_target, loader_identity
 
 __all__ = ["check_target", "import_loader", "load_custom_target", "loader_identity"]

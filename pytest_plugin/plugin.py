@@ -15,19 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_plugin.collect import (
-    DEFAULT_PATTERNS,
-    EXTRA_POLICIES,
-    PolicyFile,
-    is_policy_file,
-)
-from pytest_plugin.session import (
-    AUDIT_SESSION,
-    AuditSession,
-    Settings,
-    audit_session,
-    quick_note,
-)
+from pytest_plugin.collect import DEFAULT_PATTERNS, EXTRA_POLICIES, PolicyFile, is_policy_file
+from pytest_plugin.session import AUDIT_SESSION, AuditSession, Settings, audit_session, quick_note
 from pytest_plugin.summary import GATE_SUMMARY, GateSummary
 
 if TYPE_CHECKING:

@@ -23,16 +23,7 @@ from PIL import Image
 
 from naa_guard.audit import audit
 from naa_guard.cli import main
-from naa_guard.errors import (
-    AuditInvalidError,
-    DataError,
-    EnvironmentUnavailableError,
-    InsufficientSamplesError,
-    NaaGuardError,
-    NonFiniteScoreError,
-    PolicyError,
-    TargetError,
-)
+from naa_guard.errors import AuditInvalidError, DataError, EnvironmentUnavailableError, InsufficientSamplesError, NaaGuardError, NonFiniteScoreError, PolicyError, TargetError
 from naa_guard.policy import load_policy
 
 # ----------------------------------------------------------------------------- builders

@@ -22,13 +22,7 @@ from naa_guard.verdict.control import check_control
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
 from naa_guard.verdict.overlap import check_overlap, find_overlap
-from naa_guard.verdict.shift import (
-    SHIFT_MAX_PER_SIDE,
-    SHIFT_RIDGE,
-    _ridge_cv_scores,
-    check_shift,
-    shift_classifier,
-)
+from naa_guard.verdict.shift import SHIFT_MAX_PER_SIDE, SHIFT_RIDGE, _ridge_cv_scores, check_shift, shift_classifier
 from naa_guard.verdict.validity import check_samples
 
 DEFAULTS = ChecksSection()

@@ -11,14 +11,7 @@ import pytest
 from PIL import Image
 
 from naa_guard.errors import DataError
-from naa_guard.samples import (
-    IMAGE_EXTENSIONS,
-    SampleSet,
-    files_digest,
-    load_samples,
-    reuse_file_digests,
-    sample_digests,
-)
+from naa_guard.samples import IMAGE_EXTENSIONS, SampleSet, files_digest, load_samples, reuse_file_digests, sample_digests
 
 
 def _rgb(value: int, size: tuple[int, int] = (8, 8)) -> Image.Image:

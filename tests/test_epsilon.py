@@ -14,11 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import beta
 
 from naa_guard.policy import parse_policy
-from naa_guard.verdict.epsilon import (
-    clopper_pearson_upper,
-    epsilon_from_rates,
-    epsilon_lower_bound,
-)
+from naa_guard.verdict.epsilon import clopper_pearson_upper, epsilon_from_rates, epsilon_lower_bound
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
 from naa_guard.verdict.metrics import roc

@@ -15,12 +15,7 @@ from naa_guard.cli import main
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.init_policy import inspect_model, inspect_set, write_initial_policy
 from naa_guard.policy import load_policy
-from naa_guard.verdict.resolvable import (
-    needed_per_side,
-    null_auc_upper,
-    smallest_certifiable_auc,
-    unresolvable_gates,
-)
+from naa_guard.verdict.resolvable import needed_per_side, null_auc_upper, smallest_certifiable_auc, unresolvable_gates
 
 
 def test_init_on_the_overfit_fixture_writes_a_policy_that_validates_and_audits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,11 +20,7 @@ from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.policy import load_policy
 from naa_guard.samples import SampleSet, load_samples
-from naa_guard.scoring.keys import (
-    PACKAGE_ROOT,
-    implementation_digest,
-    left_out_of_the_key,
-)
+from naa_guard.scoring.keys import PACKAGE_ROOT, implementation_digest, left_out_of_the_key
 from naa_guard.scoring.runner import score_samples
 from naa_guard.sweep import sweep
 from naa_guard.targets import load_target, read_model_info

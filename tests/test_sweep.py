@@ -15,13 +15,7 @@ from naa_guard.audit import audit
 from naa_guard.cli import main
 from naa_guard.errors import PolicyError
 from naa_guard.policy import load_policy
-from naa_guard.sweep import (
-    format_sweep,
-    parse_params,
-    sweep,
-    sweep_settings,
-    write_sweep,
-)
+from naa_guard.sweep import format_sweep, parse_params, sweep, sweep_settings, write_sweep
 
 
 @pytest.fixture(scope="module")

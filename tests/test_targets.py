@@ -18,23 +18,11 @@ from conftest import make_tiny_model
 
 from naa_guard.attacks.naa import NAA, NAAParams
 from naa_guard.audit import audit
-from naa_guard.errors import (
-    EnvironmentUnavailableError,
-    NonFiniteScoreError,
-    TargetError,
-)
+from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
 from naa_guard.policy import load_policy
 from naa_guard.samples import SampleSet
 from naa_guard.scoring.runner import score_samples
-from naa_guard.targets import (
-    OFFLINE_VARIABLES,
-    DiffusersTarget,
-    load_target,
-    offline_environment,
-    probe_target,
-    read_model_info,
-    resolve_device,
-)
+from naa_guard.targets import OFFLINE_VARIABLES, DiffusersTarget, load_target, offline_environment, probe_target, read_model_info, resolve_device
 
 
 def _pickle_model(folder: Path) -> Path:

@@ -66,13 +66,7 @@ def text_encoder(vocab_size: int, *, hidden: int = 32, projection: bool = False,
 def make_tiny_sd(folder: Path, *, sdxl: bool = False, prediction_type: str = "epsilon", seed: int = 0, scaling_factor: float = 1.0):  # type: ignore[no-untyped-def]
     """Save a tiny random SD (or SDXL) pipeline into ``folder``; return the pipeline object."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(

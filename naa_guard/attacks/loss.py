@@ -44,11 +44,7 @@ class LossAttack(Attack):
         return self.params.t
 
     def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
-        from naa_guard.attacks.common import (
-            forward_noise,
-            sample_distance,
-            seeded_noise,
-        )
+        from naa_guard.attacks.common import forward_noise, sample_distance, seeded_noise
 
         t = self.params.t
         noise = seeded_noise(sample_keys, tuple(x0.shape[1:]), seed, "loss.noise", x0.device)

@@ -10,20 +10,7 @@ from __future__ import annotations
 
 from naa_guard.policy.load import load_policy, parse_policy, policy_schema
 from naa_guard.policy.preflight import preflight
-from naa_guard.policy.schema import (
-    LOADER_PATTERN,
-    POLICY_VERSION,
-    AttackParamsError,
-    ChecksSection,
-    DataSection,
-    ModelSection,
-    Policy,
-    ReportSection,
-    Runtime,
-    StrictNumber,
-    Thresholds,
-    TuneSection,
-)
+from naa_guard.policy.schema import LOADER_PATTERN, POLICY_VERSION, AttackParamsError, ChecksSection, DataSection, ModelSection, Policy, ReportSection, Runtime, StrictNumber, Thresholds, TuneSection
 
 __all__ = [
     "LOADER_PATTERN", "POLICY_VERSION", "AttackParamsError", "ChecksSection", "DataSection", "ModelSection", "Policy",

@@ -10,14 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS
-from naa_guard.attacks.candidates import (
-    listable_schema,
-)
+from naa_guard.attacks.candidates import listable_schema
 from naa_guard.errors import PolicyError
 from naa_guard.policy.messages import describe
 from naa_guard.policy.schema import AttackParamsError, Policy

@@ -11,23 +11,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from naa_guard.attacks import ATTACKS, AttackParams
-from naa_guard.attacks.candidates import (
-    AttackCandidates,
-    CandidateListError,
-    candidate_settings,
-    describe_candidate,
-)
+from naa_guard.attacks.candidates import AttackCandidates, CandidateListError, candidate_settings, describe_candidate
 from naa_guard.policy.messages import describe
 
 POLICY_VERSION = 1
@@ -87,9 +74,7 @@ class ModelSection(_Section):
     @field_validator("path", "config", mode="before")
     @classmethod
     def _hub_cache(cls, value: Any, info: ValidationInfo) -> Any:
-        from naa_guard.targets.hubcache import (
-            resolve_hub_path,  # org/name: the local hub cache's snapshot
-        )
+        from naa_guard.targets.hubcache import resolve_hub_path  # org/name: the local hub cache's snapshot
 
         return resolve_hub_path(value, (info.context or {}).get("base_dir"), f"model.{info.field_name}")
 

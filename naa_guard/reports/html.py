@@ -18,17 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from naa_guard.reports.rows import (
-    EXPOSED_HEADER,
-    REGRESSION_HEADER,
-    REGRESSION_RULE,
-    VERDICTS,
-    epsilon_line,
-    regression_rows,
-    table_header,
-    table_rows,
-    worst_case_rows,
-)
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, REGRESSION_RULE, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, worst_case_rows
 from naa_guard.verdict.epsilon import DISCLAIMER
 
 if TYPE_CHECKING:

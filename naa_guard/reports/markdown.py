@@ -7,18 +7,7 @@ import json
 from html import escape
 from typing import TYPE_CHECKING
 
-from naa_guard.reports.rows import (
-    EXPOSED_HEADER,
-    REGRESSION_HEADER,
-    candidate_rows,
-    epsilon_line,
-    regression_rows,
-    split_note,
-    table_header,
-    table_rows,
-    tuning_summary,
-    worst_case_rows,
-)
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, candidate_rows, epsilon_line, regression_rows, split_note, table_header, table_rows, tuning_summary, worst_case_rows
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult

@@ -8,6 +8,7 @@ whole set at once, for small sets. A seeded ``limit`` keeps a subset, in the sou
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,27 +80,12 @@ def list_samples(
     )
 
 
-def load_samples(
-    source: str | Path,
-    *,
-    size: int,
-    channels: int,
-    limit: int | None = None,
-    seed: int = 0,
-    role: str = "members",
-    allow_outside: bool = False,
-    fit: str | None = None,
-    caption_column: str | None = None,
-    split: str | None = None,
-    image_column: str | None = None,
-) -> SampleSet:
+def load_samples(source: str | Path, **options: Any) -> SampleSet:
     """Return the sample set at `source`, every image decoded to float32 (N, channels, size, size).
 
-    ``fit`` (None, "resize", "center_crop" or "pad") says how images of another size are
-    brought to ``size``; None makes a size mismatch a DataError.
+    Takes the keyword arguments of :func:`list_samples`; for small sets (memory grows with the set).
     """
-    listed = list_samples(source, size=size, channels=channels, limit=limit, seed=seed, role=role, allow_outside=allow_outside, fit=fit, caption_column=caption_column, split=split, image_column=image_column)
-    return listed.materialize()
+    return list_samples(source, **options).materialize()
 
 
 def check_source(source: str | Path, role: str) -> None:

@@ -6,15 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from naa_guard.targets import (
-    AnyModelInfo,
-    Target,
-    as_target,
-    load_target,
-    probe_target,
-    read_model_info,
-    resolve_device,
-)
+from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.targets.custom import load_custom_target
 
 if TYPE_CHECKING:

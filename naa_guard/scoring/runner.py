@@ -22,18 +22,10 @@ import numpy as np
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
-from naa_guard.samples.summary import (
-    SetSummary,
-    chunk_feature_rows,
-    merge_summary,
-    summarize_chunk,
-)
+from naa_guard.samples.summary import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
 from naa_guard.scoring.chunks import ChunkStore
 from naa_guard.scoring.models import ModelSource
-from naa_guard.targets import (
-    PAD_MULTIPLE,
-    Target,
-)
+from naa_guard.targets import PAD_MULTIPLE, Target
 
 if TYPE_CHECKING:
     from naa_guard.attacks.base import AttackParams

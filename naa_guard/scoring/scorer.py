@@ -14,20 +14,8 @@ from naa_guard.samples import SampleSet
 from naa_guard.scoring.chunks import ChunkStore, material_key
 from naa_guard.scoring.keys import cached_scores_problem
 from naa_guard.scoring.models import ModelSource
-from naa_guard.scoring.runner import (
-    CHUNK_SAMPLES,
-    Chunk,
-    ChunkRunner,
-    ScoreJob,
-    chunk_bounds,
-    chunk_size,
-    model_batch,
-    noise_keys,
-)
-from naa_guard.targets import (
-    AnyModelInfo,
-    resolve_device,
-)
+from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
+from naa_guard.targets import AnyModelInfo, resolve_device
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy

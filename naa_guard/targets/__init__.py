@@ -11,17 +11,7 @@
 
 from __future__ import annotations
 
-from naa_guard.targets.base import (
-    OFFLINE_VARIABLES,
-    PAD_MULTIPLE,
-    PICKLE_SUFFIXES,
-    SAFE_WEIGHTS,
-    Target,
-    as_target,
-    offline_environment,
-    probe_target,
-    resolve_device,
-)
+from naa_guard.targets.base import OFFLINE_VARIABLES, PAD_MULTIPLE, PICKLE_SUFFIXES, SAFE_WEIGHTS, Target, as_target, offline_environment, probe_target, resolve_device
 from naa_guard.targets.detect import AnyModelInfo, load_target, read_model_info
 from naa_guard.targets.latent import LatentTarget
 from naa_guard.targets.latent_info import LatentModelInfo

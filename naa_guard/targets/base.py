@@ -14,11 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from naa_guard.errors import (
-    EnvironmentUnavailableError,
-    NonFiniteScoreError,
-    TargetError,
-)
+from naa_guard.errors import EnvironmentUnavailableError, NonFiniteScoreError, TargetError
 from naa_guard.targets.modelcheck import read_json_object
 
 if TYPE_CHECKING:

@@ -8,10 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.base import (
-    check_component_weights,
-    read_json,
-)
+from naa_guard.targets.base import check_component_weights, read_json
 from naa_guard.targets.latent_info import TEXT_ENCODER_CLASSES, TEXT_WEIGHTS
 
 if TYPE_CHECKING:
@@ -38,12 +35,9 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
 
     ``position_ids`` buffers are ignored: older transformers saved them, newer ones rebuild them.
     """
-    from naa_guard.targets.modelcheck import weight_shapes
+    from naa_guard.targets.modelcheck import shape_differences, weight_shapes
 
-    stored = {name: shape for name, shape in weight_shapes(files).items() if not name.endswith("position_ids")}
-    expected = {name: tuple(t.shape) for name, t in module.state_dict().items() if not name.endswith("position_ids")}
-    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-    reshaped = sorted(n for n in set(expected) & set(stored) if expected[n] != stored[n])
+    missing, unexpected, reshaped = shape_differences(module, weight_shapes(files), ignore_suffix="position_ids")
     if missing or unexpected or reshaped:
         raise TargetError(
             f"{where}: the weights ({', '.join(f.name for f in files)}) do not match the {type(module).__name__} its config.json "

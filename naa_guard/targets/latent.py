@@ -24,14 +24,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import NonFiniteScoreError, TargetError
-from naa_guard.targets.base import (
-    PAD_MULTIPLE,
-    offline_environment,
-    raise_if_non_finite,
-    read_json,
-    resolve_device,
-    scheduler_class,
-)
+from naa_guard.targets.base import PAD_MULTIPLE, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class
 from naa_guard.targets.components import load_component
 from naa_guard.targets.latent_info import EXTRA_HINT, LatentModelInfo
 
@@ -183,10 +176,7 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
     import diffusers
     import torch
 
-    from naa_guard.targets.modelcheck import (
-        check_alphas_cumprod,
-        check_scheduler_config,
-    )
+    from naa_guard.targets.modelcheck import check_alphas_cumprod, check_scheduler_config
 
     torch_device, torch_dtype = resolve_device(device), getattr(torch, dtype)
     scheduler_dir = info.components["scheduler"]

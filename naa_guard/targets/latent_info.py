@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.base import (
-    PICKLE_SUFFIXES,
-    read_json,
-)
+from naa_guard.targets.base import PICKLE_SUFFIXES, read_json
 
 if TYPE_CHECKING:
     pass

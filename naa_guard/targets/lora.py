@@ -98,11 +98,7 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
-    from naa_guard.targets.lorastrength import (
-        check_scalings,
-        declared_scalings,
-        loaded_scalings,
-    )
+    from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
 
     everything, metadata = _file_tensors(file, allow_pickle)
     tensors = {name: tensor for name, tensor in everything.items() if "lora" in name and not name.endswith("alpha")}

@@ -358,6 +358,19 @@ def _file_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     return {str(name): tuple(tensor.shape) for name, tensor in state.items() if hasattr(tensor, "shape")}
 
 
+def shape_differences(module: Any, stored: dict[str, tuple[int, ...]], *, ignore_suffix: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Return the tensor names missing from ``stored``, unexpected in it, and stored with another shape than ``module``'s.
+
+    Names ending in ``ignore_suffix`` count on neither side (e.g. ``position_ids`` buffers some versions save).
+    """
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    if ignore_suffix is not None:
+        expected = {name: shape for name, shape in expected.items() if not name.endswith(ignore_suffix)}
+        stored = {name: shape for name, shape in stored.items() if not name.endswith(ignore_suffix)}
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    return missing, unexpected, sorted(name for name in set(expected) & set(stored) if expected[name] != tuple(stored[name]))
+
+
 def check_weights_match(module: Any, files: Iterable[Path], where: str | Path) -> None:
     """Return None; raise TargetError unless the files hold exactly the module's tensors, with its shapes.
 
@@ -367,9 +380,7 @@ def check_weights_match(module: Any, files: Iterable[Path], where: str | Path) -
     files = list(files)
     stored = weight_shapes(files)
     expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    reshaped = sorted(name for name in set(expected) & set(stored) if expected[name] != stored[name])
+    missing, unexpected, reshaped = shape_differences(module, stored)
     problems = []
     if missing:
         problems.append(f"{len(missing)} tensor(s) missing from the weights: {_names(missing)}")

@@ -13,16 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.base import (
-    PAD_MULTIPLE,
-    check_component_weights,
-    offline_environment,
-    raise_if_non_finite,
-    read_json,
-    resolve_device,
-    scheduler_class,
-    weight_files,
-)
+from naa_guard.targets.base import PAD_MULTIPLE, check_component_weights, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
 from naa_guard.targets.modelcheck import (
     check_alphas_cumprod,
     check_config_types,

@@ -74,10 +74,9 @@ def read_checkpoint(file: Path, allow_pickle: bool) -> dict[str, Any]:
 
 def _check_strict(module: Any, converted: dict[str, Any], name: str, file: Path) -> None:
     """Return None; raise TargetError unless ``converted`` holds exactly the module's tensors and shapes."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.endswith("position_ids")}
-    stored = {k: tuple(v.shape) for k, v in converted.items() if not k.endswith("position_ids")}
-    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-    reshaped = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    from naa_guard.targets.modelcheck import shape_differences
+
+    missing, extra, reshaped = shape_differences(module, {k: tuple(v.shape) for k, v in converted.items()}, ignore_suffix="position_ids")
     if missing or extra or reshaped:
         raise TargetError(
             f"model.single_file {file}: its {name} weights do not match the {type(module).__name__} that model.config describes: "
@@ -87,10 +86,7 @@ def _check_strict(module: Any, converted: dict[str, Any], name: str, file: Path)
 
 
 def _text_encoder(name: str, folder: Path, checkpoint: dict[str, Any], transformers: Any, file: Path) -> Any:
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint,
-        convert_open_clip_checkpoint,
-    )
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
 
     from naa_guard.targets.base import read_json
 
@@ -114,10 +110,7 @@ def _text_encoder(name: str, folder: Path, checkpoint: dict[str, Any], transform
 def load_single_file_target(info: SingleFileInfo, *, allow_pickle: bool, device: str, dtype: str) -> LatentTarget:
     """Return the single-file model loaded offline and strictly, components configured by ``info.root``."""
     import diffusers
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-    )
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     file = info.single_file
     assert file is not None  # set by read_single_file_info

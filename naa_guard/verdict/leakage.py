@@ -13,17 +13,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from naa_guard.errors import DataError
-from naa_guard.verdict.metrics import (
-    FPR_LEVELS,
-    MEMBERS_HIGHER,
-    MEMBERS_LOWER,
-    TPR_RULE,
-    curve_metrics,
-    labelled,
-    min_nonmembers_for,
-    tpr_at_from_curve,
-    validate_pair,
-)
+from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, tpr_at_from_curve, validate_pair
 
 # Bound on (resamples in one chunk) x (distinct scores), so the bootstrap's memory stays near
 # a few tens of MB whatever the sample sizes.
