@@ -215,8 +215,10 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
         *([] if _fits(members, model) and _fits(nonmembers, model) else [
             f"  # REQUIRED before auditing: the images are not {model.sample_size}x{model.sample_size}, and naa-guard never resizes",
-            "  # silently. Uncomment and name the preparation used in training: resize | center_crop | pad.",
-            "  # fit: resize",
+            f"  # silently. First check the model config: if {model.sample_size} is wrong there, fix the config, not the images.",
+            "  # Else uncomment and name the preparation used in training (resize | center_crop | pad): preparing the",
+            "  # images another way than training did weakens every attack, and a leaking model can PASS.",
+            "  # fit: <resize | center_crop | pad>",
         ]),
         *split_lines(members, nonmembers),
         *_conditioning_lines(model, members, nonmembers),

@@ -12,7 +12,7 @@ from PIL import Image
 
 from naa_guard.audit import audit
 from naa_guard.cli import main
-from naa_guard.errors import PolicyError, TargetError
+from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.init_policy import inspect_model, inspect_set, write_initial_policy
 from naa_guard.policy import load_policy
 from naa_guard.verdict.resolvable import needed_per_side, null_auc_upper, smallest_certifiable_auc, unresolvable_gates
@@ -138,3 +138,20 @@ def test_init_refuses_members_equal_to_nonmembers(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="share 40 image file"):
         write_initial_policy(SD / "model", tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "files.naa.yaml")
     assert not (tmp_path / "same.naa.yaml").exists() and not (tmp_path / "files.naa.yaml").exists()
+
+
+def test_init_on_images_of_another_size_asks_for_a_fit_and_says_what_a_wrong_one_costs(tmp_path: Path) -> None:
+    """The written hint checks the config first and never offers a resize without the warning (issue 14 item 10)."""
+    model = make_tiny_model(tmp_path / "model", sample_size=8)
+    for side in ("members", "nonmembers"):
+        folder = tmp_path / side
+        folder.mkdir()
+        for i in range(25):
+            Image.fromarray(np.random.default_rng(i + (0 if side == "members" else 100)).integers(0, 255, (16, 16), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    written = write_initial_policy(model, tmp_path / "members", tmp_path / "nonmembers", tmp_path / "p.naa.yaml", force=True)
+    text = written.read_text()
+    assert "REQUIRED before auditing" in text and "check the model config" in text
+    assert "weakens every attack, and a leaking model can PASS" in text
+    assert "  # fit: resize\n" not in text  # no ready-made resize to uncomment
+    with pytest.raises(DataError, match="16x16"):  # unfitted, the policy refuses the images
+        audit(load_policy(written), device="cpu", progress=False)
