@@ -181,7 +181,7 @@ class AuditSession:
 
     def _run_distributed(self, policy: Policy) -> AuditResult:
         """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""
-        from naa_guard.launcher import launch
+        from naa_guard.launcher import launch, launch_warnings
 
         settings = self.settings
         options = {"--device": settings.device, "--batch-size": settings.batch_size, "--limit": self.limit_for(policy), "--cache": self._chunk_root(), "--baseline": settings.baseline}
@@ -193,6 +193,8 @@ class AuditSession:
             raise outcome.error
         if outcome.result is None:  # never a verdict without rank 0's result (an assert would vanish under -O)
             raise DistributedError(f"the {settings.nproc}-process audit of {policy.source} ended with exit code {outcome.code} but left no result; see the ranks' output above.")
+        # as the CLI warns before launching: more ranks than cores or GPUs (in the summary and the report here)
+        outcome.result.warnings += launch_warnings(settings.nproc, settings.device or policy.runtime.device)
         return outcome.result
 
     def _chunk_root(self) -> Path | None:

@@ -124,3 +124,17 @@ def test_more_ranks_than_cores_or_gpus_is_a_warning(monkeypatch: pytest.MonkeyPa
     (gpus,) = launcher.launch_warnings(2, "cuda")
     assert "more ranks than the 1 GPU(s)" in gpus and "ranks 1..1 cannot start" in gpus
     assert launcher.launch_warnings(1, "cuda") == []
+
+
+def test_the_pytest_face_warns_of_more_ranks_than_cores_as_the_cli_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--naa-nproc beyond the cores gets the CLI's warning, in the audit's warnings (summary, JUnit, report)."""
+    from types import SimpleNamespace
+
+    from naa_guard.policy import load_policy
+    from pytest_plugin.session import AuditSession, Settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(launcher, "launch", lambda nproc, arguments, capture=False: (SimpleNamespace(error=None, result=SimpleNamespace(warnings=[]), code=0), ""))
+    settings = Settings(device="cpu", batch_size=None, quick=None, report_dir=None, strict=False, use_cache=False, nproc=3)
+    result = AuditSession(settings, None)._run_distributed(load_policy(make_tiny_setup(tmp_path)))
+    assert len(result.warnings) == 1 and "3" in result.warnings[0] and "core" in result.warnings[0]
