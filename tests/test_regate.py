@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_setup
 
 from naa_guard.attacks.common import sample_keys
 from naa_guard.attacks.keys import ROLE_CODES, sample_keys_array
 from naa_guard.targets import devicekind
-from conftest import make_tiny_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
