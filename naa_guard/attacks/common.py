@@ -9,14 +9,11 @@ import hashlib
 
 import torch
 
-# Each sample's key is its role code times this plus its index in the full source set, so
-# members, non-members and the control set never share noise streams.
-ROLE_STRIDE = 1 << 40
-ROLE_CODES = {"members": 1, "nonmembers": 2, "control": 3}
+from naa_guard.attacks.keys import ROLE_CODES, ROLE_STRIDE
 
 
 def sample_keys(role: str, indices: "list[int] | torch.Tensor") -> torch.Tensor:
-    """Return the int64 noise keys of samples of ``role`` at these source indices."""
+    """Return the int64 noise keys of samples of ``role`` at these source indices (as :func:`~naa_guard.attacks.keys.sample_keys_array`)."""
     base = ROLE_CODES[role] * ROLE_STRIDE
     return torch.as_tensor(indices, dtype=torch.int64) + base
 

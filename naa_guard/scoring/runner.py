@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from naa_guard.attacks import ATTACKS, Attack
+from naa_guard.attacks.keys import sample_keys_array
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
 from naa_guard.samples.summary import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
@@ -185,9 +186,8 @@ class SummaryJob:
 
 
 def noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndarray:
-    from naa_guard.attacks.common import sample_keys
-
-    return sample_keys(role, samples.indices[start:stop]).numpy()
+    """Return the noise keys of a chunk's samples (torch-free: a re-gate from stored chunks checks them)."""
+    return sample_keys_array(role, samples.indices[start:stop])
 
 
 def summarize_sets(runner: ChunkRunner, models: ModelSource, sets: dict[str, tuple[SampleSet, np.ndarray | None]], chunk_samples: int = CHUNK_SAMPLES) -> dict[str, SetSummary]:

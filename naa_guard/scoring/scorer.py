@@ -15,7 +15,8 @@ from naa_guard.scoring.chunks import ChunkStore, material_key
 from naa_guard.scoring.keys import cached_scores_problem
 from naa_guard.scoring.models import ModelSource
 from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
-from naa_guard.targets import AnyModelInfo, resolve_device
+from naa_guard.targets import AnyModelInfo
+from naa_guard.targets.devicekind import device_type
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -107,8 +108,8 @@ class Scorer:
     def _store_material(self, material: dict[str, Any], size: int) -> dict[str, Any]:
         """Return the chunk store's key material: the score key's plus what could change a score's last bits."""
         runtime = self.policy.runtime
-        device = self.models.ready.device if self.models.ready is not None else resolve_device(runtime.device)
-        return ChunkStore.material_for(material, chunk_size=size, batch_size=runtime.batch_size, device=str(getattr(device, "type", device)), compile=runtime.compile)
+        device = str(getattr(self.models.ready.device, "type", self.models.ready.device)) if self.models.ready is not None else device_type(runtime.device)
+        return ChunkStore.material_for(material, chunk_size=size, batch_size=runtime.batch_size, device=device, compile=runtime.compile)
 
     def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Return (member scores, non-member scores, whether cached): the tuning's score function."""

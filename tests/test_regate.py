@@ -1,0 +1,144 @@
+"""A re-gate from a complete cache imports neither torch nor diffusers (issue 19, item 2).
+
+Every score is read back from the CLI's chunk store or the plugin's score cache; hashing the
+files, the metrics, the gates and the reports need no torch. The runs below block torch and
+diffusers with an import hook and must give the scored run's report.json, except for the fields
+that say how this run got its scores (EXPECTED_DIFFERENCES).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_setup
+
+from naa_guard.attacks.common import sample_keys
+from naa_guard.attacks.keys import ROLE_CODES, sample_keys_array
+from naa_guard.targets import devicekind
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCKER = '''\
+import sys
+
+class _NoTorch:
+    """Refuse torch and diffusers: the re-gate must not need them."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "diffusers"):
+            raise ImportError(f"{name} is blocked in this run")
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+# What differs between the scored run's report.json and the cached re-gate's, and why:
+# - attacks.naa.seconds: the time the attack took (scoring vs. reading the stored scores);
+# - attacks.naa.cached: whether its scores came from a cache (False, then True);
+# - device, environment.device: the device the model was loaded on; the re-gate loads none
+#   ("cpu" vs. None / "not loaded (cached scores)").
+EXPECTED_DIFFERENCES = {"attacks.naa.seconds", "attacks.naa.cached", "device", "environment.device"}
+
+
+def differences(a: Any, b: Any, where: str = "") -> set[str]:
+    """Return the dotted paths at which two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {path for key in set(a) | set(b) for path in differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{where}.{key}" if where else key)}
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return {path for i, (x, y) in enumerate(zip(a, b)) for path in differences(x, y, f"{where}[{i}]")}
+    return set() if a == b else {where}
+
+
+def _run(args: list[str], cwd: Path, *, block: Path | None) -> subprocess.CompletedProcess[str]:
+    paths = ([str(block)] if block is not None else []) + [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600)
+
+
+@pytest.fixture
+def blocker(tmp_path: Path) -> Path:
+    folder = tmp_path / "block"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(BLOCKER, encoding="utf-8")
+    return folder
+
+
+def _setup(root: Path) -> Path:
+    # device auto (the demo policy's) is told without torch only where no GPU driver is present
+    gpu_driver = any(glob.glob(pattern) for pattern in devicekind.GPU_DEVICE_NODES)
+    policy = make_tiny_setup(root, thresholds="{auc: 0.99, tpr_at_1pct_fpr: null, decision: point}", extra="report: {dir: ./reports}\n")
+    policy.write_text(policy.read_text(encoding="utf-8").replace("device: cpu", "device: cpu" if gpu_driver else "device: auto"), encoding="utf-8")
+    return policy
+
+
+def test_the_blocker_blocks_torch(tmp_path: Path, blocker: Path) -> None:
+    finished = _run(["-c", "import torch"], tmp_path, block=blocker)
+    assert finished.returncode != 0 and "torch is blocked" in finished.stderr
+
+
+def test_cli_regate_from_the_chunk_store_imports_no_torch_and_reports_the_same(tmp_path: Path, blocker: Path) -> None:
+    policy = _setup(tmp_path)
+    cache = tmp_path / "cache"
+    scored = _run(["-m", "naa_guard", "audit", str(policy), "--cache", str(cache), "--quiet", "--json", str(tmp_path / "scored.json")], tmp_path, block=None)
+    assert scored.returncode == 0, scored.stderr
+    first = json.loads((tmp_path / "reports" / "report.json").read_text(encoding="utf-8"))
+    regate = _run(["-m", "naa_guard", "audit", str(policy), "--cache", str(cache), "--quiet", "--json", str(tmp_path / "cached.json")], tmp_path, block=blocker)
+    assert regate.returncode == 0, regate.stderr
+    second = json.loads((tmp_path / "reports" / "report.json").read_text(encoding="utf-8"))
+    assert first["attacks"]["naa"]["cached"] is False and second["attacks"]["naa"]["cached"] is True
+    assert differences(first, second) == EXPECTED_DIFFERENCES
+    assert second == json.loads((tmp_path / "cached.json").read_text(encoding="utf-8"))
+
+
+def test_plugin_regate_from_the_score_cache_imports_no_torch_and_reports_the_same(tmp_path: Path, blocker: Path) -> None:
+    policy = _setup(tmp_path / "project")
+    args = ["-m", "pytest", "-q", "-p", "no:randomly", str(policy), "-o", f"cache_dir={tmp_path / 'pytest-cache'}", "--naa-report", str(tmp_path / "out")]
+    scored = _run(args, tmp_path, block=None)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    first = json.loads(next((tmp_path / "out").rglob("report.json")).read_text(encoding="utf-8"))
+    regate = _run(args, tmp_path, block=blocker)
+    assert regate.returncode == 0, regate.stdout + regate.stderr
+    assert "cached scores, model not loaded" in regate.stdout
+    second = json.loads(next((tmp_path / "out").rglob("report.json")).read_text(encoding="utf-8"))
+    assert differences(first, second) == EXPECTED_DIFFERENCES
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_CODES))
+def test_numpy_noise_keys_are_the_attacks_keys(role: str) -> None:
+    """The chunk check's torch-free keys are exactly the keys the attacks draw their noise from."""
+    indices = np.array([0, 1, 7, 255, 1696, 2**31 - 1, 2**31, 2**39 + 12345, (1 << 40) - 1], dtype=np.int64)
+    for chosen in (indices, indices[::-2], indices[:0], list(map(int, indices[:3]))):
+        expected = sample_keys(role, torch.as_tensor(np.array(chosen, dtype=np.int64))).numpy()
+        got = sample_keys_array(role, chosen)
+        assert got.dtype == np.int64 and expected.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_device_type_without_torch_answers_only_when_certain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch")  # as in a fresh re-gate process
+    monkeypatch.setattr(devicekind.sys, "platform", "linux")
+    monkeypatch.setattr(devicekind.glob, "glob", lambda pattern: [])
+    assert devicekind.device_type_without_torch("cpu") == "cpu"
+    assert devicekind.device_type_without_torch("auto") == "cpu"
+    for requested in ("cuda", "cuda:1", "mps"):
+        assert devicekind.device_type_without_torch(requested) is None
+    monkeypatch.setattr(devicekind.glob, "glob", lambda pattern: ["/dev/nvidia0"] if pattern == "/dev/nvidia*" else [])
+    assert devicekind.device_type_without_torch("auto") is None  # a GPU may be there: torch decides
+    monkeypatch.setattr(devicekind.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(devicekind.sys, "platform", "darwin")
+    assert devicekind.device_type_without_torch("auto") is None  # MPS may be there
+
+
+def test_device_type_asks_torch_once_it_is_loaded() -> None:
+    assert "torch" in sys.modules
+    assert devicekind.device_type_without_torch("cpu") is None
+    assert devicekind.device_type("cpu") == "cpu"
