@@ -1,0 +1,104 @@
+"""model.reference: calibrated scores (target minus reference, same seeded noise), the compatibility check, the keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from naa_guard import load_policy
+from naa_guard.audit import audit
+from naa_guard.errors import PolicyError, TargetError
+from naa_guard.scoring import runner
+from tests.conftest import make_tiny_model, make_tiny_setup
+
+POLICY_ARGS = {"attacks": "{loss: {t: 100}, naa: {}}", "thresholds": "{auc: 0.99, tpr_at_1pct_fpr: null, decision: point}"}
+
+
+def _with_reference(policy: Path, reference: str) -> Path:
+    text = policy.read_text().replace("model: {path: ./model}", f"model: {{path: ./model, reference: {reference}}}")
+    policy.write_text(text)
+    return policy
+
+
+class _MemoryCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, np.ndarray]] = {}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
+        self.entries[key] = scores
+
+
+def test_a_reference_reports_every_attack_raw_and_calibrated_with_the_same_noise(tmp_path: Path) -> None:
+    policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./model")
+    result = audit(load_policy(policy), progress=False)
+    assert list(result.attacks) == ["loss", "loss/ref", "naa", "naa/ref"]
+    # the model is its own reference: the same seeded noise on both sides leaves exactly nothing
+    for name in ("loss/ref", "naa/ref"):
+        calibrated = result.attacks[name]
+        assert not calibrated.member_scores.any() and not calibrated.nonmember_scores.any()
+        assert calibrated.queries_per_sample == 2 * result.attacks[name.removesuffix("/ref")].queries_per_sample
+    assert {gate.attack for gate in result.gates} == {"loss", "loss/ref", "naa", "naa/ref"}  # gates apply to both
+
+    make_tiny_model(tmp_path / "other", seed=5)
+    result = audit(load_policy(_with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./other")), progress=False)
+    raw, calibrated = result.attacks["loss"], result.attacks["loss/ref"]
+    alone = audit(load_policy(make_tiny_setup(tmp_path / "alone", **POLICY_ARGS).parent / "tiny.naa.yaml"), progress=False)
+    make_tiny_model(tmp_path / "alone" / "model", seed=5)  # the reference audited on its own, same sets and seed
+    other = audit(load_policy(tmp_path / "alone" / "tiny.naa.yaml"), progress=False)
+    np.testing.assert_array_equal(raw.member_scores, alone.attacks["loss"].member_scores)
+    np.testing.assert_array_equal(calibrated.member_scores, raw.member_scores - other.attacks["loss"].member_scores)
+    np.testing.assert_array_equal(calibrated.nonmember_scores, raw.nonmember_scores - other.attacks["loss"].nonmember_scores)
+
+
+def test_a_reference_of_another_architecture_is_refused_before_scoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scored: list[object] = []
+    monkeypatch.setattr(runner, "score_chunk", lambda *args, **kwargs: scored.append(args))
+    make_tiny_model(tmp_path / "wide", sample_size=16)
+    policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./wide")
+    with pytest.raises(TargetError, match="sample_size: 8 vs 16"):
+        audit(load_policy(policy), progress=False)
+    make_tiny_model(tmp_path / "cosine", index=False)
+    (tmp_path / "cosine" / "scheduler" / "scheduler_config.json").write_text('{"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}')
+    with pytest.raises(TargetError, match="noise schedules differ"):
+        audit(load_policy(_with_reference(make_tiny_setup(tmp_path / "b", **POLICY_ARGS), str(tmp_path / "cosine"))), progress=False)
+    assert scored == []
+
+
+def test_the_reference_changes_the_cache_key_of_the_calibrated_scores(tmp_path: Path) -> None:
+    make_tiny_model(tmp_path / "other", seed=5)
+    cache = _MemoryCache()
+    policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./model")
+    first = audit(load_policy(policy), progress=False, score_cache=cache)
+    keys = set(cache.entries)
+    policy.write_text(policy.read_text().replace("reference: ./model", "reference: ./other"))
+    second = audit(load_policy(policy), progress=False, score_cache=cache)
+    assert set(cache.entries) > keys  # the other reference's scores were computed, not taken from the first
+    assert second.model_loaded and not np.array_equal(first.attacks["loss/ref"].member_scores, second.attacks["loss/ref"].member_scores)
+    again = audit(load_policy(policy), progress=False, score_cache=cache)
+    assert not again.model_loaded and all(result.cached for result in again.attacks.values())
+    np.testing.assert_array_equal(again.attacks["loss/ref"].member_scores, second.attacks["loss/ref"].member_scores)
+
+
+def test_reference_base_needs_a_lora_and_a_loader_takes_no_reference(tmp_path: Path) -> None:
+    policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "base")
+    with pytest.raises(PolicyError, match="model.lora"):
+        load_policy(policy)
+    policy.write_text(policy.read_text().replace("model: {path: ./model, reference: base}", "model: {loader: 'tests.fakes:loader', reference: ./model}"))
+    with pytest.raises(PolicyError, match="model.loader"):
+        load_policy(policy)
+
+
+def test_the_reports_show_the_calibrated_rows_beside_the_raw_ones(tmp_path: Path) -> None:
+    from naa_guard.reports.write import write_reports
+
+    policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./model")
+    result = audit(load_policy(policy), progress=False)
+    write_reports(result, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "loss/ref" in html and "naa/ref" in html
+    assert (tmp_path / "out" / "scores_loss-ref.png").is_file()
