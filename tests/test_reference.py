@@ -102,3 +102,45 @@ def test_the_reports_show_the_calibrated_rows_beside_the_raw_ones(tmp_path: Path
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "loss/ref" in html and "naa/ref" in html
     assert (tmp_path / "out" / "scores_loss-ref.png").is_file()
+
+
+def test_a_lora_that_memorised_its_members_is_caught_with_the_base_as_reference_where_the_raw_attack_is_not(tmp_path: Path) -> None:
+    """The tiny SD fixture's LoRA (trained on lora_members) at scale 0.3 on its base (which memorised
+    `members`). The non-members are 20 held-out images and 20 images the *base* memorised: those are
+    easy for any model derived from the base, so the raw loss ranks them with the LoRA's members and
+    the raw AUC stays near 0.5 (measured 0.445); the base scores them just as low, so the calibrated
+    loss isolates what the LoRA memorised (measured 0.990)."""
+    import csv
+    import shutil
+
+    import torch
+
+    sd = Path(__file__).parent / "fixtures" / "tiny_sd"
+    rows = []
+    (tmp_path / "mixed").mkdir()
+    for name in ("members", "nonmembers"):
+        with (sd / f"{name}.csv").open(newline="") as handle:
+            for row in list(csv.DictReader(handle))[:20]:
+                copied = f"mixed/{name}_{Path(row['path']).name}"
+                shutil.copy(sd / row["path"], tmp_path / copied)
+                rows.append((copied, row["caption"]))
+    with (tmp_path / "mixed.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("path", "caption"), *rows])
+    policy = tmp_path / "lora.naa.yaml"
+    policy.write_text(
+        "version: 1\nname: lora-ref\n"
+        f"model: {{path: {sd / 'model'}, lora: {sd / 'lora'}, lora_scale: 0.3, reference: base}}\n"
+        f"data: {{members: {sd / 'lora_members.csv'}, nonmembers: ./mixed.csv, conditioning: caption}}\n"
+        "attacks: {loss: {}}\nthresholds: {auc: 0.8, tpr_at_1pct_fpr: null, decision: point}\n"
+        "runtime: {device: cpu, batch_size: 16, seed: 0}\nchecks: {shift_auc: null}\n"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = audit(load_policy(policy), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    status = {gate.attack: gate.status for gate in result.gates}
+    assert status == {"loss": "pass", "loss/ref": "fail"}, (result.attacks["loss"].leakage.leak_auc, result.attacks["loss/ref"].leakage.leak_auc)
+    assert result.attacks["loss"].leakage.leak_auc < 0.7 and result.attacks["loss/ref"].leakage.leak_auc > 0.9
+    assert not result.passed
