@@ -71,7 +71,7 @@ class ModelSection(_Section):
         None,
         description="reference model for calibrated attacks (score minus the reference's score on the same noise, reported as "
         "e.g. loss/ref beside loss): a diffusers folder of the same architecture, latent space and scheduler (e.g. the base a "
-        "fine-tune started from), or 'base' with model.lora: the pipeline without the adapter",
+        "fine-tune started from), or 'base' with model.lora: the pipeline without the adapter (a folder named base is written ./base)",
     )
 
     _path_given = field_validator("path", "lora", "single_file", "config", mode="before")(_non_empty)
