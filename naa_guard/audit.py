@@ -26,6 +26,7 @@ from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.scoring.keys import ScoreCache, cache_material
 from naa_guard.scoring.models import model_source
+from naa_guard.scoring.reference import CalibratedScorer, calibrate, calibrated_name, reference_source
 from naa_guard.scoring.runner import CHUNK_SAMPLES, ChunkRunner, LocalRunner, summarize_sets
 from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
@@ -73,18 +74,37 @@ class PreparedAudit:
     conditioning: str | None  # as reports state it; None for an unconditional model
     conditioning_warnings: tuple[str, ...] = ()  # e.g. that the caption-free audit is the weak one
 
+    reference: Scorer | None = None  # model.reference: every attack is also scored on it, and reported calibrated
+
     def measure(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None) -> AttackResult:
         """Return one attack's scores and leakage on these sets (the control set scored beside them)."""
+        return self.measure_all(attack, members, nonmembers, control=control, tuning=tuning, calibrated=False)[attack.name]
+
+    def measure_all(
+        self, attack: Attack, members: SampleSet, nonmembers: SampleSet, *, control: SampleSet | None = None, tuning: TuningResult | None = None, calibrated: bool = True,
+    ) -> dict[str, AttackResult]:  # fmt: skip
+        """Return the attack's result by name, and with a reference its calibrated result (``name/ref``) too."""
         started = time.perf_counter()
         sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
         scores, cached = self.scorer.score_sets(attack, sets, attack.name)
-        seconds = time.perf_counter() - started
+        results = {attack.name: self._result(attack.name, attack, scores, cached, time.perf_counter() - started, sets, tuning, attack.queries_per_sample)}
+        if calibrated and self.reference is not None:
+            started = time.perf_counter()
+            ref_scores, ref_cached = self.reference.score_sets(attack, sets, f"{attack.name} (reference)")
+            name = calibrated_name(attack.name)
+            seconds = results[attack.name].seconds + time.perf_counter() - started
+            results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample)
+        return results
+
+    def _result(
+        self, name: str, attack: Attack, scores: dict[str, Any], cached: bool, seconds: float, sets: dict[str, SampleSet], tuning: TuningResult | None, queries: int,
+    ) -> AttackResult:  # fmt: skip
         thresholds = self.policy.thresholds
         leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
         epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
         samples = {role: (s.indices, tuple(map(s.origin, range(len(s))))) for role, s in sets.items()}
         return AttackResult(
-            attack.name, attack.describe(), attack.queries_per_sample, seconds, scores["members"], scores["nonmembers"], leakage, cached,
+            name, attack.describe(), queries, seconds, scores["members"], scores["nonmembers"], leakage, cached,
             scores.get("control"), tuning, epsilon=epsilon, samples=samples,
         )  # fmt: skip
 
@@ -121,6 +141,14 @@ def prepare_audit(
         return cache_material(info, policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
 
     scorer = Scorer(policy, models, key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
+    reference = None
+    if (ref_models := reference_source(policy, models)) is not None:  # checked against the model before anything is scored
+        ref_info, ref_policy = ref_models.info, ref_models.policy
+
+        def ref_key(attack: Attack, sets: dict[str, SampleSet]) -> dict[str, Any] | None:
+            return cache_material(ref_info, ref_policy, attack, sets["members"], sets["nonmembers"], limit, sets.get("control"))
+
+        reference = Scorer(ref_policy, ref_models, ref_key, score_cache=score_cache, store=chunk_store, runner=runner, progress=progress, chunk_samples=chunk_samples)
     geometry = models.target() if target is None and info is None else (target or info)
     size, channels = geometry.sample_size, geometry.in_channels
     data = policy.data
@@ -133,7 +161,7 @@ def prepare_audit(
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
     # model-free, before any attack; streams every image once, so an undecodable one fails here
     validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets, chunk_samples))
-    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)))
+    return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
 
 
 @reuse_file_digests()  # every attack's cache key and the fingerprint hash the same files: read them once
@@ -190,12 +218,15 @@ def audit(
     for name, params in policy.attacks.items():
         tuning = None
         if isinstance(params, AttackCandidates) and split is not None:
-            params, tuning = tune_attack(ATTACKS[name], params, split, scorer)
-        results[name] = prepared.measure(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning)
+            # with a reference, candidates are chosen on the calibrated scores; raw and calibrated then use that choice
+            chooser = CalibratedScorer(scorer, prepared.reference) if prepared.reference is not None else scorer
+            params, tuning = tune_attack(ATTACKS[name], params, split, chooser)
+        results.update(prepared.measure_all(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning))
     if control is not None:
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)
     warnings = ["scores were not cached: a custom loader without model.path gives naa-guard no model identity to key them by"] if scorer.uncacheable else []
+    warnings += prepared.reference.cache_warnings if prepared.reference is not None else []
     warnings += prepared.conditioning_warnings
     warnings += [note for samples in (prepared.members, prepared.nonmembers, control) if samples is not None for note in samples.notes]
     warnings += scorer.cache_warnings + count_warnings
@@ -216,7 +247,7 @@ def audit(
         dtype=policy.runtime.dtype,
         seed=seed,
         limit=prepared.limit,
-        model_loaded=scorer.model_loaded,
+        model_loaded=scorer.model_loaded or (prepared.reference is not None and prepared.reference.model_loaded),
         warnings=warnings + [gate.warning for gate in gates if gate.warning],
         checks=validity,
         conditioning=prepared.conditioning,

@@ -147,6 +147,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     written = write_initial_policy(
         Path(args.model), Path(args.members), Path(args.nonmembers), output, force=args.force,
         config=Path(args.config) if args.config else None, splits=(args.members_split, args.nonmembers_split),
+        lora=Path(args.lora) if args.lora else None, reference=Path(args.reference) if args.reference else None,
     )  # fmt: skip
     load_policy(written)  # what init writes must validate; a failure here is a bug, reported as one
     print(written.read_text(encoding="utf-8"))
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--config", help="with a single-file checkpoint as MODEL: a diffusers folder of its architecture")
     init.add_argument("--members-split", help="the members' split of a Hugging Face dataset (e.g. train)")
     init.add_argument("--nonmembers-split", help="the non-members' split of a Hugging Face dataset (e.g. test)")
+    init.add_argument("--lora", help="a LoRA on MODEL (the base pipeline): written as model.lora, with reference: base")
+    init.add_argument("--reference", help="the base MODEL was fine-tuned from: written as model.reference (calibrated attacks)")
     init.set_defaults(handler=_cmd_init)
 
     demo = commands.add_parser("demo", help="train a small leaky model on bundled digits and audit it")

@@ -176,7 +176,10 @@ def _conditioning_lines(model: ModelSummary, members: SetSummary, nonmembers: Se
     ]
 
 
-def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str, config: Path | None = None) -> str:
+def render_policy(
+    model_path: Path, model: ModelSummary, members: SetSummary, nonmembers: SetSummary, policy_dir: Path, name: str, config: Path | None = None,
+    lora: Path | None = None, reference: Path | None = None,
+) -> str:  # fmt: skip
     """Return the commented policy YAML for these inspected inputs, gates limited to what the counts resolve."""
     n_members, n_nonmembers = members.count, nonmembers.count
     if min(n_members, n_nonmembers) < MIN_PER_SIDE:
@@ -210,6 +213,7 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         f"  # {kind}: {model.pipeline}, images {model.sample_size}x{model.sample_size}, {model.in_channels} channel(s),",
         f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
         *model_lines(model_path, config, policy_dir),
+        *reference_lines(lora, reference, policy_dir),
         "data:",
         f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
         f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
@@ -223,8 +227,11 @@ def render_policy(model_path: Path, model: ModelSummary, members: SetSummary, no
         *split_lines(members, nonmembers),
         *_conditioning_lines(model, members, nonmembers),
         "  limit: null          # a seeded subsample per side; null scores every sample",
-        "attacks:               # NAA, the primary attack, with its defaults; add loss / pia / secmi as peers",
-        "  naa: {}",
+        "attacks:               # the strong cheap peers, 9 queries per image in all: the gate holds against the strongest",
+        "  naa: {}              # 5 queries",
+        "  sima: {}             # 1 query: the noise prediction at the clean input",
+        "  pia: {}              # 2 queries",
+        "  loss: {}             # 1 query",
         "thresholds:            # a gate fails when its metric is ABOVE the limit; null disables it",
         *gates,
         "  epsilon_lb: null     # limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit)",
@@ -264,12 +271,21 @@ def _refuse_same_sets(members: Path, nonmembers: Path, model: ModelSummary, spli
 
 def write_initial_policy(
     model_path: Path, members_path: Path, nonmembers_path: Path, output: Path, *, force: bool = False,
-    config: Path | None = None, splits: tuple[str | None, str | None] = (None, None),
+    config: Path | None = None, splits: tuple[str | None, str | None] = (None, None), lora: Path | None = None, reference: Path | None = None,
 ) -> Path:  # fmt: skip
     """Inspect the model and both sets, write the commented policy to ``output`` and return it.
 
-    ``config`` is the diffusers folder of a single-file checkpoint; ``splits`` the dataset split of each side.
+    ``config`` is the diffusers folder of a single-file checkpoint; ``splits`` the dataset split of each side;
+    ``lora`` an adapter on the model (then the reference is the model without it: ``reference: base``);
+    ``reference`` the base the model was fine-tuned from, checked against the model here.
     """
+    if lora is not None and reference is not None:
+        raise PolicyError("give --lora or --reference, not both: with a LoRA the reference is the pipeline without it (reference: base)")
+    if reference is not None:
+        from naa_guard.targets.detect import read_model_info
+        from naa_guard.targets.reference import check_reference
+
+        check_reference(read_model_info(model_folder(model_path, config)), read_model_info(model_folder(reference, None)))
 
     if output.exists() and not force:
         raise PolicyError(f"{output} already exists; choose another path with -o, or pass --force to overwrite it.")
@@ -277,7 +293,7 @@ def write_initial_policy(
     _refuse_same_sets(members_path, nonmembers_path, model, splits)
     members = inspect_set(members_path, "members", model, splits[0])
     nonmembers = inspect_set(nonmembers_path, "nonmembers", model, splits[1])
-    text = render_policy(model_path, model, members, nonmembers, output.parent, output.name.split(".")[0] or "policy", config)
+    text = render_policy(model_path, model, members, nonmembers, output.parent, output.name.split(".")[0] or "policy", config, lora, reference)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return output
@@ -305,6 +321,18 @@ def model_folder(model: str | Path, config: Path | None) -> Path:
         return Path(resolve_hub_path(str(model), None, "MODEL"))
     except ValueError as exc:
         raise TargetError(str(exc)) from None
+
+
+def reference_lines(lora: Path | None, reference: Path | None, policy_dir: Path) -> list[str]:
+    """Return the policy's LoRA and reference keys: a LoRA is calibrated against its base, a fine-tune against the given base."""
+    why = "# every attack also scored calibrated (name/ref): minus the reference's score on the same noise"
+    if lora is not None:
+        return [f"  lora: {json.dumps(_relative(lora, policy_dir))}", f"  reference: base      {why}"]
+    if reference is not None:
+        where = _relative(reference, policy_dir)
+        where = where if where.startswith((".", "/")) else f"./{where}"  # a folder named base is ./base: the word base means the LoRA's base
+        return [f"  reference: {json.dumps(where)}  {why}"]
+    return ["  # reference: ../base  # the model this one was fine-tuned from: calibrated attacks (name/ref), see the README"]
 
 
 def model_lines(model: str | Path, config: Path | None, policy_dir: Path) -> list[str]:

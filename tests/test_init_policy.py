@@ -35,7 +35,9 @@ def test_init_on_the_overfit_fixture_writes_a_policy_that_validates_and_audits(t
     assert policy.report.dir == output.parent / "naa-report"
     assert policy.thresholds.decision == "upper_ci"
     result = audit(policy, device="cpu", progress=False)
-    assert [(gate.metric, gate.status) for gate in result.gates] == [("auc", "fail")]  # the fixture leaks
+    assert list(policy.attacks) == ["naa", "sima", "pia", "loss"]  # the strong cheap peers
+    assert sum(attack.queries_per_sample for attack in result.attacks.values()) == 9
+    assert [(gate.attack, gate.metric, gate.status) for gate in result.gates if gate.attack == "naa"] == [("naa", "auc", "fail")]  # the fixture leaks
 
 
 def test_init_writes_an_auc_limit_the_counts_can_certify(tmp_path: Path) -> None:
@@ -155,3 +157,20 @@ def test_init_on_images_of_another_size_asks_for_a_fit_and_says_what_a_wrong_one
     assert "  # fit: resize\n" not in text  # no ready-made resize to uncomment
     with pytest.raises(DataError, match="16x16"):  # unfitted, the policy refuses the images
         audit(load_policy(written), device="cpu", progress=False)
+
+
+def test_init_writes_the_reference_for_a_lora_and_for_a_given_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    members, nonmembers = SD / "lora_members.csv", SD / "nonmembers.csv"
+    output = tmp_path / "lora.naa.yaml"
+    assert main(["init", str(SD / "model"), str(members), str(nonmembers), "--lora", str(SD / "lora"), "-o", str(output)]) == 0
+    policy = load_policy(output)
+    assert policy.model.lora == (SD / "lora").resolve() and policy.model.reference == "base"
+
+    import shutil
+
+    shutil.copytree(OVERFIT / "model", tmp_path / "base")  # the same architecture, as a base would have
+    output = write_initial_policy(OVERFIT / "model", OVERFIT / "members.npz", OVERFIT / "nonmembers.npz", tmp_path / "ft.naa.yaml", reference=tmp_path / "base")
+    assert load_policy(output).model.reference == (tmp_path / "base").resolve()
+    make_tiny_model(tmp_path / "wide", sample_size=16)
+    with pytest.raises(TargetError, match="sample_size: 8 vs 16"):  # a base that cannot calibrate is refused at init already
+        write_initial_policy(OVERFIT / "model", OVERFIT / "members.npz", OVERFIT / "nonmembers.npz", tmp_path / "wide.naa.yaml", reference=tmp_path / "wide")

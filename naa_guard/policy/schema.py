@@ -67,9 +67,30 @@ class ModelSection(_Section):
     lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
     single_file: Path | None = Field(None, **_PATH, description="a whole SD 1.x / 2.x / SDXL model in one .safetensors / .ckpt (A1111, kohya-ss); needs model.config")
     config: Path | None = Field(None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler)")
+    reference: Path | Literal["base"] | None = Field(
+        None,
+        description="reference model for calibrated attacks (score minus the reference's score on the same noise, reported as "
+        "e.g. loss/ref beside loss): a diffusers folder of the same architecture, latent space and scheduler (e.g. the base a "
+        "fine-tune started from), or 'base' with model.lora: the pipeline without the adapter (a folder named base is written ./base)",
+    )
 
     _path_given = field_validator("path", "lora", "single_file", "config", mode="before")(_non_empty)
     _resolve_path = field_validator("path", "lora", "single_file", "config")(_resolve)
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_given(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "base" or value is None:
+            return value
+        from naa_guard.targets.hubcache import resolve_hub_path
+
+        value = resolve_hub_path(_non_empty(value), (info.context or {}).get("base_dir"), "model.reference")
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("reference")
+    @classmethod
+    def _resolve_reference(cls, value: Path | str | None, info: ValidationInfo) -> Path | str | None:
+        return _resolve(value, info) if isinstance(value, Path) else value
 
     @field_validator("path", "config", mode="before")
     @classmethod
@@ -97,6 +118,10 @@ class ModelSection(_Section):
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
         if self.loader is not None and self.lora is not None:
             raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
+        if self.reference is not None and self.loader is not None:
+            raise ValueError("model.reference applies to diffusers models only; a model.loader's model has no configs naa-guard can check a reference against")
+        if self.reference == "base" and (self.lora is None or self.lora_scale == 0):
+            raise ValueError("model.reference: base means the pipeline without its adapter, so it needs model.lora (at a lora_scale above 0); for a full fine-tune give the base model's folder")
         return self
 
 

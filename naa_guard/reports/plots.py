@@ -101,5 +101,6 @@ def write_plots(result: AuditResult, directory: Path) -> list[Path]:
     """Write ``roc.png`` and one ``scores_<attack>.png`` per attack into ``directory``; return the paths."""
     written = [_save(roc_figure(result), directory / "roc.png")]
     for name, attack in result.attacks.items():
-        written.append(_save(histogram_figure(attack), directory / f"scores_{name}.png"))
+        # a calibrated result's name has a slash (loss/ref): its file is scores_loss-ref.png
+        written.append(_save(histogram_figure(attack), directory / f"scores_{name.replace('/', '-')}.png"))
     return written

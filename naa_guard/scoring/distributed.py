@@ -210,16 +210,17 @@ def serve(group: Group) -> int:
 
     from naa_guard.scoring.models import model_source
 
-    models = None
+    sources: dict[str, ModelSource] = {}  # by model section: the model and, with model.reference, the reference
     with reuse_file_digests():  # one audit: each list of files is hashed once, as on rank 0
         while True:
             command = _broadcast()
             if command[0] == "stop":
                 return int(command[1])
             _, job, chunks, policy, inputs = command
-            if models is None:
-                models = model_source(_on_this_rank(policy, group))
-            dist.gather_object(_run_share(job, chunks, models, group, inputs), None, dst=0)
+            which = policy.model.model_dump_json()
+            if which not in sources:
+                sources[which] = model_source(_on_this_rank(policy, group))
+            dist.gather_object(_run_share(job, chunks, sources[which], group, inputs), None, dst=0)
 
 
 def _on_this_rank(policy: Policy, group: Group) -> Policy:
