@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model, make_tiny_setup
 
 from naa_guard import load_policy
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.scoring import runner
-from tests.conftest import make_tiny_model, make_tiny_setup
 
 POLICY_ARGS = {"attacks": "{loss: {t: 100}, naa: {}}", "thresholds": "{auc: 0.99, tpr_at_1pct_fpr: null, decision: point}"}
 
