@@ -5,6 +5,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from naa_guard.attacks import Attack
+from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
+
+
+def is_member(key: int) -> bool:
+    """Return whether a sample key belongs to the members' set (keys encode the role: naa_guard.attacks.keys)."""
+    return key // ROLE_STRIDE == ROLE_CODES["members"]
+
+
+class NoQueryAttack(Attack):
+    """Base of fake attacks that score from the sample keys alone: one query counted, timestep 0, the model never asked."""
+
+    paper = "none"
+
+    @property
+    def queries_per_sample(self) -> int:
+        return 1
+
+    @property
+    def max_timestep(self) -> int:
+        return 0
+
 
 class KnownImagesTarget:
     """A fake model that knows every clean image: exact noise predictions for one set, perturbed for the other.

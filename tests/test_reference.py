@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tiny_model, make_tiny_setup
+from fakes import DictCache
 
 from naa_guard import load_policy
 from naa_guard.audit import audit
@@ -21,16 +22,6 @@ def _with_reference(policy: Path, reference: str) -> Path:
     policy.write_text(text)
     return policy
 
-
-class _MemoryCache:
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, np.ndarray]] = {}
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, scores: dict[str, np.ndarray]) -> None:
-        self.entries[key] = scores
 
 
 def test_a_reference_reports_every_attack_raw_and_calibrated_with_the_same_noise(tmp_path: Path) -> None:
@@ -71,7 +62,7 @@ def test_a_reference_of_another_architecture_is_refused_before_scoring(tmp_path:
 
 def test_the_reference_changes_the_cache_key_of_the_calibrated_scores(tmp_path: Path) -> None:
     make_tiny_model(tmp_path / "other", seed=5)
-    cache = _MemoryCache()
+    cache = DictCache()
     policy = _with_reference(make_tiny_setup(tmp_path, **POLICY_ARGS), "./model")
     first = audit(load_policy(policy), progress=False, score_cache=cache)
     keys = set(cache.entries)

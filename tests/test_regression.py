@@ -17,36 +17,27 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images, make_tiny_model, write_policy
+from fakes import NoQueryAttack, is_member
 
-from naa_guard.attacks import ATTACKS, Attack, AttackParams
-from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
+from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.audit import audit
 from naa_guard.errors import BaselineError
 from naa_guard.policy import load_policy
 from naa_guard.verdict.baseline import fingerprint_differences
 
 
-class ModelShift(Attack):
+class ModelShift(NoQueryAttack):
     """Score = target.gain * is_member + the sample's own standard normal noise."""
 
     name = "model_shift"
-    paper = "none"
     Params = AttackParams
     scored: ClassVar[list[int]] = []
-
-    @property
-    def queries_per_sample(self) -> int:
-        return 1
-
-    @property
-    def max_timestep(self) -> int:
-        return 0
 
     def score(self, target, x0, sample_keys, seed, cond=None):  # type: ignore[no-untyped-def]
         keys = sample_keys.tolist()
         ModelShift.scored.extend(keys)
         noise = [float(np.random.default_rng([11, key]).normal()) for key in keys]
-        return torch.tensor([target.gain * (key // ROLE_STRIDE == ROLE_CODES["members"]) + n for key, n in zip(keys, noise)], dtype=torch.float64)
+        return torch.tensor([target.gain * is_member(key) + n for key, n in zip(keys, noise)], dtype=torch.float64)
 
 
 class Release:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images, make_tiny_model, write_policy
+from fakes import NoQueryAttack, is_member
 from pydantic import Field
 
-from naa_guard.attacks import ATTACKS, Attack, AttackParams
-from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
+from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.audit import audit
 from naa_guard.errors import PolicyError
 from naa_guard.policy import load_policy
@@ -34,27 +34,18 @@ class ShiftParams(AttackParams):
     gain: float = Field(0.0, description="how far members' scores are shifted up (0: a model that does not leak)")
 
 
-class Shift(Attack):
+class Shift(NoQueryAttack):
     """A fake attack: score = gain * is_member + seeded standard normal noise; never queries the model."""
 
     name = "shift"
-    paper = "none"
     Params = ShiftParams
     params: ShiftParams
     scored: ClassVar[list[int]] = []
 
-    @property
-    def queries_per_sample(self) -> int:
-        return 1
-
-    @property
-    def max_timestep(self) -> int:
-        return 0
-
     def score(self, target, x0, sample_keys, seed, cond=None):  # type: ignore[no-untyped-def]
         keys = sample_keys.tolist()
         Shift.scored.extend(keys)
-        members = [key // ROLE_STRIDE == ROLE_CODES["members"] for key in keys]
+        members = [is_member(key) for key in keys]
         return torch.tensor([self.params.gain * m + float(np.random.default_rng([7, key]).normal()) for m, key in zip(members, keys)], dtype=torch.float64)
 
 

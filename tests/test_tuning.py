@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images, make_tiny_model, write_policy
-from fakes import DictCache
+from fakes import DictCache, NoQueryAttack, is_member
 from pydantic import Field
 
-from naa_guard.attacks import ATTACKS, Attack, AttackParams
+from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.attacks.candidates import AttackCandidates, candidate_settings
-from naa_guard.attacks.common import ROLE_CODES, ROLE_STRIDE
 from naa_guard.audit import audit
 from naa_guard.errors import InsufficientSamplesError, PolicyError
 from naa_guard.policy import load_policy, parse_policy, policy_schema
@@ -121,22 +120,13 @@ class SpyParams(AttackParams):
     gain: float = Field(0.0, description="how far members are pushed (negative: reversed)")
 
 
-class Spy(Attack):
+class Spy(NoQueryAttack):
     """A fake attack: score = gain * is_member + seeded noise; records every sample it scores."""
 
     name = "spy"
-    paper = "none"
     Params = SpyParams
     params: SpyParams
     seen: ClassVar[list[tuple[str, float, list[int]]]] = []
-
-    @property
-    def queries_per_sample(self) -> int:
-        return 1
-
-    @property
-    def max_timestep(self) -> int:
-        return 0
 
     def score(self, target, x0, sample_keys, seed, cond=None):  # type: ignore[no-untyped-def]
         keys = sample_keys.tolist()
@@ -149,8 +139,7 @@ class FixedSpy(Spy):
 
 
 def spy_score(gain: float, key: int) -> float:
-    is_member = key // ROLE_STRIDE == ROLE_CODES["members"]
-    return gain * is_member + float(np.random.default_rng(key).normal())
+    return gain * is_member(key) + float(np.random.default_rng(key).normal())
 
 
 class ShapeOnlyTarget:
@@ -187,7 +176,7 @@ def spy_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _key_sets(keys: set[int]) -> tuple[set[int], set[int]]:
     """Return the member keys and the non-member keys among these noise keys."""
-    members = {k for k in keys if k // ROLE_STRIDE == ROLE_CODES["members"]}
+    members = {k for k in keys if is_member(k)}
     return members, keys - members
 
 
