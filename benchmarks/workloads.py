@@ -49,3 +49,34 @@ def make_workload(root: Path, per_side: int, *, size: int = 32, channels: int = 
         encoding="utf-8",
     )
     return policy
+
+
+TINY_SD = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_sd" / "model"
+
+
+def make_captioned_folder(folder: Path, count: int, *, size: int, seed: int) -> Path:
+    """Write ``count`` random RGB PNGs and a metadata.jsonl giving each its own caption (an imagefolder)."""
+    import json
+
+    make_png_folder(folder, count, size=size, channels=3, seed=seed)
+    words = ("red", "green", "blue", "square", "disc", "bar", "left", "right", "top", "white", "black", "grey")
+    rng = np.random.default_rng(seed + 100)
+    lines = [json.dumps({"file_name": f"{i:06d}.png", "text": " ".join(rng.choice(words, 4)) + f" {i}"}) for i in range(count)]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def make_latent_workload(root: Path, per_side: int, *, attacks: str = "{loss: {}}", batch_size: int = 64) -> Path:
+    """Write captioned member and non-member folders for the committed tiny SD pipeline, and a policy; return the policy."""
+    root.mkdir(parents=True, exist_ok=True)
+    for role, seed in (("members", 1), ("nonmembers", 2)):
+        if not (root / role).exists():
+            make_captioned_folder(root / role, per_side, size=32, seed=seed)
+    policy = root / "bench.naa.yaml"
+    policy.write_text(
+        f"version: 1\nname: bench-latent\nmodel: {{path: {TINY_SD}}}\ndata: {{members: ./members, nonmembers: ./nonmembers}}\n"
+        f"attacks: {attacks}\nthresholds: {{auc: 0.99, tpr_at_1pct_fpr: null}}\n"
+        f"runtime: {{device: cpu, batch_size: {batch_size}, seed: 0}}\n",
+        encoding="utf-8",
+    )
+    return policy

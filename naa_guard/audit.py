@@ -24,10 +24,12 @@ from naa_guard.policy import Policy, Runtime
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
-from naa_guard.scoring.keys import ScoreCache, cache_material
+from naa_guard.scoring.encodings import EncodingPlan, forgets_temporary_encodings
+from naa_guard.scoring.keys import ScoreCache, cache_material, package_digest
 from naa_guard.scoring.models import model_source
 from naa_guard.scoring.reference import CalibratedScorer, calibrate, calibrated_name, reference_source
-from naa_guard.scoring.runner import CHUNK_SAMPLES, ChunkRunner, LocalRunner, summarize_sets
+from naa_guard.scoring.runner import CHUNK_SAMPLES, ChunkRunner, LocalRunner, chunk_size, model_batch
+from naa_guard.scoring.samplepass import summarize_sets
 from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
 from naa_guard.targets.hubcache import model_origin
@@ -159,11 +161,30 @@ def prepare_audit(
     mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
-    # model-free, before any attack; streams every image once, so an undecodable one fails here
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=lambda sets: summarize_sets(runner, models, sets, chunk_samples))
+    # before any attack; streams every image once, so an undecodable one fails here
+    sets = {"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})}
+    summarizer = partial(
+        summarize_sets, runner, models, chunk_samples=chunk_size(model_batch(runtime.batch_size), chunk_samples), encodings=_first_pass_encodings(policy, scorer, sets),
+        step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
+        summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
+    )  # fmt: skip
+    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
 
 
+def _first_pass_encodings(policy: Policy, scorer: Scorer, sets: dict[str, SampleSet]) -> EncodingPlan | None:
+    """Return the encoding plan the sample pass follows: the first attack's, when it will score these sets on the model.
+
+    Then the sample pass encodes each chunk while it has it decoded, and no attack reads an image
+    again. A tuned audit scores parts of the sets (other chunks), and a cached attack nothing: then None.
+    """
+    if not policy.attacks or any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
+        return None
+    name, params = next(iter(policy.attacks.items()))
+    return scorer.encoding_plan(sets) if scorer.scores_missing(ATTACKS[name](params), sets) else None
+
+
+@forgets_temporary_encodings  # an audit without a store keeps its encodings in a folder of its own until it ends
 @reuse_file_digests()  # every attack's cache key and the fingerprint hash the same files: read them once
 def audit(
     policy: Policy,

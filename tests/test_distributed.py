@@ -85,15 +85,15 @@ def test_a_run_killed_mid_way_resumes_and_ends_with_the_scores_of_an_uninterrupt
     arguments = ["audit", str(policy), "--quiet", "--chunk-size", "4", "--cache", str(cache)]
     process = subprocess.Popen([sys.executable, "-m", "naa_guard", *arguments], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not list(cache.rglob("*.npz")) and process.poll() is None and time.monotonic() < deadline:
+    while not list(cache.rglob("*-*-*.npz")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved = {path: path.stat().st_mtime_ns for path in cache.rglob("*.npz")}
+    saved = {path: path.stat().st_mtime_ns for path in cache.rglob("*-*-*.npz")}
     assert 0 < len(saved) < 12, "the run was not killed mid-way (12 chunks of 4)"
 
     assert main([*arguments, "--scores", str(tmp_path / "resumed.csv")]) == 0
-    assert len(list(cache.rglob("*.npz"))) == 12
+    assert len(list(cache.rglob("*-*-*.npz"))) == 12
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in saved.items())  # the saved chunks were used, not rescored
     assert main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "uninterrupted.csv")]) == 0
     assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "uninterrupted.csv").read_bytes()

@@ -95,9 +95,9 @@ def test_chunks_copied_from_another_models_store_are_recomputed_with_a_warning(t
     null = load_policy(_model_policy(tmp_path, "untrained", make_tiny_model(tmp_path / "null-model")))
     first = audit(leaking, progress=False, chunk_store=store)
     assert not first.passed and first.attacks["naa"].leakage.leak_auc > 0.8
-    (leaking_folder,) = {path.parent for path in store.root.rglob("*.npz")}
+    (leaking_folder,) = {path.parent for path in store.root.rglob("*-*-*.npz")}
     assert audit(null, progress=False, chunk_store=store).passed
-    (null_folder,) = {path.parent for path in store.root.rglob("*.npz")} - {leaking_folder}
+    (null_folder,) = {path.parent for path in store.root.rglob("*-*-*.npz")} - {leaking_folder}
     copied = sorted(path.name for path in null_folder.glob("*.npz"))
     assert copied == sorted(path.name for path in leaking_folder.glob("*.npz")) and len(copied) == 2  # one chunk per side
     for name in copied:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -103,6 +103,20 @@ class Notes:
         self.converted: dict[str, set[str]] = {}  # "color to grayscale" / "grayscale to RGB" -> sample names
         self.alpha: dict[str, None] = {}  # ordered set of sample names
         self.skipped: list[str] = []
+
+    def of(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """Return what was noted of these samples, JSON-ready (to carry it from another process or a store)."""
+        wanted = set(names)
+        converted = {how: sorted(wanted & got) for how, got in self.converted.items() if wanted & got}
+        return {"fitted": sorted(wanted & self.fitted), "converted": converted, "alpha": [name for name in names if name in self.alpha]}
+
+    def add(self, noted: dict[str, Any]) -> None:
+        """Add what :meth:`of` returned (here or elsewhere) to these notes."""
+        self.fitted.update(noted.get("fitted", ()))
+        for how, names in noted.get("converted", {}).items():
+            self.converted.setdefault(how, set()).update(names)
+        for name in noted.get("alpha", ()):
+            self.alpha[name] = None
 
     def lines(self, total: int) -> tuple[str, ...]:
         found = []

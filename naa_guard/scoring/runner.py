@@ -23,8 +23,8 @@ from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.keys import sample_keys_array
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
-from naa_guard.samples.summary import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
 from naa_guard.scoring.chunks import ChunkStore
+from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stores_encodings
 from naa_guard.scoring.models import ModelSource
 from naa_guard.targets import PAD_MULTIPLE, Target
 
@@ -55,25 +55,35 @@ def chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def score_chunk(attack: Attack, target: Target, samples: SampleSet, role: str, start: int, stop: int, *, batch_size: int, seed: int) -> np.ndarray:
-    """Return the attack's float64 scores of the samples at positions start..stop-1, decoded here."""
+def score_chunk(
+    attack: Attack, target: Target, samples: SampleSet, role: str, start: int, stop: int, *, batch_size: int, seed: int, encodings: ChunkEncodings | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Return the attack's float64 scores of the samples at positions start..stop-1.
+
+    The images are decoded and encoded here, batch by batch, unless the chunk's ``encodings``
+    (:mod:`naa_guard.scoring.encodings`) are given: then no image is read and no encoder runs.
+    """
     import torch
 
     from naa_guard.attacks.common import sample_keys
 
-    images = samples.decode(start, stop)
+    images = samples.decode(start, stop) if encodings is None else None
+    count = len(images) if images is not None else len(encodings)  # type: ignore[arg-type]
     scores = []
     step = model_batch(batch_size)
-    for offset in range(0, len(images), step):
-        first = start + offset
-        pixels = torch.from_numpy(np.ascontiguousarray(images[offset : offset + step])).to(target.device)
-        keys = sample_keys(role, samples.indices[first : first + len(pixels)])
+    for offset in range(0, count, step):
+        first, size = start + offset, min(step, count - offset)
+        keys = sample_keys(role, samples.indices[first : first + size])
         try:
             with torch.inference_mode():
-                x0, cond = target.encode(pixels, samples.captions[first : first + len(pixels)])
+                if images is not None:
+                    pixels = torch.from_numpy(np.ascontiguousarray(images[offset : offset + size])).to(target.device)
+                    x0, cond = target.encode(pixels, samples.captions[first : first + size])
+                else:
+                    x0, cond = encodings.batch(target, offset, size)  # type: ignore[union-attr]
                 batch_scores = attack.score(target, x0, keys, seed, cond).detach().to("cpu", torch.float64).numpy()
         except NonFiniteScoreError as exc:
-            rows = list(getattr(exc, "batch_rows", None) or range(len(pixels)))
+            rows = list(getattr(exc, "batch_rows", None) or range(size))
             names = ", ".join(samples.names[first + row] for row in rows[:5])
             raise NonFiniteScoreError(f"attack {attack.name}, {role} sample(s) {names}{' ...' if len(rows) > 5 else ''}: {exc}") from None
         bad = np.flatnonzero(~np.isfinite(batch_scores))
@@ -151,6 +161,7 @@ class ScoreJob:
     seed: int
     store: ChunkStore | None
     store_key: dict[str, Any] | None  # the chunk key material (ChunkStore.material_for)
+    encodings: EncodingPlan | None = None  # where a latent model's encodings are stored (None: encoded per batch)
 
     def run(self, models: ModelSource, role: str, start: int, stop: int) -> np.ndarray:
         """Return the chunk's scores (saved to the store first, when there is one)."""
@@ -158,7 +169,10 @@ class ScoreJob:
         target = models.target()
         check_timesteps(attack, target)
         samples = self.sets[role]
-        scores = score_chunk(attack, target, samples, role, start, stop, batch_size=self.batch_size, seed=self.seed)
+        encodings = None
+        if self.encodings is not None and stores_encodings(target):
+            encodings = chunk_encodings(self.encodings, target, samples, role, start, stop, model_batch(self.batch_size))
+        scores = score_chunk(attack, target, samples, role, start, stop, batch_size=self.batch_size, seed=self.seed, encodings=encodings)
         if self.store is not None and self.store_key is not None:
             self.store.save(self.store_key, role, start, stop, noise_keys(samples, role, start, stop), scores)
         return scores
@@ -168,31 +182,6 @@ class ScoreJob:
         return len(result) if isinstance(result, np.ndarray) and result.ndim == 1 else -1
 
 
-@dataclass(frozen=True)
-class SummaryJob:
-    """Digest chunks of some sets for the validity checks (see naa_guard.verdict.validity.summarize)."""
-
-    sets: dict[str, SampleSet]
-    feature_positions: dict[str, np.ndarray | None]
-
-    def run(self, models: ModelSource, role: str, start: int, stop: int) -> tuple[list[str], np.ndarray | None]:
-        """Return the chunk's digests and the shift features of its capped rows."""
-        images = self.sets[role].decode(start, stop)
-        return summarize_chunk(images, chunk_feature_rows(self.feature_positions.get(role), start, stop))
-
-    def result_length(self, result: tuple[list[str], np.ndarray | None]) -> int:
-        """Return the number of image digests in a chunk's result."""
-        return len(result[0])
-
-
 def noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndarray:
     """Return the noise keys of a chunk's samples (torch-free: a re-gate from stored chunks checks them)."""
     return sample_keys_array(role, samples.indices[start:stop])
-
-
-def summarize_sets(runner: ChunkRunner, models: ModelSource, sets: dict[str, tuple[SampleSet, np.ndarray | None]], chunk_samples: int = CHUNK_SAMPLES) -> dict[str, SetSummary]:
-    """Return each set's summary for the validity checks, its chunks run by ``runner``."""
-    job = SummaryJob({role: samples for role, (samples, _) in sets.items()}, {role: positions for role, (_, positions) in sets.items()})
-    chunks = [(role, start, stop) for role, (samples, _) in sets.items() for start, stop in chunk_bounds(len(samples), chunk_samples)]
-    results = runner.run(job, chunks, models)
-    return {role: merge_summary(samples, [part for (r, _, _), part in zip(chunks, results) if r == role]) for role, (samples, _) in sets.items()}

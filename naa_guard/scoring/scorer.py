@@ -12,6 +12,7 @@ import numpy as np
 from naa_guard.attacks import Attack
 from naa_guard.samples import SampleSet
 from naa_guard.scoring.chunks import ChunkStore, material_key
+from naa_guard.scoring.encodings import EncodingPlan, encoding_plan
 from naa_guard.scoring.keys import cached_scores_problem
 from naa_guard.scoring.models import ModelSource
 from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
@@ -85,7 +86,8 @@ class Scorer:
                 else:
                     missing.append((role, start, stop))
         if missing:
-            job = ScoreJob(attack.name, attack.params, sets, runtime.batch_size, runtime.seed, self.store if store_key else None, store_key)
+            plan = self.encoding_plan(sets)
+            job = ScoreJob(attack.name, attack.params, sets, runtime.batch_size, runtime.seed, self.store if store_key else None, store_key, plan)
             with _progress(sum(stop - start for _, start, stop in missing), f"{self.policy.name}: {label}", self.progress) as bar:
                 found.update(zip(missing, self.runner.run(job, missing, self.models, bar)))
         scores = {role: np.concatenate([found[(role, start, stop)] for start, stop in chunk_bounds(len(samples), size)]) for role, samples in sets.items()}
@@ -96,6 +98,34 @@ class Scorer:
             except OSError as exc:  # a read-only or full cache folder costs time, never the verdict
                 self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
         return scores, not missing
+
+    def encoding_plan(self, sets: dict[str, SampleSet]) -> EncodingPlan | None:
+        """Return where and how the sets' encodings are stored for this model (None: not stored; see scoring.encodings)."""
+        root = self.store.root / "encodings" if self.store is not None else None
+        return encoding_plan(self.info, self.policy, sets, root=root, device=self._device(), batch=model_batch(self.policy.runtime.batch_size))
+
+    def scores_missing(self, attack: Attack, sets: dict[str, SampleSet]) -> bool:
+        """Return whether scoring the attack on these sets would run the model (a quick look: files present, not read).
+
+        Only a guess for planning (the sample pass encodes for the first attack when it will run);
+        scoring itself checks every entry and chunk it uses.
+        """
+        material = self.key(attack, sets) if self.score_cache is not None or self.store is not None else None
+        if material is None:
+            return True
+        key = material_key(material)
+        cached = self.score_cache.get(key) if self.score_cache is not None else None
+        if cached is not None and cached_scores_problem(cached, sets) is None:
+            return False
+        if self.store is None:
+            return True
+        size = chunk_size(model_batch(self.policy.runtime.batch_size), self.chunk_samples)
+        store_key = material_key(self._store_material(material, size))
+        return not all(self.store.path_for(store_key, role, start, stop).is_file() for role, samples in sets.items() for start, stop in chunk_bounds(len(samples), size))
+
+    def _device(self) -> str:
+        """Return the device type scores are computed on (the loaded model's, else the policy's)."""
+        return str(getattr(self.models.ready.device, "type", self.models.ready.device)) if self.models.ready is not None else device_type(self.policy.runtime.device)
 
     def _stored_chunk(self, store: ChunkStore, store_key: dict[str, Any], samples: SampleSet, role: str, start: int, stop: int, label: str) -> np.ndarray | None:
         """Return a chunk's scores from the store, or None (a file that is not this chunk's is a warning)."""
@@ -108,8 +138,7 @@ class Scorer:
     def _store_material(self, material: dict[str, Any], size: int) -> dict[str, Any]:
         """Return the chunk store's key material: the score key's plus what could change a score's last bits."""
         runtime = self.policy.runtime
-        device = str(getattr(self.models.ready.device, "type", self.models.ready.device)) if self.models.ready is not None else device_type(runtime.device)
-        return ChunkStore.material_for(material, chunk_size=size, batch_size=runtime.batch_size, device=device, compile=runtime.compile)
+        return ChunkStore.material_for(material, chunk_size=size, batch_size=runtime.batch_size, device=self._device(), compile=runtime.compile)
 
     def __call__(self, attack: Attack, members: SampleSet, nonmembers: SampleSet, label: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Return (member scores, non-member scores, whether cached): the tuning's score function."""

@@ -165,9 +165,6 @@ def probe_target(target: Target, where: str) -> None:
             f"match the first convolution's weights) or re-save the model with save_pretrained."
         ) from None
     finally:
-        forget = getattr(target, "forget_encodings", None)
-        if callable(forget):
-            forget()  # the probe's zero image is no sample
         for name, value in counters.items():
             setattr(target, name, value)
     expected = tuple(getattr(x0, "shape", ()))

@@ -5,9 +5,9 @@ The attacks run in the VAE's latent space, conditioned on each sample's text (SP
 - ``encode`` maps images to ``(vae.encode(x).latent_dist.mean - shift_factor) * scaling_factor``
   in float32 (the posterior mean, never a sample, so a gate scores the same every run) and
   captions to the text encoder's hidden states (SDXL: both encoders' penultimate hidden states
-  concatenated, the second's pooled embedding and ``add_time_ids``). Both are computed once per
-  distinct image and caption and kept by content hash, so further attacks, tuning candidates and
-  sweeps reuse them;
+  concatenated, the second's pooled embedding and ``add_time_ids``). The audit stores them per
+  chunk (:mod:`naa_guard.scoring.encodings`), so further attacks, tuning candidates, sweeps and
+  new processes reuse them; the target itself keeps none;
 - ``predict_noise`` calls the UNet with that condition (no classifier-free guidance) and turns
   v- and sample-predictions into epsilon with the scheduler's own ``alphas_cumprod``.
 
@@ -75,31 +75,38 @@ class LatentTarget:
         self.sample_queries = 0  # samples passed through the UNet, summed over calls
         self.encoded_images = 0  # images passed through the VAE
         self.encoded_texts = 0  # captions passed through the text encoder(s)
-        self._latents: dict[str, torch.Tensor] = {}
-        self._texts: dict[str, dict[str, torch.Tensor]] = {}
-
-    def forget_encodings(self) -> None:
-        """Drop the kept latents and text embeddings."""
-        self._latents.clear()
-        self._texts.clear()
 
     def encode(self, images: torch.Tensor, captions: Sequence[str | None]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the images' scaled VAE latent means and their captions' text condition (None = empty)."""
+        x0 = self.encode_images(images).to(self.device)
+        table, rows = self.encode_captions(captions)
+        return x0, self.condition(table, rows)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the images' scaled VAE latent means, float32 on the CPU (an image repeated in the batch is encoded once)."""
+        import torch
+
+        pixels = images.to("cpu", torch.float32).contiguous()
+        keys = [hashlib.sha256(pixel.numpy().tobytes()).hexdigest() for pixel in pixels]
+        first: dict[str, int] = {}  # each distinct image's first row, in order of appearance
+        for row, key in enumerate(keys):
+            first.setdefault(key, row)
+        latents = dict(zip(first, self._encode_images(pixels[list(first.values())])))
+        return torch.stack([latents[key] for key in keys])
+
+    def encode_captions(self, captions: Sequence[str | None]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Return the text condition of each distinct caption (None = empty; float32 on the CPU) and each sample's row in it."""
         import torch
 
         texts = ["" if caption is None else caption for caption in captions]
-        pixels = images.to("cpu", torch.float32).contiguous()
-        keys = [hashlib.sha256(pixel.numpy().tobytes()).hexdigest() for pixel in pixels]
-        new_images = {key: row for row, key in enumerate(keys) if key not in self._latents}
-        if new_images:
-            latents = self._encode_images(pixels[list(new_images.values())])
-            self._latents.update(zip(new_images, latents))
-        new_texts = [text for text in dict.fromkeys(texts) if text not in self._texts]
-        if new_texts:
-            self._texts.update(zip(new_texts, self._encode_texts(new_texts)))
-        x0 = torch.stack([self._latents[key] for key in keys]).to(self.device)
-        cond = {name: torch.stack([self._texts[text][name] for text in texts]).to(self.device) for name in self._texts[texts[0]]}
-        return x0, cond
+        distinct = {text: row for row, text in enumerate(dict.fromkeys(texts))}
+        encoded = self._encode_texts(list(distinct))
+        table = {name: torch.stack([row[name] for row in encoded]) for name in encoded[0]}
+        return table, torch.tensor([distinct[text] for text in texts], dtype=torch.long)
+
+    def condition(self, table: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the UNet's condition for samples whose captions are at ``rows`` of ``table`` (from encode_captions)."""
+        return {name: values[rows].to(self.device) for name, values in table.items()}
 
     def _encode_images(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         import torch

@@ -56,6 +56,12 @@ class LatentModelInfo:
         files = [p for folder in self.components.values() for p in sorted(folder.iterdir()) if p.is_file()]
         return files + ([self.lora] if self.lora is not None else [])
 
+    def encoder_files(self) -> list[Path]:
+        """Return the files the encodings depend on: the VAE, text encoders and tokenizers, and the LoRA (it may touch the text encoders)."""
+        encoders = [folder for name, folder in self.components.items() if name not in ("unet", "scheduler")]
+        files = [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()]
+        return files + ([self.lora] if self.lora is not None else [])
+
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores: the LoRA scale."""
         return {"lora_scale": self.lora_scale if self.lora is not None else None}

@@ -44,6 +44,10 @@ class SingleFileInfo(LatentModelInfo):
         files = [p for folder in self.components.values() for p in sorted(folder.iterdir()) if p.is_file() and p.suffix not in SINGLE_FILE_SUFFIXES]
         return [*files, self.single_file] if self.single_file is not None else files
 
+    def encoder_files(self) -> list[Path]:
+        """Return every identity file: the one checkpoint holds the VAE and text encoders with the UNet."""
+        return self.identity_files()
+
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores."""
         return {**super().identity_material(), "single_file": True}
