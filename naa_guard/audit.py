@@ -25,6 +25,7 @@ from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.scoring.encodings import EncodingPlan, forgets_temporary_encodings
+from naa_guard.scoring.keyedfiles import store_warnings
 from naa_guard.scoring.keys import ScoreCache, cache_material, package_digest
 from naa_guard.scoring.models import model_source
 from naa_guard.scoring.reference import CalibratedScorer, calibrate, calibrated_name, reference_source
@@ -168,7 +169,8 @@ def prepare_audit(
         step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
         summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
     )  # fmt: skip
-    validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
+    with store_warnings(scorer.cache_warnings):  # a stored summary or encoding ignored: said in the audit's warnings
+        validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
 
 

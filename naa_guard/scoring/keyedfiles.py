@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +77,20 @@ def load_keyed(root: Path, material: dict[str, Any]) -> tuple[dict[str, np.ndarr
         return f"{path}: its stored key differs from the expected one (written for other inputs)"
     fields = stored_header.get("fields")
     return arrays, fields if isinstance(fields, dict) else {}
+
+
+@contextmanager
+def store_warnings(into: list[str]) -> Iterator[None]:
+    """Within the block, naa-guard's own warnings (``"naa-guard: ..."``: a stored file ignored, a failed write) go to ``into``.
+
+    So they reach the audit's warnings and reports, not only stderr; other warnings pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        text = str(warning.message)
+        if text.startswith("naa-guard: "):
+            into.append(text.removeprefix("naa-guard: "))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -13,6 +13,7 @@ from naa_guard.attacks import Attack
 from naa_guard.samples import SampleSet
 from naa_guard.scoring.chunks import ChunkStore, material_key
 from naa_guard.scoring.encodings import EncodingPlan, encoding_plan
+from naa_guard.scoring.keyedfiles import store_warnings
 from naa_guard.scoring.keys import cached_scores_problem
 from naa_guard.scoring.models import ModelSource
 from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
@@ -88,7 +89,7 @@ class Scorer:
         if missing:
             plan = self.encoding_plan(sets)
             job = ScoreJob(attack.name, attack.params, sets, runtime.batch_size, runtime.seed, self.store if store_key else None, store_key, plan)
-            with _progress(sum(stop - start for _, start, stop in missing), f"{self.policy.name}: {label}", self.progress) as bar:
+            with _progress(sum(stop - start for _, start, stop in missing), f"{self.policy.name}: {label}", self.progress) as bar, store_warnings(self.cache_warnings):
                 found.update(zip(missing, self.runner.run(job, missing, self.models, bar)))
         scores = {role: np.concatenate([found[(role, start, stop)] for start, stop in chunk_bounds(len(samples), size)]) for role, samples in sets.items()}
         if self.score_cache is not None and key is not None:
