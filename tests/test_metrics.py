@@ -321,3 +321,19 @@ def test_bad_arguments_raise() -> None:
 def test_accepts_array_likes_and_ints() -> None:
     # tuples of ints and float32 arrays are accepted and give the same result
     assert M.auc((3, 2, 1), (0.5, 1.5)) == M.auc(np.array([3, 2, 1], np.float32), [0.5, 1.5])
+
+
+def test_the_bootstrap_computed_a_few_rows_at_a_time_is_the_bootstrap_computed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory: the resample draws are kept compact and tallied in blocks; the intervals must not change by a bit."""
+    leakage = L
+    assert leakage._WORK_CELLS < 650 * 1000  # the blocked runs below (1000 resamples) are really cut into several blocks
+    rng = np.random.default_rng(5)
+    member, nonmember = np.round(rng.normal(0.3, 1, 700), 2), np.round(rng.normal(0, 1, 650), 2)  # ties too
+    blocked = leakage.evaluate(member, nonmember, confidence=0.95, seed=3)
+    blocked_pair = leakage.paired_bootstrap((member, nonmember), (member * 0.5, nonmember), n_bootstrap=1000, seed=4)
+    monkeypatch.setattr(leakage, "_WORK_CELLS", 1 << 40)  # every chunk drawn and tallied in one piece
+    whole = leakage.evaluate(member, nonmember, confidence=0.95, seed=3)
+    whole_pair = leakage.paired_bootstrap((member, nonmember), (member * 0.5, nonmember), n_bootstrap=1000, seed=4)
+    assert blocked.to_dict() == whole.to_dict()
+    for mine, theirs in zip(blocked_pair, whole_pair):
+        assert all(np.array_equal(mine[d][key], theirs[d][key]) for d in mine for key in mine[d])

@@ -15,9 +15,32 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from naa_guard.errors import DataError
 from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, tpr_at_from_curve, validate_pair
 
-# Bound on (resamples in one chunk) x (distinct scores), so the bootstrap's memory stays near
-# a few tens of MB whatever the sample sizes.
+# Bound on (resamples in one chunk) x (distinct scores): how many resample positions are drawn at
+# once. It fixes the order of the random draws (members then non-members, chunk by chunk), so it
+# never changes: every interval ever reported depends on it.
 _CHUNK_CELLS = 1 << 21
+# Bound on the cells computed at once within a chunk: the draws are kept as int32 and the
+# tallies made a few rows at a time, so the bootstrap's memory stays near 20 MB whatever the
+# sample sizes (the draws and the results are the same as when computed all at once).
+_WORK_CELLS = 1 << 18
+
+
+def _draw_positions(rng: np.random.Generator, size: int, rows: int) -> np.ndarray:
+    """Return ``rng.integers(0, size, size=(rows, size))``: the same numbers, drawn a few rows at a time, kept compact."""
+    positions = np.empty((rows, size), dtype=np.int32 if size <= np.iinfo(np.int32).max else np.int64)
+    step = max(1, _WORK_CELLS // max(size, 1))
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        positions[start:stop] = rng.integers(0, size, size=(stop - start, size))
+    return positions
+
+
+def _blocks(member: np.ndarray, nonmember: np.ndarray, idx_m: np.ndarray, idx_n: np.ndarray, levels: tuple[float, ...]) -> dict[str, dict[str, np.ndarray]]:
+    """Return :func:`_resample_metrics` of every row, computed a few rows at a time (rows are independent)."""
+    n_u = np.unique(np.concatenate([member, nonmember])).size
+    step = max(1, _WORK_CELLS // max(n_u, idx_m.shape[1], idx_n.shape[1]))
+    parts = [_resample_metrics(member, nonmember, idx_m[start : start + step], idx_n[start : start + step], levels) for start in range(0, idx_m.shape[0], step)]
+    return {d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]} for d in parts[0]}
 
 
 def _resample_metrics(
@@ -68,9 +91,9 @@ def _bootstrap(
         rows = min(chunk, n_bootstrap - start)
         # Stratified: members and non-members are resampled separately, so every resample keeps
         # the original set sizes (and the FPR grid the resolution rule assumes).
-        idx_m = rng.integers(0, member.size, size=(rows, member.size))
-        idx_n = rng.integers(0, nonmember.size, size=(rows, nonmember.size))
-        parts.append(_resample_metrics(member, nonmember, idx_m, idx_n, levels))
+        idx_m = _draw_positions(rng, member.size, rows)
+        idx_n = _draw_positions(rng, nonmember.size, rows)
+        parts.append(_blocks(member, nonmember, idx_m, idx_n, levels))
     return {
         d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]}
         for d in (MEMBERS_HIGHER, MEMBERS_LOWER)
@@ -102,9 +125,9 @@ def paired_bootstrap(
     parts: list[tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]] = []
     for start in range(0, n_bootstrap, chunk):
         rows = min(chunk, n_bootstrap - start)
-        idx_m = rng.integers(0, now_m.size, size=(rows, now_m.size))
-        idx_n = rng.integers(0, now_n.size, size=(rows, now_n.size))
-        parts.append((_resample_metrics(now_m, now_n, idx_m, idx_n, levels), _resample_metrics(then_m, then_n, idx_m, idx_n, levels)))
+        idx_m = _draw_positions(rng, now_m.size, rows)
+        idx_n = _draw_positions(rng, now_n.size, rows)
+        parts.append((_blocks(now_m, now_n, idx_m, idx_n, levels), _blocks(then_m, then_n, idx_m, idx_n, levels)))
 
     def joined(which: int) -> dict[str, dict[str, np.ndarray]]:
         first = parts[0][which]
