@@ -24,6 +24,7 @@ from naa_guard.attacks.keys import sample_keys_array
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
 from naa_guard.samples.summary import SetSummary, chunk_feature_rows, merge_summary, summarize_chunk
+from naa_guard.scoring import abort
 from naa_guard.scoring.chunks import ChunkStore
 from naa_guard.scoring.models import ModelSource
 from naa_guard.targets import PAD_MULTIPLE, Target
@@ -65,6 +66,7 @@ def score_chunk(attack: Attack, target: Target, samples: SampleSet, role: str, s
     scores = []
     step = model_batch(batch_size)
     for offset in range(0, len(images), step):
+        abort.check()  # another rank of a distributed job failed: stop this share now (no-op in one process)
         first = start + offset
         pixels = torch.from_numpy(np.ascontiguousarray(images[offset : offset + step])).to(target.device)
         keys = sample_keys(role, samples.indices[first : first + len(pixels)])
