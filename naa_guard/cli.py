@@ -74,7 +74,7 @@ def _launch_audit(args: argparse.Namespace) -> int:
     from naa_guard.scoring.storedfirst import may_regate_here
 
     policy = load_policy(args.policy)
-    if may_regate_here(policy, bool(args.cache)):
+    if may_regate_here(policy, Path(args.cache) if args.cache else None):
         code = _regate_here(args)
         if code is not None:
             return code

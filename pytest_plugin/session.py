@@ -186,7 +186,7 @@ class AuditSession:
 
         settings = self.settings
         store = self._chunk_store()  # the ranks' --cache (_run_distributed); no score cache, as on rank 0
-        if store is None or not may_regate_here(policy, True):
+        if store is None or not may_regate_here(policy, store.root):
             return None
         try:
             return audit(

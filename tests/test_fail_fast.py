@@ -70,3 +70,33 @@ def test_a_rank_failure_stops_the_other_rank_within_a_batch(tmp_path: Path, fail
     # Stopped inside its one chunk (only the per-batch check can do that), a batch or two after the error.
     assert 1 <= batches <= 4, f"the slow rank ran {batches} of its {BATCHES} batches after the other rank failed"
     assert seconds_after_error < planned / 3, f"the audit ended {seconds_after_error:.1f} s after the error; the slow share was planned for {planned:.0f} s"
+
+
+def test_each_job_has_its_own_flag_and_check_is_a_no_op_outside_a_share() -> None:
+    """A later job never sees an earlier job's flag; the first rank to fail keeps it (a store in memory, no group)."""
+    import torch.distributed as dist
+
+    from naa_guard.errors import RankAborted
+    from naa_guard.scoring import abort
+
+    store = dist.HashStore()
+    first, second = abort.AbortFlag(store, 1, 2), abort.AbortFlag(store, 2, 2)
+    first.raise_flag(1)
+    first.raise_flag(0)
+    assert first.raised_by() == 1 and second.raised_by() is None
+    abort.check()  # a single process: nothing watched, nothing raised
+    with abort.watching(second):
+        abort.check()  # the earlier job's flag does not stop this one
+    with abort.watching(first), pytest.raises(RankAborted, match="because rank 1 of 2 failed"):
+        abort.check()
+    abort.check()
+
+
+def test_rank_0_reports_the_failed_ranks_own_error_not_another_ranks_stop() -> None:
+    from naa_guard.scoring.distributed import first_failure
+
+    stopped = (0, False, ("RankAborted", "stopped its share of job 3 because rank 1 of 2 failed"))
+    failed = (1, False, ("DataError", "Cannot decode image 07.png"))
+    assert first_failure([[stopped], [failed]]) == (1, ("DataError", "Cannot decode image 07.png"))
+    assert first_failure([[(0, True, None)], [(1, True, None)]]) is None
+    assert first_failure([[stopped], []]) == (0, stopped[2])  # only a stop came back: still an error, never a verdict

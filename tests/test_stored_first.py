@@ -21,6 +21,8 @@ from conftest import make_tiny_setup
 from naa_guard import launcher
 from naa_guard.cli import main
 from naa_guard.errors import DistributedError
+from naa_guard.policy import load_policy
+from naa_guard.scoring.storedfirst import may_regate_here
 
 pytest_plugins = ["pytester"]
 
@@ -84,7 +86,9 @@ def test_cli_nproc_regate_from_a_complete_store_starts_no_torchrun(tmp_path: Pat
     assert main(["audit", str(policy), "--nproc", "2", "--cache", str(cache), "--chunk-size", "8", "--json", str(tmp_path / "partial.json")]) == 1
     assert [nproc for nproc, _ in spy.calls] == [2] and "--cache" in spy.calls[0][1]
     assert not (tmp_path / "partial.json").exists() and "verdict" not in capsys.readouterr().out
-    # Without a chunk store nothing can be stored: torchrun at once.
+    # Without a chunk store, or with an empty one (a first run), nothing is tried here: torchrun at once.
+    (tmp_path / "empty").mkdir()
+    assert may_regate_here(load_policy(policy), cache) and not may_regate_here(load_policy(policy), tmp_path / "empty")
     spy = Spy(launcher.Outcome(0))
     monkeypatch.setattr(launcher, "launch", spy)
     assert main(["audit", str(policy), "--nproc", "2", "--quiet"]) == 0 and len(spy.calls) == 1

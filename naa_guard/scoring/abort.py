@@ -52,13 +52,14 @@ class AbortFlag:
 def job_flag(job: int, world_size: int) -> AbortFlag | None:
     """Return the abort flag of job number ``job`` in this process group's store (None: no store to hold one).
 
-    Without a store (a torch without the default store) the ranks only learn of a failure at the
+    Without a store (no process group, or a torch without the default store) the ranks only learn of a failure at the
     gather, after their whole share: slower, never a different verdict.
     """
+    import torch.distributed as dist
     from torch.distributed import distributed_c10d
 
     get_store = getattr(distributed_c10d, "_get_default_store", None)
-    if get_store is None:
+    if get_store is None or not dist.is_initialized():
         return None
     return AbortFlag(get_store(), job, world_size)
 

@@ -9,12 +9,15 @@ options, rank 0's device): with :class:`StoredOnlyRunner`, chunk jobs that do no
 printed yet) and starts torchrun, which runs the whole audit on its ranks.
 
 A custom loader (``model.loader``) is loaded to learn the image geometry before any score is
-looked up, so such an audit always starts torchrun, as does one without a chunk store.
+looked up, so such an audit always starts torchrun, as does one without a chunk store or with an
+empty one. A run that finds some chunks stored but not all pays for the attempt's pass over the
+images (the checks' digests) before torchrun starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.targets.devicekind import device_type_without_torch
@@ -60,9 +63,15 @@ class StoredOnlyRunner:
         return results
 
 
-def may_regate_here(policy: Policy, has_store: bool) -> bool:
-    """Return whether a distributed audit of ``policy`` may first try a re-gate from stored scores here."""
-    return has_store and policy.model.loader is None
+def may_regate_here(policy: Policy, store_root: Path | None) -> bool:
+    """Return whether a distributed audit of ``policy`` may first try a re-gate here from the chunk store at ``store_root``.
+
+    Not without a store, nor from one that holds no chunk at all (a first run: the attempt would
+    only decode the images for the checks before the ranks do it again), nor for a custom loader.
+    """
+    if store_root is None or policy.model.loader is not None:
+        return False
+    return next(Path(store_root).glob("*/*.npz"), None) is not None
 
 
 def rank0_device(requested: str) -> str:
