@@ -14,6 +14,7 @@ nothing. torch.distributed is imported only by :func:`job_flag`, i.e. only in a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from naa_guard.errors import RankAborted
 
 PREFIX = "naa-guard/abort/"
+CHECK_EVERY = 0.5  # seconds between two looks at the store by one rank: a stop comes within a batch and this
 
 
 class AbortFlag:
@@ -28,6 +30,7 @@ class AbortFlag:
 
     def __init__(self, store: Any, job: int, world_size: int) -> None:
         self.store, self.key, self.job, self.world_size = store, f"{PREFIX}{job}", job, world_size
+        self._looked = -CHECK_EVERY  # when check() last asked the store (time.monotonic)
 
     def raise_flag(self, rank: int) -> None:
         """Tell every rank of this job that ``rank`` failed (the first rank to fail keeps the flag)."""
@@ -40,7 +43,14 @@ class AbortFlag:
         return int(self.store.get(self.key).decode())
 
     def check(self) -> None:
-        """Return None while the flag is down; raise RankAborted once another rank raised it."""
+        """Return None while the flag is down; raise RankAborted once another rank raised it.
+
+        Asks the store at most every CHECK_EVERY seconds: fast batches on many ranks do not flood it.
+        """
+        now = time.monotonic()
+        if now - self._looked < CHECK_EVERY:
+            return
+        self._looked = now
         failed = self.raised_by()
         if failed is not None:
             raise RankAborted(
