@@ -13,6 +13,7 @@ from naa_guard.errors import (
     NonFiniteScoreError,
     OutputError,
     PolicyError,
+    RankAborted,
     TargetError,
 )
 from naa_guard.policy import Policy, load_policy
@@ -31,6 +32,7 @@ __all__ = [
     "OutputError",
     "Policy",
     "PolicyError",
+    "RankAborted",
     "TargetError",
     "__version__",
     "audit",

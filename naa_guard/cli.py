@@ -64,14 +64,37 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _launch_audit(args: argparse.Namespace) -> int:
-    """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code."""
+    """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code.
+
+    With ``--cache`` the audit is first tried here from the stored scores (as rank 0 would run it):
+    when no chunk needs the model, no torchrun is started (:mod:`naa_guard.scoring.storedfirst`).
+    """
     from naa_guard.launcher import launch, launch_warnings
     from naa_guard.policy import load_policy
+    from naa_guard.scoring.storedfirst import may_regate_here
 
-    for warning in launch_warnings(args.nproc, args.device or load_policy(args.policy).runtime.device):
+    policy = load_policy(args.policy)
+    if may_regate_here(policy, Path(args.cache) if args.cache else None):
+        code = _regate_here(args)
+        if code is not None:
+            return code
+    for warning in launch_warnings(args.nproc, args.device or policy.runtime.device):
         print(f"naa-guard: warning: {warning}", file=sys.stderr)
     outcome, _ = launch(args.nproc, _audit_arguments(args))
     return outcome.code
+
+
+def _regate_here(args: argparse.Namespace) -> int | None:
+    """Return the exit code of this audit run here from stored scores alone, or None when a chunk needs the model."""
+    from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner
+
+    try:
+        code = _audit_here(args, StoredOnlyRunner())
+    except ModelNeeded:  # nothing was written or printed yet: the ranks run the whole audit
+        return None
+    if not args.quiet:
+        print(f"naa-guard: every score was stored in {args.cache}: re-gated in this process, no torchrun started for --nproc {args.nproc}", file=sys.stderr)
+    return code
 
 
 def _audit_arguments(args: argparse.Namespace) -> list[str]:
@@ -88,7 +111,7 @@ def _audit_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank: int = 0) -> int:
-    """Run the audit in this process (rank 0 of a group when ``runner`` is given); return the exit code.
+    """Run the audit in this process (as rank 0 of a group when ``runner`` is given); return the exit code.
 
     Outputs are checked before any scoring and written before the verdict is printed: a report
     that cannot be written is exit 2, never a PASS followed by a traceback.
@@ -114,8 +137,10 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         baseline_path(policy, Path(args.baseline) if args.baseline else None, (json_path,))  # never the file this run writes
         from naa_guard.scoring.chunks import ChunkStore
         from naa_guard.scoring.distributed import rank_device
+        from naa_guard.scoring.storedfirst import rank0_device
 
-        device = rank_device(args.device or policy.runtime.device, local_rank) if runner is not None else args.device
+        requested = args.device or policy.runtime.device
+        device = (rank0_device(requested) if local_rank == 0 else rank_device(requested, local_rank)) if runner is not None else args.device
         store = ChunkStore(Path(args.cache)) if args.cache else None
         baseline = Path(args.baseline) if args.baseline else None
         result = audit(

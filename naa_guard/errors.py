@@ -14,6 +14,7 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
     ├── OutputError               a report or JSON file cannot be written where it was asked for
     └── DistributedError          a rank of a distributed audit failed, died or could not join
+        └── RankAborted           a rank stopped its share because another rank of the job failed
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "NonFiniteScoreError",
     "OutputError",
     "PolicyError",
+    "RankAborted",
     "TargetError",
 ]
 
@@ -75,3 +77,11 @@ class OutputError(NaaGuardError):
 
 class DistributedError(NaaGuardError):
     """Raised when a rank of a distributed audit fails outside naa-guard's own errors, dies, or cannot join."""
+
+
+class RankAborted(DistributedError):
+    """Raised in a rank that stops its share of a job because another rank of that job failed.
+
+    Rank 0 reports the failed rank's own error instead; this one reaches a user only when no rank's
+    error came back.
+    """

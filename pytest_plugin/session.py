@@ -156,8 +156,8 @@ class AuditSession:
             baseline_path(policy, settings.baseline, (target / "report.json" if target is not None else None,))  # never the report this run writes
             if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
                 check_output(target, folder=True, where=where)
-            if settings.nproc > 1:
-                result = self._run_distributed(policy)
+            if settings.nproc > 1:  # every score stored: re-gated here, no torchrun started
+                result = self._regate_here(policy) or self._run_distributed(policy)
             else:
                 result = audit(
                     policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
@@ -178,6 +178,23 @@ class AuditSession:
         """Return the warnings of the audit of ``policy`` (skipped files, recomputed cache entries, ...); none if it did not finish."""
         outcome = self._outcomes.get(Path(policy.source or policy.name).resolve())
         return [] if outcome is None or isinstance(outcome, NaaGuardError) else list(outcome.warnings)
+
+    def _regate_here(self, policy: Policy) -> AuditResult | None:
+        """Return the audit of ``policy`` from stored scores alone, as torchrun's rank 0 would run it; None when a chunk needs the model."""
+        from naa_guard.audit import audit
+        from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner, may_regate_here, rank0_device
+
+        settings = self.settings
+        store = self._chunk_store()  # the ranks' --cache (_run_distributed); no score cache, as on rank 0
+        if store is None or not may_regate_here(policy, store.root):
+            return None
+        try:
+            return audit(
+                policy, device=rank0_device(settings.device or policy.runtime.device), batch_size=settings.batch_size, limit=self.limit_for(policy),
+                progress=False, chunk_store=store, runner=StoredOnlyRunner(), baseline=settings.baseline,
+            )  # fmt: skip
+        except ModelNeeded:  # nothing was written yet: the ranks run the whole audit
+            return None
 
     def _run_distributed(self, policy: Policy) -> AuditResult:
         """Return the audit of ``policy`` run by torchrun on ``--naa-nproc`` ranks; this process joins no group."""

@@ -15,7 +15,10 @@ digests of its inputs (the naa-guard code, the model files, each set's sample fi
 sees other files at the same paths (a node with another checkout or copy) refuses to run its share,
 and rank 0 checks that every chunk came back with one result per sample. A rank that fails sends
 its error instead: rank 0 raises it as the audit's error, naming the rank, and never gates on
-part of the scores. When rank 0 is done it broadcasts the exit code, and every rank exits with it.
+part of the scores. A failing rank also raises the job's abort flag (:mod:`naa_guard.scoring.abort`),
+which every rank looks at before each chunk and each batch: the others stop their share within a
+batch and go to the gather, so a failure ends the job in seconds, not when the slowest share is
+done. When rank 0 is done it broadcasts the exit code, and every rank exits with it.
 Nothing here schedules work dynamically: torch.distributed only moves jobs and results.
 """
 
@@ -28,8 +31,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import errors
-from naa_guard.errors import DistributedError, NaaGuardError
+from naa_guard.errors import DistributedError, NaaGuardError, RankAborted
 from naa_guard.samples import reuse_file_digests
+from naa_guard.scoring import abort
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -132,27 +136,49 @@ def inputs_problem(mine: dict[str, str], rank0: dict[str, str], models: ModelSou
     )
 
 
-def _run_share(job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, group: Group, rank0_inputs: dict[str, str]) -> list[tuple[int, bool, Any]]:
+def _run_share(job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, group: Group, rank0_inputs: dict[str, str], number: int) -> list[tuple[int, bool, Any]]:
     """Return (chunk number, ok, result or (error type, message)) for this rank's chunks; stop at a failure.
 
     A rank other than 0 first checks that its inputs are rank 0's; if not, it runs nothing and reports that.
+    A failure raises the abort flag of job ``number``; a rank that sees it up (before a chunk or a
+    batch) stops its share and reports RankAborted.
     """
-    if group.rank != 0:
-        sets = getattr(job, "sets", {})
-        try:
-            problem = inputs_problem(input_digests(models, sets), rank0_inputs, models, sets)
-        except Exception as exc:  # a file rank 0 read is missing here: that is a difference too
-            problem = f"its inputs could not be read as rank 0 read them: {type(exc).__name__}: {exc}"
-        if problem is not None:
-            return [(-1, False, ("DistributedError", problem))]
-    done = []
-    for number in range(group.rank, len(chunks), group.world_size):
-        try:
-            done.append((number, True, job.run(models, *chunks[number])))
-        except Exception as exc:  # any failure: sent to rank 0, which fails the audit with it
-            done.append((number, False, (type(exc).__name__, str(exc))))
-            break
+    flag = abort.job_flag(number, group.world_size)
+    with abort.watching(flag):
+        if group.rank != 0:
+            sets = getattr(job, "sets", {})
+            try:
+                problem = inputs_problem(input_digests(models, sets), rank0_inputs, models, sets)
+            except Exception as exc:  # a file rank 0 read is missing here: that is a difference too
+                problem = f"its inputs could not be read as rank 0 read them: {type(exc).__name__}: {exc}"
+            if problem is not None:
+                _raise_flag(flag, group.rank)
+                return [(-1, False, ("DistributedError", problem))]
+        done = []
+        for chunk in range(group.rank, len(chunks), group.world_size):
+            try:
+                abort.check()
+                done.append((chunk, True, job.run(models, *chunks[chunk])))
+            except RankAborted as exc:  # another rank failed: stop here, rank 0 reports that rank's error
+                done.append((chunk, False, (type(exc).__name__, str(exc))))
+                break
+            except Exception as exc:  # any failure: sent to rank 0, which fails the audit with it
+                _raise_flag(flag, group.rank)
+                done.append((chunk, False, (type(exc).__name__, str(exc))))
+                break
     return done
+
+
+def _raise_flag(flag: abort.AbortFlag | None, rank: int) -> None:
+    if flag is not None:
+        flag.raise_flag(rank)
+
+
+def first_failure(gathered: Sequence[Sequence[tuple[int, bool, Any]]]) -> tuple[int, tuple[str, str]] | None:
+    """Return (rank, (error type, message)) of the failure rank 0 reports: a rank's own error before any RankAborted."""
+    failures = [(rank, value) for rank, share in enumerate(gathered) for _, ok, value in share if not ok]
+    own = [(rank, value) for rank, value in failures if value[0] != RankAborted.__name__]
+    return (own or failures or [None])[0]
 
 
 def rank_error(rank: int, world_size: int, kind: str, message: str) -> NaaGuardError:
@@ -168,22 +194,25 @@ class DistributedRunner:
 
     def __init__(self, group: Group) -> None:
         self.group = group
+        self.jobs = 0  # jobs broadcast so far; the number names a job's abort flag
 
     def run(self, job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, progress: Any = None) -> list[Any]:
         """Return ``job.run`` of every chunk, in order; raise the first failed rank's error."""
         import torch.distributed as dist
 
         inputs = input_digests(models, getattr(job, "sets", {}))
-        _broadcast(("run", job, list(chunks), models.policy, inputs))
-        mine = _run_share(job, chunks, models, self.group, inputs)
+        self.jobs += 1  # each job its own abort flag: a later job never sees an earlier one's
+        _broadcast(("run", job, list(chunks), models.policy, inputs, self.jobs))
+        mine = _run_share(job, chunks, models, self.group, inputs, self.jobs)
         gathered: list[Any] = [None] * self.group.world_size
         dist.gather_object(mine, gathered, dst=0)
+        failure = first_failure(gathered)
+        if failure is not None:
+            raise rank_error(failure[0], self.group.world_size, *failure[1])
         results: list[Any] = [None] * len(chunks)
         returned = [False] * len(chunks)
         for rank, share in enumerate(gathered):
-            for number, ok, value in share:
-                if not ok:
-                    raise rank_error(rank, self.group.world_size, *value)
+            for number, _, value in share:
                 role, start, stop = chunks[number]
                 if job.result_length(value) != stop - start:
                     raise DistributedError(
@@ -216,11 +245,11 @@ def serve(group: Group) -> int:
             command = _broadcast()
             if command[0] == "stop":
                 return int(command[1])
-            _, job, chunks, policy, inputs = command
+            _, job, chunks, policy, inputs, number = command
             which = policy.model.model_dump_json()
             if which not in sources:
                 sources[which] = model_source(_on_this_rank(policy, group))
-            dist.gather_object(_run_share(job, chunks, sources[which], group, inputs), None, dst=0)
+            dist.gather_object(_run_share(job, chunks, sources[which], group, inputs, number), None, dst=0)
 
 
 def _on_this_rank(policy: Policy, group: Group) -> Policy:

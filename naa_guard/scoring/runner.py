@@ -23,6 +23,7 @@ from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.keys import sample_keys_array
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
+from naa_guard.scoring import abort
 from naa_guard.scoring.chunks import ChunkStore
 from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stores_encodings
 from naa_guard.scoring.models import ModelSource
@@ -72,6 +73,7 @@ def score_chunk(
     scores = []
     step = model_batch(batch_size)
     for offset in range(0, count, step):
+        abort.check()  # another rank of a distributed job failed: stop this share now (no-op in one process)
         first, size = start + offset, min(step, count - offset)
         keys = sample_keys(role, samples.indices[first : first + size])
         try:

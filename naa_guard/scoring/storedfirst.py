@@ -1,0 +1,83 @@
+"""Re-gate here before starting torchrun: ``--nproc N`` / ``--naa-nproc N`` with every score stored start no rank.
+
+A distributed audit's rank 0 does what a single process does, with its chunk jobs spread over the
+ranks. When every score is already in the chunk store, rank 0 would run no scoring job at all, so
+the launching process runs the audit itself first, exactly as rank 0 would (same chunk store, same
+options, rank 0's device): with :class:`StoredOnlyRunner`, chunk jobs that do not need the model
+(the checks' digests of the images) run here, and the first chunk that needs the model raises
+:class:`ModelNeeded`. The caller then drops everything this attempt did (nothing has been written or
+printed yet) and starts torchrun, which runs the whole audit on its ranks.
+
+A custom loader (``model.loader``) is loaded to learn the image geometry before any score is
+looked up, so such an audit always starts torchrun, as does one without a chunk store or with an
+empty one. A run that finds some chunks stored but not all pays for the attempt's pass over the
+images (the checks' digests) before torchrun starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from naa_guard.targets.devicekind import device_type_without_torch
+
+if TYPE_CHECKING:
+    from naa_guard.policy import Policy
+    from naa_guard.scoring.models import ModelSource
+    from naa_guard.scoring.runner import Chunk, ChunkJob
+    from naa_guard.targets import Target
+
+
+class ModelNeeded(BaseException):
+    """Raised by StoredOnlyRunner when a chunk needs the model: the audit must be scored by the ranks.
+
+    A BaseException, as KeyboardInterrupt is: it ends the attempt and must never be caught on
+    the way by a handler that turns failures into audit errors.
+    """
+
+
+class _NoModel:
+    """A model source whose model cannot be loaded in this process: asking for it raises ModelNeeded."""
+
+    def __init__(self, models: ModelSource) -> None:
+        self._models = models
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._models, name)
+
+    def target(self) -> Target:
+        raise ModelNeeded(f"a chunk of {self._models.policy.name} needs the model")
+
+
+class StoredOnlyRunner:
+    """Runs model-free chunk jobs here; raises ModelNeeded on the first chunk that needs the model."""
+
+    def run(self, job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, progress: Any = None) -> list[Any]:
+        """Return ``job.run`` of every chunk, in order, none of them loading the model."""
+        results = []
+        for role, start, stop in chunks:
+            results.append(job.run(_NoModel(models), role, start, stop))  # type: ignore[arg-type]
+            if progress is not None:
+                progress.update(stop - start)
+        return results
+
+
+def may_regate_here(policy: Policy, store_root: Path | None) -> bool:
+    """Return whether a distributed audit of ``policy`` may first try a re-gate here from the chunk store at ``store_root``.
+
+    Not without a store, nor from one that holds no chunk at all (a first run: the attempt would
+    only decode the images for the checks before the ranks do it again), nor for a custom loader.
+    """
+    if store_root is None or policy.model.loader is not None:
+        return False
+    return next(Path(store_root).glob("*/*.npz"), None) is not None
+
+
+def rank0_device(requested: str) -> str:
+    """Return the device rank 0 of a torchrun audit scores on (its chunk store key), without torch where certain."""
+    if device_type_without_torch(requested) == "cpu":
+        return "cpu"  # cpu, or auto where no GPU driver is present: rank 0 scores on the CPU too
+    from naa_guard.scoring.distributed import rank_device
+
+    return rank_device(requested, 0)
