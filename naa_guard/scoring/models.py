@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.targets.custom import load_custom_target
+from naa_guard.targets.precision import check_dtype_supported
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -16,15 +17,18 @@ if TYPE_CHECKING:
 def load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
     """Return the policy's model (diffusers folder or custom loader), probed with one test batch.
 
+    A half ``runtime.dtype`` is first checked to run on the device (``targets/precision.py``).
     With ``runtime.compile: true`` the UNet (a target's ``unet`` attribute) goes through
     ``torch.compile``; a target without one runs as it is.
     """
     import torch
 
     runtime = policy.runtime
+    device = resolve_device(runtime.device)
+    check_dtype_supported(device, runtime.dtype)  # a half dtype this torch cannot run here: said before anything loads
     if info is None:
         loader = str(policy.model.loader)
-        target = load_custom_target(loader, policy.model.path, device=resolve_device(runtime.device), dtype=getattr(torch, runtime.dtype))
+        target = load_custom_target(loader, policy.model.path, device=device, dtype=getattr(torch, runtime.dtype))
         where = f"model.loader {loader!r}"
     else:
         target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)

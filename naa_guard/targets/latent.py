@@ -60,7 +60,7 @@ class LatentTarget:
 
         self.vae = parts["vae"].to(device=device, dtype=torch.float32).eval()  # encoding is always float32
         self.unet = parts["unet"].to(device=device, dtype=dtype).eval()
-        self.text_encoders = [parts[name].to(device=device, dtype=torch.float32).eval() for name in ("text_encoder", "text_encoder_2") if name in parts]
+        self.text_encoders = [parts[name].to(device=device, dtype=dtype).eval() for name in ("text_encoder", "text_encoder_2") if name in parts]  # as the UNet
         self.tokenizers = [parts[name] for name in ("tokenizer", "tokenizer_2") if name in parts]
         self.sdxl = len(self.text_encoders) == 2
         self.device, self.dtype = device, dtype
@@ -143,6 +143,8 @@ class LatentTarget:
             size = float(self.sample_size)  # images are prepared at the pipeline's size: original = target, no crop
             parts["text_embeds"] = pooled[:count].float().cpu()
             parts["time_ids"] = torch.tensor([[size, size, 0.0, 0.0, size, size]]).repeat(count, 1)
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in parts.values()):  # a half-precision encoder can overflow
+            raise NonFiniteScoreError(f"the text encoder gave NaN or infinite embeddings in {self.dtype} (expected finite). Check its weights, or use runtime.dtype: float32.")
         self.encoded_texts += count
         return [{name: tensor[i] for name, tensor in parts.items()} for i in range(count)]
 

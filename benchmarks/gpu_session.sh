@@ -1,0 +1,36 @@
+#!/bin/bash
+# The one GPU session for issue 18 item 5, run from the repository root on the device machine
+# (one H200; python3 there has torch, transformers and peft but not diffusers or pydantic, which
+# travel as wheels in .whl/, carried):
+#
+#     bash benchmarks/gpu_session.sh
+#
+# 1. benchmarks/nccl_check.py: an audit of the tiny SD fixture through DistributedRunner on a
+#    one-rank NCCL group (NCCL refuses two ranks on one GPU) against the single-process audit.
+# 2. benchmarks/bench_latent_gpu.py: an SD 1.5-sized random pipeline; the NAA audit's speed against
+#    the raw UNet forward ceiling in float32 and bfloat16 (goals 0.95 and 0.90).
+# Expected well under 6 minutes in all; each step has its own timeout. The log goes to $OUT/gpu.log.
+set -o pipefail
+cd "$(dirname "$0")/.." || exit 2
+OUT=${OUT:-/tmp/naa-guard-gpu}
+mkdir -p "$OUT"
+# Where diffusers and pydantic are installed already (a CPU check here), the wheels are not needed.
+if python3 -c "import diffusers, pydantic" 2>/dev/null; then
+  export PYTHONPATH=$PWD
+else
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+DEVICE=${NAA_GPU_SESSION_DEVICE:-cuda}  # a CPU check: NAA_GPU_SESSION_DEVICE=cpu NAA_GPU_SESSION_ARGS="--tiny --n 20 --batch 16 --rounds 1"
+BENCH_ARGS=${NAA_GPU_SESSION_ARGS:---n 64 --batch 32 --rounds 2 --budget-s 200}
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  python3 -c "import torch, diffusers, transformers, pydantic; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'pydantic', pydantic.__version__)"
+  echo "== nccl_check"
+  timeout 150 python3 benchmarks/nccl_check.py --device "$DEVICE"; echo "nccl_check exit $?"
+  echo "== bench_latent_gpu"
+  timeout 330 python3 benchmarks/bench_latent_gpu.py --device "$DEVICE" $BENCH_ARGS; echo "bench_latent_gpu exit $?"
+  date -u
+} 2>&1 | tee "$OUT/gpu.log"
