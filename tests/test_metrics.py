@@ -157,6 +157,55 @@ def test_asr_is_balanced_on_unbalanced_sets() -> None:
     assert 0.5 <= value < 0.56
 
 
+# ----------------------------------------------------------------------------- numpy ROC == scikit-learn's
+
+
+def _score_sets(seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Return (kind, member scores, non-member scores) cases: continuous, heavily tied, signed zeros, tiny, separated."""
+    rng = np.random.default_rng(seed)
+    n_m, n_n = int(rng.integers(1, 400)), int(rng.integers(1, 2000))
+    zeros = np.array([0.0, -0.0])
+    return [
+        ("normal", rng.normal(0.3, 1, n_m), rng.normal(0, 1, n_n)),
+        ("ties", rng.integers(0, 6, n_m).astype(float), rng.integers(0, 5, n_n).astype(float)),
+        ("rounded", np.round(rng.normal(0.2, 1, n_m), 1), np.round(rng.normal(0, 1, n_n), 1)),
+        ("signed zeros", rng.choice(np.r_[zeros, 1.0], n_m), rng.choice(np.r_[zeros, -1.0], n_n)),
+        ("all tied", np.full(n_m, 2.5), np.full(n_n, 2.5)),
+        ("separated", rng.uniform(2, 3, n_m), rng.uniform(0, 1, n_n)),
+        ("one each", rng.normal(size=1), rng.normal(size=1)),
+        ("wide range", rng.normal(0, 1, n_m) * 10.0 ** rng.integers(-300, 300, n_m), rng.normal(0, 1, n_n) * 1e-300),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_numpy_roc_and_auc_are_scikit_learns_bit_for_bit(seed: int) -> None:
+    """The audit path's ROC / AUC (no scikit-learn import) equal roc_curve / roc_auc_score exactly, ties included."""
+    for kind, member, nonmember in _score_sets(seed):
+        y, s = M.labelled(member, nonmember)
+        for sign in (1.0, -1.0):
+            for drop in (False, True):
+                want = roc_curve(y, sign * s, drop_intermediate=drop)
+                got = M.roc_curve(y, sign * s, drop_intermediate=drop)
+                for name, g, w in zip(("fpr", "tpr", "thresholds"), got, want):
+                    assert g.dtype == w.dtype and g.shape == w.shape, (kind, sign, drop, name)
+                    np.testing.assert_array_equal(g, w, err_msg=f"{kind}, sign {sign}, drop_intermediate {drop}: {name}")
+                    # signed zeros too: the same threshold value, not just an equal one
+                    np.testing.assert_array_equal(np.signbit(g), np.signbit(w), err_msg=f"{kind}: {name} sign bits")
+            assert M.roc_auc(y, sign * s) == roc_auc_score(y, sign * s), (kind, sign)
+        assert M.auc(member, nonmember) == roc_auc_score(y, s), kind
+
+
+def test_evaluate_point_values_are_scikit_learns() -> None:
+    rng = np.random.default_rng(5)
+    member, nonmember = np.round(rng.normal(0.4, 1, 120), 2), np.round(rng.normal(0, 1, 1500), 2)
+    report = L.evaluate(member, nonmember, n_bootstrap=20)
+    y, s = M.labelled(member, nonmember)
+    assert report.auc == roc_auc_score(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert report.metrics["tpr_at_1pct_fpr"].value == np.max(tpr[fpr <= 0.01])
+    assert report.metrics["asr"].value == np.max((tpr + 1.0 - fpr) / 2.0)
+
+
 # ----------------------------------------------------------------------------- fast path
 
 

@@ -10,10 +10,9 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from naa_guard.errors import DataError
-from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, tpr_at_from_curve, validate_pair
+from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, roc_auc, roc_curve, tpr_at_from_curve, validate_pair
 
 # Bound on (resamples in one chunk) x (distinct scores), so the bootstrap's memory stays near
 # a few tens of MB whatever the sample sizes.
@@ -198,7 +197,7 @@ def evaluate(
         MEMBERS_HIGHER: roc_curve(y, s, drop_intermediate=False)[:2],
         MEMBERS_LOWER: roc_curve(y, -s, drop_intermediate=False)[:2],
     }
-    raw_auc = float(roc_auc_score(y, s))
+    raw_auc = roc_auc(y, s)
     auc_dir = MEMBERS_HIGHER if raw_auc >= 0.5 else MEMBERS_LOWER
 
     levels = tuple(FPR_LEVELS.values())
