@@ -370,3 +370,19 @@ def test_bad_arguments_raise() -> None:
 def test_accepts_array_likes_and_ints() -> None:
     # tuples of ints and float32 arrays are accepted and give the same result
     assert M.auc((3, 2, 1), (0.5, 1.5)) == M.auc(np.array([3, 2, 1], np.float32), [0.5, 1.5])
+
+
+@pytest.mark.parametrize("cells", [1, 1000, 1 << 17])
+def test_blocked_resample_metrics_equal_the_one_block_values(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
+    """Computing the resamples' metrics a block of rows at a time changes no value (ties included)."""
+    rng = np.random.default_rng(8)
+    member, nonmember = np.round(rng.normal(0.5, 1, 90), 1), np.round(rng.normal(0, 1, 700), 1)
+    idx_m, idx_n = rng.integers(0, 90, (300, 90)), rng.integers(0, 700, (300, 700))
+    levels = tuple(M.FPR_LEVELS.values())
+    monkeypatch.setattr(L, "_BLOCK_CELLS", 1 << 40)  # one block: every row at once, as before blocking
+    whole = L._resample_metrics(member, nonmember, idx_m, idx_n, levels)
+    monkeypatch.setattr(L, "_BLOCK_CELLS", cells)
+    blocked = L._resample_metrics(member, nonmember, idx_m, idx_n, levels)
+    for direction, metrics in whole.items():
+        for key, values in metrics.items():
+            np.testing.assert_array_equal(blocked[direction][key], values, err_msg=f"{direction} {key}")
