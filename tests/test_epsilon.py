@@ -31,6 +31,20 @@ def test_clopper_pearson_upper_matches_hand_computed_values() -> None:
     assert clopper_pearson_upper(50, 50, 0.05) == 1.0  # every trial erred
 
 
+@pytest.mark.parametrize("trials", [1, 2, 3, 7, 40, 100, 1000, 1697, 10_000, 200_000])
+def test_clopper_pearson_upper_is_scipy_stats_beta_ppf_bit_for_bit(trials: int) -> None:
+    """The bound without scipy.stats (betaincinv) equals the documented beta.ppf route exactly, every k and level."""
+    errors = np.arange(trials + 1) if trials <= 10_000 else np.unique(np.r_[0, 1, 2, np.random.default_rng(trials).integers(0, trials + 1, 5000), trials])
+    # the gate's levels: alpha / 2 at 90 / 95 / 99% confidence, Bonferroni-divided by up to 2 x 200k thresholds
+    for confidence in (0.5, 0.9, 0.95, 0.99, 0.999):
+        for tests in (1, 2, 3596, 400_002):
+            level = (1.0 - confidence) / 2.0 / tests
+            k = errors.astype(np.float64)
+            full = k >= trials
+            want = np.where(full, 1.0, beta.ppf(1.0 - level, k + 1.0, np.where(full, 1.0, trials - k)))
+            np.testing.assert_array_equal(clopper_pearson_upper(errors, trials, level), want, err_msg=f"trials {trials}, level {level}")
+
+
 def test_clopper_pearson_refuses_impossible_counts() -> None:
     with pytest.raises(ValueError, match="errors <= trials"):
         clopper_pearson_upper(11, 10, 0.05)

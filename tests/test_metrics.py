@@ -157,6 +157,55 @@ def test_asr_is_balanced_on_unbalanced_sets() -> None:
     assert 0.5 <= value < 0.56
 
 
+# ----------------------------------------------------------------------------- numpy ROC == scikit-learn's
+
+
+def _score_sets(seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Return (kind, member scores, non-member scores) cases: continuous, heavily tied, signed zeros, tiny, separated."""
+    rng = np.random.default_rng(seed)
+    n_m, n_n = int(rng.integers(1, 400)), int(rng.integers(1, 2000))
+    zeros = np.array([0.0, -0.0])
+    return [
+        ("normal", rng.normal(0.3, 1, n_m), rng.normal(0, 1, n_n)),
+        ("ties", rng.integers(0, 6, n_m).astype(float), rng.integers(0, 5, n_n).astype(float)),
+        ("rounded", np.round(rng.normal(0.2, 1, n_m), 1), np.round(rng.normal(0, 1, n_n), 1)),
+        ("signed zeros", rng.choice(np.r_[zeros, 1.0], n_m), rng.choice(np.r_[zeros, -1.0], n_n)),
+        ("all tied", np.full(n_m, 2.5), np.full(n_n, 2.5)),
+        ("separated", rng.uniform(2, 3, n_m), rng.uniform(0, 1, n_n)),
+        ("one each", rng.normal(size=1), rng.normal(size=1)),
+        ("wide range", rng.normal(0, 1, n_m) * 10.0 ** rng.integers(-300, 300, n_m), rng.normal(0, 1, n_n) * 1e-300),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_numpy_roc_and_auc_are_scikit_learns_bit_for_bit(seed: int) -> None:
+    """The audit path's ROC / AUC (no scikit-learn import) equal roc_curve / roc_auc_score exactly, ties included."""
+    for kind, member, nonmember in _score_sets(seed):
+        y, s = M.labelled(member, nonmember)
+        for sign in (1.0, -1.0):
+            for drop in (False, True):
+                want = roc_curve(y, sign * s, drop_intermediate=drop)
+                got = M.roc_curve(y, sign * s, drop_intermediate=drop)
+                for name, g, w in zip(("fpr", "tpr", "thresholds"), got, want):
+                    assert g.dtype == w.dtype and g.shape == w.shape, (kind, sign, drop, name)
+                    np.testing.assert_array_equal(g, w, err_msg=f"{kind}, sign {sign}, drop_intermediate {drop}: {name}")
+                    # signed zeros too: the same threshold value, not just an equal one
+                    np.testing.assert_array_equal(np.signbit(g), np.signbit(w), err_msg=f"{kind}: {name} sign bits")
+            assert M.roc_auc(y, sign * s) == roc_auc_score(y, sign * s), (kind, sign)
+        assert M.auc(member, nonmember) == roc_auc_score(y, s), kind
+
+
+def test_evaluate_point_values_are_scikit_learns() -> None:
+    rng = np.random.default_rng(5)
+    member, nonmember = np.round(rng.normal(0.4, 1, 120), 2), np.round(rng.normal(0, 1, 1500), 2)
+    report = L.evaluate(member, nonmember, n_bootstrap=20)
+    y, s = M.labelled(member, nonmember)
+    assert report.auc == roc_auc_score(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    assert report.metrics["tpr_at_1pct_fpr"].value == np.max(tpr[fpr <= 0.01])
+    assert report.metrics["asr"].value == np.max((tpr + 1.0 - fpr) / 2.0)
+
+
 # ----------------------------------------------------------------------------- fast path
 
 
@@ -324,16 +373,33 @@ def test_accepts_array_likes_and_ints() -> None:
 
 
 def test_the_bootstrap_computed_a_few_rows_at_a_time_is_the_bootstrap_computed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Memory: the resample draws are kept compact and tallied in blocks; the intervals must not change by a bit."""
+    """Memory: the resample draws are kept compact, drawn and tallied in blocks; the intervals must not change by a bit."""
     leakage = L
     assert leakage._WORK_CELLS < 650 * 1000  # the blocked runs below (1000 resamples) are really cut into several blocks
     rng = np.random.default_rng(5)
     member, nonmember = np.round(rng.normal(0.3, 1, 700), 2), np.round(rng.normal(0, 1, 650), 2)  # ties too
     blocked = leakage.evaluate(member, nonmember, confidence=0.95, seed=3)
     blocked_pair = leakage.paired_bootstrap((member, nonmember), (member * 0.5, nonmember), n_bootstrap=1000, seed=4)
-    monkeypatch.setattr(leakage, "_WORK_CELLS", 1 << 40)  # every chunk drawn and tallied in one piece
+    monkeypatch.setattr(leakage, "_WORK_CELLS", 1 << 40)  # every chunk drawn in one piece
+    monkeypatch.setattr(leakage, "_BLOCK_CELLS", 1 << 40)  # and tallied in one piece
     whole = leakage.evaluate(member, nonmember, confidence=0.95, seed=3)
     whole_pair = leakage.paired_bootstrap((member, nonmember), (member * 0.5, nonmember), n_bootstrap=1000, seed=4)
     assert blocked.to_dict() == whole.to_dict()
     for mine, theirs in zip(blocked_pair, whole_pair):
         assert all(np.array_equal(mine[d][key], theirs[d][key]) for d in mine for key in mine[d])
+
+
+@pytest.mark.parametrize("cells", [1, 1000, 1 << 17])
+def test_blocked_resample_metrics_equal_the_one_block_values(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
+    """Computing the resamples' metrics a block of rows at a time changes no value (ties included)."""
+    rng = np.random.default_rng(8)
+    member, nonmember = np.round(rng.normal(0.5, 1, 90), 1), np.round(rng.normal(0, 1, 700), 1)
+    idx_m, idx_n = rng.integers(0, 90, (300, 90)), rng.integers(0, 700, (300, 700))
+    levels = tuple(M.FPR_LEVELS.values())
+    monkeypatch.setattr(L, "_BLOCK_CELLS", 1 << 40)  # one block: every row at once, as before blocking
+    whole = L._resample_metrics(member, nonmember, idx_m, idx_n, levels)
+    monkeypatch.setattr(L, "_BLOCK_CELLS", cells)
+    blocked = L._resample_metrics(member, nonmember, idx_m, idx_n, levels)
+    for direction, metrics in whole.items():
+        for key, values in metrics.items():
+            np.testing.assert_array_equal(blocked[direction][key], values, err_msg=f"{direction} {key}")

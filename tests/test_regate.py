@@ -3,7 +3,9 @@
 Every score is read back from the CLI's chunk store or the plugin's score cache; hashing the
 files, the metrics, the gates and the reports need no torch. The runs below block torch and
 diffusers with an import hook and must give the scored run's report.json, except for the fields
-that say how this run got its scores (EXPECTED_DIFFERENCES).
+that say how this run got its scores (EXPECTED_DIFFERENCES). They block scikit-learn and
+scipy.stats too: the metrics, the epsilon bound and the shift check are numpy (and
+scipy.special), since importing those two costs a re-gate more than a second.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ BLOCKER = '''\
 import sys
 
 class _NoTorch:
-    """Refuse torch and diffusers: the re-gate must not need them."""
+    """Refuse torch, diffusers, scikit-learn and scipy.stats: the re-gate must not need them."""
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "diffusers"):
+        if name.split(".")[0] in ("torch", "diffusers", "sklearn") or name == "scipy.stats" or name.startswith("scipy.stats."):
             raise ImportError(f"{name} is blocked in this run")
         return None
 
@@ -80,9 +82,11 @@ def _setup(root: Path) -> Path:
     return policy
 
 
-def test_the_blocker_blocks_torch(tmp_path: Path, blocker: Path) -> None:
-    finished = _run(["-c", "import torch"], tmp_path, block=blocker)
-    assert finished.returncode != 0 and "torch is blocked" in finished.stderr
+@pytest.mark.parametrize("module", ["torch", "diffusers", "sklearn.metrics", "scipy.stats"])
+def test_the_blocker_blocks_the_heavy_imports(tmp_path: Path, blocker: Path, module: str) -> None:
+    finished = _run(["-c", f"import {module}"], tmp_path, block=blocker)
+    assert finished.returncode != 0 and "is blocked" in finished.stderr
+    assert _run(["-c", "import numpy, scipy.special"], tmp_path, block=blocker).returncode == 0
 
 
 def test_cli_regate_from_the_chunk_store_imports_no_torch_and_reports_the_same(tmp_path: Path, blocker: Path) -> None:

@@ -10,18 +10,17 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from naa_guard.errors import DataError
-from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, tpr_at_from_curve, validate_pair
+from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, roc_auc, roc_curve, tpr_at_from_curve, validate_pair
 
 # Bound on (resamples in one chunk) x (distinct scores): how many resample positions are drawn at
 # once. It fixes the order of the random draws (members then non-members, chunk by chunk), so it
 # never changes: every interval ever reported depends on it.
 _CHUNK_CELLS = 1 << 21
-# Bound on the cells computed at once within a chunk: the draws are kept as int32 and the
-# tallies made a few rows at a time, so the bootstrap's memory stays near 20 MB whatever the
-# sample sizes (the draws and the results are the same as when computed all at once).
+# Bound on the cells drawn at once within a chunk: the draws are kept as int32, made a few rows
+# at a time (the same numbers as drawn at once) and tallied in blocks of _BLOCK_CELLS, so the
+# bootstrap's memory stays near 20 MB whatever the sample sizes.
 _WORK_CELLS = 1 << 18
 
 
@@ -35,12 +34,9 @@ def _draw_positions(rng: np.random.Generator, size: int, rows: int) -> np.ndarra
     return positions
 
 
-def _blocks(member: np.ndarray, nonmember: np.ndarray, idx_m: np.ndarray, idx_n: np.ndarray, levels: tuple[float, ...]) -> dict[str, dict[str, np.ndarray]]:
-    """Return :func:`_resample_metrics` of every row, computed a few rows at a time (rows are independent)."""
-    n_u = np.unique(np.concatenate([member, nonmember])).size
-    step = max(1, _WORK_CELLS // max(n_u, idx_m.shape[1], idx_n.shape[1]))
-    parts = [_resample_metrics(member, nonmember, idx_m[start : start + step], idx_n[start : start + step], levels) for start in range(0, idx_m.shape[0], step)]
-    return {d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]} for d in parts[0]}
+# Cells per block of rows that the metrics are computed on (a cache-sized working set). Unlike
+# _CHUNK_CELLS, which decides how the resamples are drawn, it changes no value.
+_BLOCK_CELLS = 1 << 17
 
 
 def _resample_metrics(
@@ -57,22 +53,29 @@ def _resample_metrics(
     """
     values, inverse = np.unique(np.concatenate([member, nonmember]), return_inverse=True)
     uid_m, uid_n = inverse[: member.size], inverse[member.size :]
-    rows, n_u = idx_m.shape[0], values.size
-    offsets = (np.arange(rows) * n_u)[:, None]
-
-    def counts(uid: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        # One bincount over (row, distinct score) cells tallies every resample at once.
-        flat = (uid[idx] + offsets).ravel()
-        return np.bincount(flat, minlength=rows * n_u).reshape(rows, n_u)
-
-    cm, cn = counts(uid_m, idx_m), counts(uid_n, idx_n)
+    n_u = values.size
     n_m, n_n = idx_m.shape[1], idx_n.shape[1]
-    # np.unique sorts ascending: reversed columns walk thresholds for "higher = member", the
-    # natural order walks them for the negated score.
-    return {
-        MEMBERS_HIGHER: curve_metrics(cm[:, ::-1], cn[:, ::-1], n_m, n_n, levels),
-        MEMBERS_LOWER: curve_metrics(cm, cn, n_m, n_n, levels),
-    }
+    # Rows are independent: a few at a time keeps the many (rows, n_u) temporaries small enough
+    # to stay in cache and be reused, instead of first-touching hundreds of MB (same values).
+    block = max(1, _BLOCK_CELLS // max(n_u, n_m, n_n))
+    parts: list[dict[str, dict[str, np.ndarray]]] = []
+    for start in range(0, idx_m.shape[0], block):
+        block_m, block_n = idx_m[start : start + block], idx_n[start : start + block]
+        offsets = (np.arange(block_m.shape[0]) * n_u)[:, None]
+
+        def counts(uid: np.ndarray, idx: np.ndarray) -> np.ndarray:
+            # One bincount over (row, distinct score) cells tallies every resample of the block at once.
+            flat = (uid[idx] + offsets).ravel()
+            return np.bincount(flat, minlength=idx.shape[0] * n_u).reshape(idx.shape[0], n_u)
+
+        cm, cn = counts(uid_m, block_m), counts(uid_n, block_n)
+        # np.unique sorts ascending: reversed columns walk thresholds for "higher = member", the
+        # natural order walks them for the negated score.
+        parts.append({
+            MEMBERS_HIGHER: curve_metrics(cm[:, ::-1], cn[:, ::-1], n_m, n_n, levels),
+            MEMBERS_LOWER: curve_metrics(cm, cn, n_m, n_n, levels),
+        })  # fmt: skip
+    return {d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]} for d in (MEMBERS_HIGHER, MEMBERS_LOWER)}
 
 
 def _bootstrap(
@@ -93,7 +96,7 @@ def _bootstrap(
         # the original set sizes (and the FPR grid the resolution rule assumes).
         idx_m = _draw_positions(rng, member.size, rows)
         idx_n = _draw_positions(rng, nonmember.size, rows)
-        parts.append(_blocks(member, nonmember, idx_m, idx_n, levels))
+        parts.append(_resample_metrics(member, nonmember, idx_m, idx_n, levels))
     return {
         d: {key: np.concatenate([p[d][key] for p in parts]) for key in parts[0][d]}
         for d in (MEMBERS_HIGHER, MEMBERS_LOWER)
@@ -127,7 +130,7 @@ def paired_bootstrap(
         rows = min(chunk, n_bootstrap - start)
         idx_m = _draw_positions(rng, now_m.size, rows)
         idx_n = _draw_positions(rng, now_n.size, rows)
-        parts.append((_blocks(now_m, now_n, idx_m, idx_n, levels), _blocks(then_m, then_n, idx_m, idx_n, levels)))
+        parts.append((_resample_metrics(now_m, now_n, idx_m, idx_n, levels), _resample_metrics(then_m, then_n, idx_m, idx_n, levels)))
 
     def joined(which: int) -> dict[str, dict[str, np.ndarray]]:
         first = parts[0][which]
@@ -221,7 +224,7 @@ def evaluate(
         MEMBERS_HIGHER: roc_curve(y, s, drop_intermediate=False)[:2],
         MEMBERS_LOWER: roc_curve(y, -s, drop_intermediate=False)[:2],
     }
-    raw_auc = float(roc_auc_score(y, s))
+    raw_auc = roc_auc(y, s)
     auc_dir = MEMBERS_HIGHER if raw_auc >= 0.5 else MEMBERS_LOWER
 
     levels = tuple(FPR_LEVELS.values())

@@ -1,6 +1,11 @@
 """Leakage metrics of member vs non-member scores (SPEC section 4): ROC, AUC, TPR at a fixed FPR
-and best-threshold balanced accuracy. Pure numpy / scikit-learn, members labelled 1, higher
-score = more likely a member.
+and best-threshold balanced accuracy. Pure numpy, members labelled 1, higher score = more likely
+a member.
+
+The ROC and the AUC follow scikit-learn's ``roc_curve`` and ``roc_auc_score`` operation for
+operation (the same sort, cumulative sums, divisions and trapezoid sum), so they agree with them
+bit for bit (tests/test_metrics.py proves it on random and tied scores); they live here so that a
+re-gate from cached scores does not pay for importing scikit-learn.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from naa_guard.errors import DataError, InsufficientSamplesError, NonFiniteScoreError
 
@@ -83,6 +87,33 @@ def labelled(member: np.ndarray, nonmember: np.ndarray) -> tuple[np.ndarray, np.
     return y, np.concatenate([member, nonmember])
 
 
+def roc_curve(labels: np.ndarray, scores: np.ndarray, *, drop_intermediate: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(fpr, tpr, thresholds)`` of validated 0/1 ``labels`` (both present) and finite ``scores``.
+
+    scikit-learn's ``roc_curve`` (version 1.3 on, unweighted): one point per distinct score from
+    the highest down, after a (0, 0) point at threshold +inf; ``drop_intermediate`` drops the
+    points in between collinear ones, as ``roc_auc_score`` does before its trapezoid sum.
+    """
+    order = np.argsort(-scores, kind="stable")  # descending, ties in input order
+    sorted_scores = scores[order]
+    ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]  # last index of each distinct score
+    tps = np.cumsum(labels[order].astype(np.float64))[ends]
+    fps = 1.0 + ends.astype(np.float64) - tps
+    thresholds = sorted_scores[ends]
+    if drop_intermediate and fps.shape[0] > 2:
+        corners = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[corners], tps[corners], thresholds[corners]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds.astype(np.float64)]
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Return the ROC AUC of validated ``labels`` and ``scores`` as scikit-learn's ``roc_auc_score`` gives it."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=True)
+    # The trapezoid rule exactly as numpy / scipy write it; fpr never decreases, so no sign flip.
+    return float(np.add.reduce(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
 def roc(
     member_scores: ArrayLike, nonmember_scores: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,7 +132,7 @@ def auc(member_scores: ArrayLike, nonmember_scores: ArrayLike) -> float:
     """Return the ROC AUC with members as the positive class (ties count 1/2)."""
     member, nonmember = validate_pair(member_scores, nonmember_scores)
     y, s = labelled(member, nonmember)
-    return float(roc_auc_score(y, s))
+    return roc_auc(y, s)
 
 
 def tpr_at_from_curve(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> tuple[float, float]:

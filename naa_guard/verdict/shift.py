@@ -16,6 +16,7 @@ import numpy as np
 from naa_guard.errors import AuditInvalidError
 from naa_guard.samples import SampleSet
 from naa_guard.samples.summary import SetSummary, image_features, summary
+from naa_guard.verdict.crossval import column_ranks, shuffled_folds, standardised
 from naa_guard.verdict.leakage import evaluate
 
 if TYPE_CHECKING:
@@ -101,9 +102,7 @@ def shift_sample_positions(n_members: int, n_nonmembers: int, seed: int) -> tupl
 
 def _column_aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Return the AUC of each column of (n, B) scores against (n, B) 0/1 labels (ties count 1/2)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=0)
+    ranks = column_ranks(scores)
     positives = labels.sum(axis=0)
     negatives = labels.shape[0] - positives
     return ((ranks * labels).sum(axis=0) - positives * (positives + 1) / 2) / (positives * negatives)
@@ -141,14 +140,11 @@ def classify_features(member_features: np.ndarray, nonmember_features: np.ndarra
 
     ``rng`` is the generator :func:`shift_sample_positions` returned: it draws the permutations.
     """
-    from sklearn.model_selection import KFold
-    from sklearn.preprocessing import StandardScaler
-
     # Standardising without labels leaks nothing, so it may see every image.
-    features = StandardScaler().fit_transform(np.concatenate([member_features, nonmember_features]))
+    features = standardised(np.concatenate([member_features, nonmember_features]))
     labels = np.r_[np.ones(len(member_features)), np.zeros(len(nonmember_features))]
     # Folds that ignore the labels keep the permutation test exact.
-    folds = list(KFold(n_splits=min(SHIFT_FOLDS, len(labels)), shuffle=True, random_state=seed).split(features))
+    folds = shuffled_folds(len(labels), min(SHIFT_FOLDS, len(labels)), seed)
     columns = np.column_stack([labels] + [rng.permutation(labels) for _ in range(permutations)])
     predictions = _ridge_cv_scores(features, columns, folds)  # column 0: the observed labels
     aucs = _column_aucs(predictions, columns)
