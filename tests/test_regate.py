@@ -16,12 +16,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_setup
+from jsondiff import EXPECTED_DIFFERENCES, differences
 
 from naa_guard.attacks.common import sample_keys
 from naa_guard.attacks.keys import ROLE_CODES, sample_keys_array
@@ -42,23 +42,6 @@ class _NoTorch:
 
 sys.meta_path.insert(0, _NoTorch())
 '''
-
-# What differs between the scored run's report.json and the cached re-gate's, and why:
-# - attacks.naa.seconds: the time the attack took (scoring vs. reading the stored scores);
-# - attacks.naa.cached: whether its scores came from a cache (False, then True);
-# - device, environment.device: the device the model was loaded on; the re-gate loads none
-#   ("cpu" vs. None / "not loaded (cached scores)").
-EXPECTED_DIFFERENCES = {"attacks.naa.seconds", "attacks.naa.cached", "device", "environment.device"}
-
-
-def differences(a: Any, b: Any, where: str = "") -> set[str]:
-    """Return the dotted paths at which two JSON values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return {path for key in set(a) | set(b) for path in differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{where}.{key}" if where else key)}
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return {path for i, (x, y) in enumerate(zip(a, b)) for path in differences(x, y, f"{where}[{i}]")}
-    return set() if a == b else {where}
-
 
 def _run(args: list[str], cwd: Path, *, block: Path | None) -> subprocess.CompletedProcess[str]:
     paths = ([str(block)] if block is not None else []) + [str(ROOT), os.environ.get("PYTHONPATH", "")]

@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from conftest import make_tiny_setup
+from jsondiff import EXPECTED_DIFFERENCES, differences
 
 from naa_guard import launcher
 from naa_guard.cli import main
@@ -27,20 +27,6 @@ from naa_guard.scoring.storedfirst import may_regate_here
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
-# The scored run's report against the stored-score re-gate's: how long the attack took, whether its
-# scores were cached, and the device the model was loaded on (none in the re-gate).
-EXPECTED_DIFFERENCES = {"attacks.naa.seconds", "attacks.naa.cached", "device", "environment.device"}
-
-
-def differences(a: Any, b: Any, where: str = "") -> set[str]:
-    """Return the dotted paths at which two JSON values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return {path for key in set(a) | set(b) for path in differences(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{where}.{key}" if where else key)}
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return {path for i, (x, y) in enumerate(zip(a, b)) for path in differences(x, y, f"{where}[{i}]")}
-    return set() if a == b else {where}
-
-
 class Spy:
     """Stands in for launcher.launch: records each call; answers ``outcome`` (None: no torchrun may start here)."""
 
