@@ -23,6 +23,7 @@ from naa_guard.attacks import ATTACKS
 from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.errors import PolicyError
 from naa_guard.reports.rows import align_columns
+from naa_guard.samples import reuse_file_digests
 from naa_guard.scoring.encodings import forgets_temporary_encodings
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def sweep_settings(policy: Policy, attack: str, grid: dict[str, list[Any]]) -> l
 
 
 @forgets_temporary_encodings  # the settings share the sets' encodings; removed when the sweep ends
+@reuse_file_digests()  # the model and sample files are hashed once for every setting's keys
 def sweep(policy: Policy, attack: str, grid: dict[str, list[Any]], *, device: str | None = None, batch_size: int | None = None, limit: int | None = None, progress: bool = True) -> SweepResult:
     """Return every combination's leakage for one attack, scored on the policy's whole sets."""
     from naa_guard.audit import prepare_audit

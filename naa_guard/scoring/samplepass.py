@@ -42,6 +42,7 @@ class SampleJob:
     feature_positions: dict[str, np.ndarray | None]
     summary_root: str | None  # where summaries are stored (None: not stored)
     summary_material: dict[str, Any]  # what every chunk's summary depends on besides its samples
+    set_digests: dict[str, str]  # role -> digest of the set's files (read once, on rank 0); empty when nothing is stored
     encodings: EncodingPlan | None = None
     step: int = 1  # samples per encoder call, as scoring batches them
 
@@ -49,7 +50,7 @@ class SampleJob:
         """Return the chunk's digests, shift features and decoding notes (and store what was computed)."""
         samples = self.sets[role]
         rows = chunk_feature_rows(self.feature_positions.get(role), start, stop)
-        material = self._material(samples, role, start, stop, rows)
+        material = self._material(samples, role, start, stop, rows) if self.summary_root is not None else {}
         stored = self._stored(material, len(rows) if rows is not None else 0, stop - start) if self.summary_root is not None else None
         encode = self.encodings is not None and not stored_encodings_exist(self.encodings, samples, role, start, stop)
         if stored is not None and not encode:
@@ -77,7 +78,7 @@ class SampleJob:
         identity.update(b"\0" + np.ascontiguousarray(samples.indices[start:stop], dtype="<i8").tobytes())
         identity.update(b"\0" + np.ascontiguousarray(samples.rows[start:stop], dtype="<i8").tobytes())
         features = None if rows is None else [int(row) for row in rows]
-        return {**self.summary_material, "format": SUMMARY_FORMAT, "role": role, "set": files_digest(samples.files), "chunk": identity.hexdigest(), "features": features}
+        return {**self.summary_material, "format": SUMMARY_FORMAT, "role": role, "set": self.set_digests[role], "chunk": identity.hexdigest(), "features": features}
 
     def _stored(self, material: dict[str, Any], feature_count: int, count: int) -> SampleChunk | None:
         """Return a stored summary of exactly this chunk, or None (a damaged or foreign one is a warning)."""
@@ -114,7 +115,8 @@ def summarize_sets(
     """
     job = SampleJob(
         {role: samples for role, (samples, _) in sets.items()}, {role: positions for role, (_, positions) in sets.items()},
-        str(summary_root) if summary_root is not None else None, summary_material or {}, encodings, step,
+        str(summary_root) if summary_root is not None else None, summary_material or {},
+        {role: files_digest(samples.files) for role, (samples, _) in sets.items()} if summary_root is not None else {}, encodings, step,
     )  # fmt: skip
     chunks = [(role, start, stop) for role, (samples, _) in sets.items() for start, stop in chunk_bounds(len(samples), chunk_samples)]
     results = runner.run(job, chunks, models)
