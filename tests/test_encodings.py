@@ -19,6 +19,7 @@ from conftest import FIXTURES, make_images, make_tiny_model, write_policy
 
 from naa_guard import audit as audit_module
 from naa_guard.audit import audit
+from naa_guard.errors import AuditInvalidError
 from naa_guard.policy import load_policy
 from naa_guard.samples import SampleSet
 from naa_guard.scoring import runner
@@ -106,6 +107,7 @@ NEW_PROCESS = """
 import json, sys, torch
 torch.set_num_threads(1)
 from naa_guard.audit import audit
+from naa_guard.errors import AuditInvalidError
 from naa_guard.policy import load_policy
 from naa_guard.scoring.chunks import ChunkStore
 from naa_guard.targets import load_target, read_model_info
@@ -190,3 +192,32 @@ def test_a_regate_of_unchanged_data_decodes_no_image_and_keeps_the_notes(tmp_pat
     assert spy.chunks == [] and not again.model_loaded
     assert again.warnings == first.warnings  # the decoding notes come back with the stored summaries
     assert again.checks is not None and first.checks is not None and again.checks.to_dict() == first.checks.to_dict()
+
+
+def test_summaries_copied_from_another_data_set_cannot_hide_an_overlap(tmp_path: Path) -> None:
+    """A store's summaries stand in for decoding on a re-gate: a clean set's copied over an overlapping set's must change nothing."""
+    make_tiny_model(tmp_path / "model")
+
+    def setup(name: str, overlapping: bool) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        make_images(folder / "members.npz", 24, seed=1)
+        make_images(folder / "nonmembers.npz", 24, seed=1 if overlapping else 2)  # seed 1: the members themselves
+        return write_policy(
+            folder / "p.naa.yaml",
+            f"version: 1\nname: {name}\nmodel: {{path: {tmp_path / 'model'}}}\ndata: {{members: ./members.npz, nonmembers: ./nonmembers.npz}}\n"
+            "attacks: {loss: {}}\nthresholds: {auc: 0.99, tpr_at_1pct_fpr: null, decision: point}\nruntime: {device: cpu, batch_size: 8, seed: 0}\n",
+        )
+
+    overlapping, clean = load_policy(setup("overlapping", True)), load_policy(setup("clean", False))
+    stores = {name: ChunkStore(tmp_path / f"store-{name}") for name in ("overlapping", "clean")}
+    with pytest.raises(AuditInvalidError, match="identical"):
+        audit(overlapping, progress=False, chunk_store=stores["overlapping"])
+    audit(clean, progress=False, chunk_store=stores["clean"])
+    theirs = sorted((stores["overlapping"].root / "summaries").glob("*.npz"))
+    ours = sorted((stores["clean"].root / "summaries").glob("*.npz"))
+    assert len(theirs) == len(ours) == 2  # one chunk per side
+    for target, source in zip(theirs, ours):
+        target.write_bytes(source.read_bytes())  # the clean set's digests under the overlapping set's keys
+    with pytest.raises(AuditInvalidError, match="identical"):
+        audit(overlapping, progress=False, chunk_store=stores["overlapping"])
