@@ -85,3 +85,18 @@ def make_tiny_setup(
 def tiny_setup(tmp_path: Path) -> Path:
     """Return a policy over a tiny random model and two random 24-image sets."""
     return make_tiny_setup(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # type: ignore[no-untyped-def]
+    """Run a module's tiny models on one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Under xdist on two shared cores, two torch threads per worker made each tiny-UNet step about
+    10x slower (measured); one keeps it cheap.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

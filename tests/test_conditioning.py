@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import FIXTURES, write_policy
 
 from naa_guard.audit import AuditResult, audit
@@ -26,13 +25,7 @@ from naa_guard.targets import load_target, probe_target, read_model_info
 SD = FIXTURES / "tiny_sd"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, as in tests/test_latent.py: tiny models on shared cores run fastest so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

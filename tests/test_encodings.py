@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import FIXTURES, make_images, make_tiny_model, write_policy
 
 from naa_guard import audit as audit_module
@@ -31,12 +30,7 @@ SD = FIXTURES / "tiny_sd"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sd_policy(tmp_path: Path, attacks: str, *, name: str = "enc", limit: int = 20, extra: str = "") -> Path:

@@ -36,14 +36,7 @@ def sd_policy(tmp_path: Path, *, members: str = "members", nonmembers: str = "no
     return write_policy(tmp_path / f"{name}.naa.yaml", body + extra)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """Run this module's models on one thread: with xdist workers on 2 shared cores, two torch
-    threads per worker made each tiny-UNet step about 10x slower (measured), one keeps it cheap."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ RANK = 8
 DOWN = re.compile(r"^(?P<module>.+?)(?:\.lora\.down|\.lora_A)\.weight$")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _plain() -> dict[str, torch.Tensor]:

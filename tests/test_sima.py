@@ -231,15 +231,6 @@ def _sd_policy(tmp_path: Path, name: str, *, members: str = "members", nonmember
 
 
 @pytest.fixture(scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    """Run the tiny SD pipeline on one thread (cheap under xdist on shared cores, as in test_latent)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def sd_target(one_thread):  # type: ignore[no-untyped-def]
     return load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
 
