@@ -100,3 +100,13 @@ def one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sd_target(one_thread):  # type: ignore[no-untyped-def]
+    """Return the committed tiny Stable Diffusion pipeline (tests/fixtures/tiny_sd), loaded and probed once per module, on one thread."""
+    from naa_guard.targets import load_target, probe_target, read_model_info
+
+    target = load_target(read_model_info(FIXTURES / "tiny_sd" / "model"), allow_pickle=False, device="cpu", dtype="float32")
+    probe_target(target, "tiny_sd")
+    return target

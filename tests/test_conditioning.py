@@ -20,19 +20,11 @@ from naa_guard.policy import load_policy
 from naa_guard.reports.html import to_html
 from naa_guard.reports.markdown import to_markdown
 from naa_guard.reports.text import format_table
-from naa_guard.targets import load_target, probe_target, read_model_info
 
 SD = FIXTURES / "tiny_sd"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def sd_target():  # type: ignore[no-untyped-def]
-    target = load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
-    probe_target(target, "tiny_sd")
-    return target
 
 
 def _policy(folder: Path, members: Path, nonmembers: Path, data: str = "", name: str = "sd") -> Path:

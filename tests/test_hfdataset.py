@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import FIXTURES, write_policy
 
 from naa_guard.audit import audit
 from naa_guard.errors import DataError
 from naa_guard.policy import load_policy
 from naa_guard.samples import list_samples
-from naa_guard.targets import load_target, probe_target, read_model_info
 
 datasets = pytest.importorskip("datasets")
 
@@ -55,14 +53,6 @@ def policy(tmp_path: Path, members: Path, nonmembers: Path, data: str = "", name
         "attacks: {loss: {}}\nthresholds: {auc: 0.99, tpr_at_1pct_fpr: null}\n"
         "runtime: {device: cpu, batch_size: 16, seed: 0}\n",
     )
-
-
-@pytest.fixture(scope="module")
-def sd_target():  # type: ignore[no-untyped-def]
-    torch.set_num_threads(1)
-    target = load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
-    probe_target(target, "tiny_sd")
-    return target
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from naa_guard.cli import main
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.policy import load_policy
 from naa_guard.sweep import sweep
-from naa_guard.targets import load_target, probe_target, read_model_info
+from naa_guard.targets import load_target, read_model_info
 
 SD = FIXTURES / "tiny_sd"
 
@@ -37,14 +37,6 @@ def sd_policy(tmp_path: Path, *, members: str = "members", nonmembers: str = "no
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def sd_target():  # type: ignore[no-untyped-def]
-    """Return the tiny SD fixture loaded once for the module."""
-    target = load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
-    probe_target(target, "tiny_sd")
-    return target
 
 
 # ----------------------------------------------------------------------------- the leak and the nulls

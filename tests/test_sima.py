@@ -230,11 +230,6 @@ def _sd_policy(tmp_path: Path, name: str, *, members: str = "members", nonmember
     )
 
 
-@pytest.fixture(scope="module")
-def sd_target(one_thread):  # type: ignore[no-untyped-def]
-    return load_target(read_model_info(SD / "model"), allow_pickle=False, device="cpu", dtype="float32")
-
-
 def test_latent_sima_with_captions_finds_the_members_and_two_unseen_sets_stay_near_chance(tmp_path: Path, sd_target) -> None:  # type: ignore[no-untyped-def]
     captioned = audit(load_policy(_sd_policy(tmp_path, "captions", attacks="{sima: {}, pia: {}}")), target=sd_target, progress=False)
     assert captioned.conditioning.startswith("caption")
