@@ -10,11 +10,12 @@ re-gate without loading the model, and saved chunk by chunk, so a killed audit r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS, Attack
@@ -38,6 +39,7 @@ from naa_guard.targets.modelsize import explain_image_sizes
 from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
 from naa_guard.verdict.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.verdict.control import check_control
+from naa_guard.verdict.degenerate import explain
 from naa_guard.verdict.epsilon import epsilon_lower_bound
 from naa_guard.verdict.exposed import most_exposed
 from naa_guard.verdict.fingerprint import audit_fingerprint, environment
@@ -96,14 +98,20 @@ class PreparedAudit:
             ref_scores, ref_cached = self.reference.score_sets(attack, sets, f"{attack.name} (reference)")
             name = calibrated_name(attack.name)
             seconds = results[attack.name].seconds + time.perf_counter() - started
-            results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample)
+            # a calibrated score is known only to the resolution of its operands (naa_guard.verdict.degenerate)
+            operands = {role: np.maximum(np.abs(scores[role]), np.abs(ref_scores[role])) for role in ("members", "nonmembers")}
+            results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample, operands)
         return results
 
     def _result(
         self, name: str, attack: Attack, scores: dict[str, Any], cached: bool, seconds: float, sets: dict[str, SampleSet], tuning: TuningResult | None, queries: int,
+        magnitudes: dict[str, np.ndarray] | None = None,
     ) -> AttackResult:  # fmt: skip
         thresholds = self.policy.thresholds
-        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
+        sizes = (magnitudes["members"], magnitudes["nonmembers"]) if magnitudes is not None else None
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed, magnitudes=sizes)
+        if leakage.degenerate is not None:  # every gate of this row is an error that names the attack and its setting
+            leakage = replace(leakage, degenerate=explain(name, attack.describe(), leakage.degenerate))
         epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
         samples = {role: (s.indices, tuple(map(s.origin, range(len(s))))) for role, s in sets.items()}
         return AttackResult(
