@@ -84,4 +84,4 @@ def test_a_reference_copy_of_the_model_certifies_nothing(copied_reference: Path)
     # its scores are all zero: degenerate, an error, never AUC 0.500 PASS
     assert [gate.status for gate in result.gates if gate.attack == "sima/ref"] == ["error"]
     table = format_table(result)
-    assert "tuned on raw scores" in table and "tuned on calibrated scores" in table
+    assert "never gated) on raw scores" in table and "never gated) on calibrated scores" in table

@@ -46,8 +46,8 @@ def worst_case_rows(result: AuditResult) -> list[list[str]]:
 def tuning_summary(tuning: TuningResult) -> str:
     """Return one line saying on which calibration split a tuned attack chose its setting."""
     return (
-        f"tuned on {tuning.scores} scores of a {tuning.fraction:.0%} calibration split ({tuning.n_members} members / "
-        f"{tuning.n_nonmembers} non-members, never gated); candidates:"
+        f"tuned on a {tuning.fraction:.0%} calibration split ({tuning.n_members} members / "
+        f"{tuning.n_nonmembers} non-members, never gated) on {tuning.scores} scores; candidates:"
     )
 
 
