@@ -13,6 +13,7 @@ from naa_guard.audit import audit
 from naa_guard.cli import main
 from naa_guard.errors import PolicyError
 from naa_guard.policy import load_policy
+from naa_guard.sweep import format_sweep, sweep
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,6 +61,13 @@ def test_the_pytest_item_of_a_degenerate_row_errors(silent_policy: Path, pyteste
     result = pytester.runpytest("-p", "no:cacheprovider", "--naa-policy", str(silent_policy))
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*sima AUC cannot be decided (degenerate scores)*"])
+
+
+def test_a_sweep_marks_degenerate_settings_and_never_calls_them_the_strongest(silent_policy: Path) -> None:
+    result = sweep(load_policy(silent_policy), "sima", {"t": [50, 100]}, progress=False)
+    assert all(row.degenerate is not None for row in result.rows)
+    table = format_sweep(result)
+    assert "<- highest leak AUC" not in table and table.count("<- degenerate scores: no evidence") == 2
 
 
 def test_an_exponent_below_one_is_a_policy_error_naming_key_value_and_range(tmp_path: Path) -> None:
