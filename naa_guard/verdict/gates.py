@@ -112,7 +112,8 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
     for metric, limit in thresholds.limits().items():
         if leakage.degenerate is not None:  # tied scores are no evidence either way (naa_guard.verdict.degenerate)
             measured = leakage.metrics.get(metric, MetricValue(float("nan"), (float("nan"), float("nan")), leakage.direction))
-            gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, leakage.direction, "error", f"{name} {GATE_LABELS[metric]} cannot be decided (degenerate scores): {leakage.degenerate}"))
+            message = f"{name} {GATE_LABELS[metric]} cannot be decided (degenerate scores): {leakage.degenerate}"
+            gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, leakage.direction, "error", message))
             continue
         if metric == "epsilon_lb":
             gates.append(epsilon_gate(name, epsilon, limit))
