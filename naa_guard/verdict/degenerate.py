@@ -135,8 +135,8 @@ def degenerate_scores(
     ties, se0 = cross_tie_fraction(snapped["members"], snapped["nonmembers"]), null_auc_se(n, m)
     if ties / 2.0 > se0 / 2.0:
         return Degenerate("both", (
-            f"{ties:.1%} of the {n} x {m} member / non-member score pairs tie at float32 resolution, so the ties alone hold the AUC "
-            f"within {ties / 2:.3f} of 0.5 or 1; at these counts they may move it by at most {se0 / 2:.3f} (half its standard error)"
+            f"{ties:.1%} of the {n} x {m} member / non-member score pairs tie at float32 resolution (each counts 1/2), so the ties "
+            f"alone can hide up to {ties / 2:.3f} of AUC; at these counts they may hide at most {se0 / 2:.3f} (half its standard error)"
         ))  # fmt: skip
     return None
 
