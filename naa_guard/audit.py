@@ -10,11 +10,12 @@ re-gate without loading the model, and saved chunk by chunk, so a killed audit r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS, Attack
@@ -35,9 +36,10 @@ from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
 from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
-from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
+from naa_guard.tuning import CalibrationSplit, TuningResult, split_for_tuning, tune_attack
 from naa_guard.verdict.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.verdict.control import check_control
+from naa_guard.verdict.degenerate import explain
 from naa_guard.verdict.epsilon import epsilon_lower_bound
 from naa_guard.verdict.exposed import most_exposed
 from naa_guard.verdict.fingerprint import audit_fingerprint, environment
@@ -96,14 +98,20 @@ class PreparedAudit:
             ref_scores, ref_cached = self.reference.score_sets(attack, sets, f"{attack.name} (reference)")
             name = calibrated_name(attack.name)
             seconds = results[attack.name].seconds + time.perf_counter() - started
-            results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample)
+            # a calibrated score is known only to the resolution of its operands (naa_guard.verdict.degenerate)
+            operands = {role: np.maximum(np.abs(scores[role]), np.abs(ref_scores[role])) for role in ("members", "nonmembers")}
+            results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample, operands)
         return results
 
     def _result(
         self, name: str, attack: Attack, scores: dict[str, Any], cached: bool, seconds: float, sets: dict[str, SampleSet], tuning: TuningResult | None, queries: int,
+        magnitudes: dict[str, np.ndarray] | None = None,
     ) -> AttackResult:  # fmt: skip
         thresholds = self.policy.thresholds
-        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed)
+        sizes = (magnitudes["members"], magnitudes["nonmembers"]) if magnitudes is not None else None
+        leakage = evaluate(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, seed=self.policy.runtime.seed, magnitudes=sizes)
+        if leakage.degenerate is not None:  # every gate of this row is an error that names the attack and its setting
+            leakage = replace(leakage, degenerate=explain(name, attack.describe(), leakage.degenerate))
         epsilon = epsilon_lower_bound(scores["members"], scores["nonmembers"], confidence=thresholds.confidence, delta=thresholds.delta)
         samples = {role: (s.indices, tuple(map(s.origin, range(len(s))))) for role, s in sets.items()}
         return AttackResult(
@@ -186,6 +194,26 @@ def _first_pass_encodings(policy: Policy, scorer: Scorer, sets: dict[str, Sample
     return scorer.encoding_plan(sets) if scorer.scores_missing(ATTACKS[name](params), sets) else None
 
 
+def _tuned_rows(prepared: PreparedAudit, name: str, candidates: AttackCandidates, split: CalibrationSplit, control: SampleSet | None) -> dict[str, AttackResult]:
+    """Return a tuned attack's rows, each tuned on its own scores (naa_guard.tuning: tuning never crosses rows).
+
+    The raw row ``name`` is chosen on the model's scores; with a reference, ``name/ref`` is chosen
+    on the calibrated scores, and each row carries its own candidate table.
+    """
+    members, nonmembers = split.evaluation
+    params, tuning = tune_attack(ATTACKS[name], candidates, split, prepared.scorer, scores="raw")
+    if prepared.reference is None:
+        return {name: prepared.measure(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning)}
+    ref_params, ref_tuning = tune_attack(ATTACKS[name], candidates, split, CalibratedScorer(prepared.scorer, prepared.reference), scores="calibrated")
+    ref_name = calibrated_name(name)
+    if ref_params == params:  # one scoring serves both rows; each keeps its own table
+        rows = prepared.measure_all(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning)
+        return {name: rows[name], ref_name: replace(rows[ref_name], tuning=ref_tuning)}
+    raw = prepared.measure(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning)
+    calibrated = prepared.measure_all(ATTACKS[name](ref_params), members, nonmembers, control=control, tuning=ref_tuning)[ref_name]
+    return {name: raw, ref_name: calibrated}
+
+
 @forgets_temporary_encodings  # an audit without a store keeps its encodings in a folder of its own until it ends
 @reuse_file_digests()  # every attack's cache key and the fingerprint hash the same files: read them once
 def audit(
@@ -239,12 +267,10 @@ def audit(
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():
-        tuning = None
         if isinstance(params, AttackCandidates) and split is not None:
-            # with a reference, candidates are chosen on the calibrated scores; raw and calibrated then use that choice
-            chooser = CalibratedScorer(scorer, prepared.reference) if prepared.reference is not None else scorer
-            params, tuning = tune_attack(ATTACKS[name], params, split, chooser)
-        results.update(prepared.measure_all(ATTACKS[name](params), members, nonmembers, control=control, tuning=tuning))
+            results.update(_tuned_rows(prepared, name, params, split, control))
+        else:
+            results.update(prepared.measure_all(ATTACKS[name](params), members, nonmembers, control=control))
     if control is not None:
         paired = {name: (result.control_scores, result.nonmember_scores) for name, result in results.items()}
         validity.control = check_control(paired, control, margin=policy.checks.control_margin, confidence=policy.thresholds.confidence, seed=seed)

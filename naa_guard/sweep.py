@@ -48,6 +48,7 @@ class SweepRow:
     asr: float
     queries_per_sample: int
     seconds: float
+    degenerate: str | None = None  # why the scores are no evidence (naa_guard.verdict.degenerate); None for usable scores
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def sweep(policy: Policy, attack: str, grid: dict[str, list[Any]], *, device: st
         rows.append(SweepRow(
             {key: getattr(params, key) for key in grid}, leakage.auc, leakage.leak_auc, leakage.metrics["auc"].ci, leakage.direction,
             leakage.metrics["tpr_at_1pct_fpr"].value, leakage.metrics["asr"].value, measured.queries_per_sample, measured.seconds,
+            leakage.degenerate,
         ))  # fmt: skip
     return SweepResult(policy.name, attack, grid, rows, len(prepared.members), len(prepared.nonmembers))
 
@@ -135,10 +137,13 @@ def format_sweep(result: SweepResult) -> str:
     """Return the sweep as an aligned table, one row per combination, the strongest marked."""
     header = [*result.grid, *(COLUMN_LABELS[column] for column in COLUMNS)]
     rows = [header, ["-" * len(cell) for cell in header], *(_cells(row) for row in result.rows)]
-    strongest = max(range(len(result.rows)), key=lambda i: result.rows[i].leak_auc)
+    usable = [i for i, row in enumerate(result.rows) if row.degenerate is None]
+    strongest = max(usable, key=lambda i: result.rows[i].leak_auc) if usable else None
     lines = [f"sweep of {result.attack} on {result.name}: {result.n_members} members / {result.n_nonmembers} non-members (whole sets, no gating)"]
     for i, line in enumerate(align_columns(rows)):
-        lines.append(line + ("  <- highest leak AUC" if i - 2 == strongest else ""))
+        degenerate = 0 <= i - 2 < len(result.rows) and result.rows[i - 2].degenerate is not None
+        lines.append(line + ("  <- highest leak AUC" if i - 2 == strongest else "  <- degenerate scores: no evidence" if degenerate else ""))
+    lines += [f"degenerate: {row.degenerate}" for row in result.rows if row.degenerate is not None]
     reversed_rows = [row for row in result.rows if row.direction != "members_higher"]
     if reversed_rows:
         lines.append(f"{len(reversed_rows)} setting(s) reverse the signal (members score lower; AUC < 0.5): the leak AUC counts them as leaks.")
@@ -152,9 +157,9 @@ def write_sweep(result: SweepResult, directory: Path) -> list[Path]:
     csv_path = stem.with_suffix(".csv")
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*result.grid, "auc", "leak_auc", "leak_auc_ci_low", "leak_auc_ci_high", "direction", "tpr_at_1pct_fpr", "asr", "queries_per_sample", "seconds"])
+        writer.writerow([*result.grid, "auc", "leak_auc", "leak_auc_ci_low", "leak_auc_ci_high", "direction", "tpr_at_1pct_fpr", "asr", "queries_per_sample", "seconds", "degenerate"])
         for row in result.rows:
-            writer.writerow([*row.params.values(), row.auc, row.leak_auc, *row.leak_auc_ci, row.direction, row.tpr_at_1pct_fpr, row.asr, row.queries_per_sample, row.seconds])
+            writer.writerow([*row.params.values(), row.auc, row.leak_auc, *row.leak_auc_ci, row.direction, row.tpr_at_1pct_fpr, row.asr, row.queries_per_sample, row.seconds, row.degenerate or ""])
     plot_path = stem.with_suffix(".png")
     plot_sweep(result, plot_path)
     return [csv_path, plot_path]

@@ -7,6 +7,20 @@ candidate. The audit then splits members and non-members, seeded, into a calibra
 candidate on the calibration part; keeps the one with the highest leak AUC; and reports and gates
 only on the evaluation part. Choosing on the images that are reported would inflate the result.
 
+Tuning never crosses rows: a row is tuned on the scores it is gated on. The raw row ``name`` is
+tuned on the model's own scores; with ``model.reference`` the calibrated row ``name/ref`` is tuned
+separately on the calibrated scores, and each row carries its own :class:`TuningResult` (its own
+candidate table). A choice made on calibrated scores never decides the raw row, or the reverse.
+
+Ties are settled conservatively, never by the order of the list. Candidates whose calibration
+leak AUCs are equal (within a quarter of the AUC's step ``1 / (2 n m)`` on the calibration
+split, i.e. exactly tied up to float rounding) cannot be told apart on the calibration part, so
+the tie is settled on the evaluation part in the model's disfavour: every tied candidate is scored
+there and the one that leaks most (highest evaluation leak AUC) is the one reported and gated.
+That choice looks at the evaluation part, which can only raise the reported leak: a worst case,
+never an optimistic one. (A reference that is a copy of the model ties every candidate at 0.5;
+its calibrated row is then degenerate, an error: :mod:`naa_guard.verdict.degenerate`.)
+
 The candidate lists themselves are expanded at policy validation (:mod:`naa_guard.attacks.candidates`).
 """
 from __future__ import annotations
@@ -90,6 +104,9 @@ class TuningResult:
     candidates: tuple[CandidateResult, ...]
     chosen: int  # index into candidates
     seconds: float
+    scores: str = "raw"  # which scores the candidates were compared on: "raw" or "calibrated"
+    tied: tuple[int, ...] = ()  # candidates tied at the best calibration leak AUC (two or more: settled on the evaluation part)
+    tie_evaluation: tuple[float, ...] = ()  # the tied candidates' evaluation leak AUCs, in the order of ``tied``
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -97,20 +114,41 @@ class TuningResult:
             "fraction": self.fraction,
             "n_calibration_members": self.n_members,
             "n_calibration_nonmembers": self.n_nonmembers,
+            "scores": self.scores,
             "chosen": self.candidates[self.chosen].params,
             "candidates": [{**candidate.to_dict(), "chosen": i == self.chosen} for i, candidate in enumerate(self.candidates)],
+            "tie": None if len(self.tied) < 2 else {
+                "rule": "tied on calibration: the candidate that leaks most on the evaluation part is gated",
+                "candidates": [{"params": self.candidates[i].params, "evaluation_leak_auc": value} for i, value in zip(self.tied, self.tie_evaluation)],
+            },
             "seconds": self.seconds,
-        }
+        }  # fmt: skip
 
 
 # (attack, members, non-members, progress label) -> (member scores, non-member scores, from cache)
 ScoreFunction = Callable[["Attack", "SampleSet", "SampleSet", str], "tuple[np.ndarray, np.ndarray, bool]"]
 
 
-def tune_attack(attack_class: type[Attack], candidates: AttackCandidates, split: CalibrationSplit, score: ScoreFunction) -> tuple[AttackParams, TuningResult]:
+def tied_at_best(leak_aucs: list[float], n_members: int, n_nonmembers: int) -> list[int]:
+    """Return the positions whose leak AUC equals the highest one, up to float rounding.
+
+    An AUC of ``n`` members and ``m`` non-members is a multiple of ``1 / (2 n m)`` (a tie counts
+    1/2), so two different AUCs differ by at least that; a quarter of it separates a true tie from
+    two neighbouring values.
+    """
+    tolerance = 0.25 / (2.0 * n_members * n_nonmembers)
+    best = max(leak_aucs)
+    return [i for i, value in enumerate(leak_aucs) if best - value <= tolerance]
+
+
+def tune_attack(
+    attack_class: type[Attack], candidates: AttackCandidates, split: CalibrationSplit, score: ScoreFunction, *, scores: str = "raw",
+) -> tuple[AttackParams, TuningResult]:  # fmt: skip
     """Return the candidate with the highest leak AUC on the calibration part, and how each fared.
 
-    Ties go to the candidate listed first.
+    ``score`` gives the scores of the row being tuned (``scores`` names them: "raw" or
+    "calibrated"). Candidates tied at the best are scored on the evaluation part and the one that
+    leaks most there is chosen (the conservative choice; see the module docstring).
     """
     from naa_guard.verdict.metrics import MEMBERS_HIGHER, MEMBERS_LOWER, auc
 
@@ -124,6 +162,19 @@ def tune_attack(attack_class: type[Attack], candidates: AttackCandidates, split:
         raw = auc(member_scores, nonmember_scores)
         direction = MEMBERS_HIGHER if raw >= 0.5 else MEMBERS_LOWER
         results.append(CandidateResult(candidates.varied(params), raw, max(raw, 1.0 - raw), direction))
-    chosen = max(range(len(results)), key=lambda i: (results[i].leak_auc, -i))
-    tuning = TuningResult(split.fraction, len(members), len(nonmembers), tuple(results), chosen, time.perf_counter() - started)
+    tied = tied_at_best([result.leak_auc for result in results], len(members), len(nonmembers))
+    evaluation: list[float] = []
+    if len(tied) > 1:
+        eval_members, eval_nonmembers = split.evaluation
+        for i in tied:
+            attack = attack_class(candidates.candidates[i])
+            member_scores, nonmember_scores, _ = score(attack, eval_members, eval_nonmembers, f"{attack.name} tie {i + 1}/{len(candidates.candidates)}")
+            value = auc(member_scores, nonmember_scores)
+            evaluation.append(max(value, 1.0 - value))
+        chosen = tied[max(range(len(tied)), key=lambda k: evaluation[k])]  # equal here too: the same leak either way
+    else:
+        chosen = tied[0]
+    tuning = TuningResult(
+        split.fraction, len(members), len(nonmembers), tuple(results), chosen, time.perf_counter() - started, scores, tuple(tied) if len(tied) > 1 else (), tuple(evaluation),
+    )  # fmt: skip
     return candidates.candidates[chosen], tuning

@@ -28,7 +28,7 @@ class PIAParams(AttackParams):
     """PIA's (and PIAN's) parameters; defaults as in SPEC section 2."""
 
     t: int = Field(200, ge=1, le=10_000, description="timestep of the second query")
-    p: float = Field(4.0, gt=0, le=16, description="exponent of the error: sum |e0 - eps|^p")
+    p: float = Field(4.0, ge=1, le=16, allow_inf_nan=False, description="exponent of the error: sum |e0 - eps|^p; at least 1 (a smaller p flattens every |x|^p toward 1)")
 
 
 class PIA(Attack):

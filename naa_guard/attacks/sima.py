@@ -43,7 +43,7 @@ class SimAParams(AttackParams):
     list_valued: ClassVar[frozenset[str]] = frozenset({"ts"})
 
     t: int | None = Field(50, ge=0, le=10_000, description="timestep of the one query; leave it out when ts is given")
-    p: float = Field(4.0, gt=0, le=16, description="exponent: the score is -sum |eps_theta(x0, t)|^p")
+    p: float = Field(4.0, ge=1, le=16, allow_inf_nan=False, description="exponent: the score is -sum |eps_theta(x0, t)|^p; at least 1 (a smaller p flattens every |x|^p toward 1)")
     ts: tuple[Timestep, ...] | None = Field(
         None, min_length=1, max_length=16, strict=False,
         description="several timesteps, one query each; score -mean_t log(mean |eps_theta(x0, t)|^p); replaces t",

@@ -47,7 +47,7 @@ def tuning_summary(tuning: TuningResult) -> str:
     """Return one line saying on which calibration split a tuned attack chose its setting."""
     return (
         f"tuned on a {tuning.fraction:.0%} calibration split ({tuning.n_members} members / "
-        f"{tuning.n_nonmembers} non-members, never gated); candidates:"
+        f"{tuning.n_nonmembers} non-members, never gated) on {tuning.scores} scores; candidates:"
     )
 
 
@@ -57,6 +57,8 @@ def candidate_rows(tuning: TuningResult) -> list[tuple[str, str]]:
     for i, candidate in enumerate(tuning.candidates):
         setting = ", ".join(f"{key}={value}" for key, value in candidate.params.items())
         mark = "  <- chosen" if i == tuning.chosen else ""
+        if i in tuning.tied:  # a tie on calibration, settled by the leak on the evaluation part (naa_guard.tuning)
+            mark = f", tied: evaluation leak AUC {tuning.tie_evaluation[tuning.tied.index(i)]:.3f}{mark}"
         rows.append((setting, f"leak AUC {candidate.leak_auc:.3f} ({candidate.direction}){mark}"))
     return rows
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from naa_guard.verdict.leakage import LeakageReport
+from naa_guard.verdict.leakage import LeakageReport, MetricValue
 from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
 from naa_guard.verdict.resolvable import GATE_LABELS, MIN_PER_SIDE, too_few
 
@@ -110,6 +110,11 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
     thresholds = policy.thresholds
     gates = []
     for metric, limit in thresholds.limits().items():
+        if leakage.degenerate is not None:  # tied scores are no evidence either way (naa_guard.verdict.degenerate)
+            measured = leakage.metrics.get(metric, MetricValue(float("nan"), (float("nan"), float("nan")), leakage.direction))
+            message = f"{name} {GATE_LABELS[metric]} cannot be decided (degenerate scores): {leakage.degenerate}"
+            gates.append(GateResult(name, metric, measured.value, measured.ci, limit, thresholds.decision, leakage.direction, "error", message))
+            continue
         if metric == "epsilon_lb":
             gates.append(epsilon_gate(name, epsilon, limit))
             continue

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from naa_guard.errors import DataError
+from naa_guard.verdict.degenerate import degenerate_scores
 from naa_guard.verdict.metrics import FPR_LEVELS, MEMBERS_HIGHER, MEMBERS_LOWER, TPR_RULE, curve_metrics, labelled, min_nonmembers_for, roc_auc, roc_curve, tpr_at_from_curve, validate_pair
 
 # Bound on (resamples in one chunk) x (distinct scores): how many resample positions are drawn at
@@ -174,6 +175,8 @@ class LeakageReport:
     # Recorded so that an interval can be reproduced exactly.
     n_bootstrap: int = 1000
     seed: int = 0
+    # Why the scores are no evidence (naa_guard.verdict.degenerate): every gate of this row is then an error.
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dict (plain floats, lists and strings)."""
@@ -196,6 +199,7 @@ class LeakageReport:
             "seed": int(self.seed),
             "tpr_rule": TPR_RULE,
             "metrics": metrics,
+            "degenerate": self.degenerate,
         }
 
 
@@ -206,11 +210,14 @@ def evaluate(
     confidence: float = 0.95,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    magnitudes: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> LeakageReport:
     """Return a :class:`LeakageReport`: every metric in its leakier direction, with bootstrap CIs.
 
     Each metric picks its own direction on the full sample; its interval is computed in that
-    fixed direction (not re-chosen per resample, which would bias the interval upwards).
+    fixed direction (not re-chosen per resample, which would bias the interval upwards). Scores
+    that tie too much to be evidence are marked ``degenerate`` (:mod:`naa_guard.verdict.degenerate`;
+    ``magnitudes``: per sample, the size of what a calibrated score was computed from).
     """
     member, nonmember = validate_pair(member_scores, nonmember_scores)
     if not (0.0 < float(confidence) < 1.0):
@@ -268,6 +275,7 @@ def evaluate(
         metrics=metrics,
         n_bootstrap=n_bootstrap,
         seed=int(seed),
+        degenerate=None if (found := degenerate_scores(member, nonmember, magnitudes=magnitudes)) is None else str(found),
     )
 
 
