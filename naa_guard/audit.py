@@ -24,7 +24,7 @@ from naa_guard.errors import PolicyError
 from naa_guard.policy import Policy, Runtime
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
-from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
+from naa_guard.samples.conditioning import apply_conditioning, check_encoder_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.scoring.encodings import EncodingPlan, forgets_temporary_encodings
 from naa_guard.scoring.keyedfiles import store_warnings
 from naa_guard.scoring.keys import ScoreCache, cache_material, package_digest
@@ -34,6 +34,7 @@ from naa_guard.scoring.runner import CHUNK_SAMPLES, ChunkRunner, LocalRunner, ch
 from naa_guard.scoring.samplepass import summarize_sets
 from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
+from naa_guard.targets.emptytext import empty_text_probe
 from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
 from naa_guard.tuning import CalibrationSplit, TuningResult, split_for_tuning, tune_attack
@@ -167,7 +168,11 @@ def prepare_audit(
     members = listing(data.members, seed=seed, role="members", split=data.split_for("members"))
     nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers", split=data.split_for("nonmembers"))
     control = None if data.control is None else listing(data.control, seed=seed + 2, role="control", split=data.split_for("control"))
-    mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}, getattr(geometry, "takes_text", False))
+    listed = {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}
+    mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, listed, getattr(geometry, "takes_text", False))
+    if mode in ("caption", "prompt"):  # deeper than the string: texts the text encoder receives as the empty caption
+        probe = empty_text_probe(models.ready, info, policy.model.allow_pickle)
+        mode = check_encoder_conditioning(policy.data.conditioning, mode, policy.data.prompt, listed, probe)
     members, nonmembers = (apply_conditioning(samples, mode, policy.data.prompt) for samples in (members, nonmembers))
     control = apply_conditioning(control, mode, policy.data.prompt) if control is not None else None
     # before any attack; streams every image once, so an undecodable one fails here

@@ -135,7 +135,7 @@ def test_a_metadata_caption_and_a_sidecar_that_agree_are_one_caption(tmp_path: P
         ("missing file", r"Line 2 of .*metadata.jsonl names 'gone.png'.*no file exists there.*Fix"),
         ("not an image", r"names 'notes.txt'.*not one of the folder's images"),
         ("outside", r"names '../a.png'.*not one of the folder's images"),
-        ("twice", r"Line 3 of .*names './a.png', the image line 1 of .* already named"),
+        ("twice", r"Line 3 of .*names './a.png', the image already named by line 1 of .*metadata.jsonl"),
         ("jsonl and csv", r"holds both metadata.jsonl and metadata.csv"),
         ("disagree", r"Image a.png .* caption 'one' in its metadata file but 'two' in a.txt"),
         ("blank vs sidecar", r"Image a.png .* caption None in its metadata file but 'two' in a.txt"),

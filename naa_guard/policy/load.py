@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS
 from naa_guard.attacks.candidates import listable_schema
+from naa_guard.samples.blanktext import describe_blank, is_blank
 from naa_guard.errors import PolicyError
 from naa_guard.policy.messages import describe
 from naa_guard.policy.schema import AttackParamsError, Policy
@@ -30,12 +31,13 @@ def _expand_env(value: Any, where: str, source: Path) -> Any:
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            if not os.environ.get(name):
-                state = "is not set" if name not in os.environ else "is set to an empty string"
+            if is_blank(os.environ.get(name)):
+                value = os.environ.get(name)
+                state = "is not set" if value is None else "is set to an empty string" if not value else f"is set to a {describe_blank(value)} value"
                 raise PolicyError(
-                    f"{source}: {where}: environment variable ${{{name}}} {state}; an empty value would silently "
-                    f"change the meaning of the key (a path would become the policy's own folder). "
-                    f"Set it to a non-empty value before running, or write the value into the policy."
+                    f"{source}: {where}: environment variable ${{{name}}} {state}; an empty or blank value would silently "
+                    f"change the meaning of the key (a path would become the policy's own folder, a prompt would carry no text). "
+                    f"Set it to a non-blank value before running, or write the value into the policy."
                 )
             return os.environ[name]
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.attacks.candidates import AttackCandidates, CandidateListError, candidate_settings, describe_candidate
+from naa_guard.samples.blanktext import describe_blank, is_blank
 from naa_guard.policy.messages import describe
 
 POLICY_VERSION = 1
@@ -158,6 +159,17 @@ class DataSection(_Section):
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_carries_text(cls, value: str | None) -> str | None:
+        if value is not None and is_blank(value):
+            raise ValueError(
+                f"the prompt is {describe_blank(value)}: a blank prompt is a missing one, and querying with it would run the weak, "
+                "caption-free audit under the name 'prompt'. Give the prompt every image was trained with, or remove data.prompt "
+                "(and use the captions, or conditioning: empty to audit caption-free on purpose)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _prompt_fits_conditioning(self) -> DataSection:

@@ -11,7 +11,10 @@ so every place a training script reads captions from is read here:
 - a caption sidecar beside an image, as kohya-ss trainers read them: ``0001.png`` with
   ``0001.txt`` or ``0001.caption``.
 
-One rule in every source: a blank or whitespace-only caption is a missing caption. Anything that
+One rule in every source: a blank caption (nothing left once whitespace and invisible format /
+control characters are removed, :func:`naa_guard.samples.blanktext.is_blank`) is a missing caption; a
+caption stored as a list (a JSON array, a dataset's list column) is its first entry, as diffusers'
+train_text_to_image takes it outside training (:func:`caption_value`). Anything that
 leaves naa-guard unsure which caption an image was trained with is a DataError, never a guess:
 both ``caption`` and ``text`` columns without ``data.caption_column``; a folder with a metadata
 file whose rows leave an image out, or name a file that is not one of its images, or name one
@@ -32,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from naa_guard.samples.blanktext import is_blank
 from naa_guard.errors import DataError
 
-__all__ = ["CAPTION_COLUMNS", "METADATA_NAMES", "SIDECAR_SUFFIXES", "FolderCaptions", "caption_column", "clean_caption", "folder_captions"]
+__all__ = ["CAPTION_COLUMNS", "METADATA_NAMES", "SIDECAR_SUFFIXES", "FolderCaptions", "caption_column", "caption_value", "clean_caption", "folder_captions"]
 
 CAPTION_COLUMNS: tuple[str, ...] = ("caption", "text")  # recognised without data.caption_column
 METADATA_NAMES: tuple[str, ...] = ("metadata.jsonl", "metadata.csv")
@@ -43,8 +47,31 @@ _EXAMPLES = 5
 
 
 def clean_caption(value: str | None) -> str | None:
-    """Return the caption, or None when it is missing, blank or whitespace only (one rule for every source)."""
-    return value if value is not None and value.strip() else None
+    """Return the caption, or None when it is missing or blank (is_blank: one rule for every source)."""
+    return None if is_blank(value) else value
+
+
+def caption_value(value: object, where: str) -> str | None:
+    """Return the caption a stored value holds: a string, or a list's first entry; None when missing or blank.
+
+    A list is the several captions of one image (COCO-style); diffusers' train_text_to_image trains
+    on a random one and evaluates on the first, so the first is the one naa-guard queries with. An
+    empty list is a missing caption; a list whose first entry is not a string, or any other type,
+    is an error (``where`` names the row and column).
+    """
+    if isinstance(value, list | tuple):
+        if not value:
+            return None
+        first = value[0]
+        if not isinstance(first, str) and first is not None:
+            raise DataError(
+                f"{where} is a list whose first entry is of type {type(first).__name__}; a list of captions is read by its first "
+                "entry, which must be a string. Fix: store the captions as strings (the one the model was trained with first)."
+            )
+        return clean_caption(first)
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"{where} is of type {type(value).__name__}; expected a string (or a list of strings, read by its first entry). Fix: quote the caption.")
+    return clean_caption(value)
 
 
 def caption_column(columns: Iterable[str], chosen: str | None, where: str) -> str | None:
@@ -146,7 +173,7 @@ def _read_metadata(folder: Path, listed: set[str], role: str, column: str | None
                     f"Fix: correct the file_name (relative to {metadata.parent}), restore the image, or delete the row."
                 )
             if name in captions:
-                raise DataError(f"{where} names '{raw}', the image {where_named[name].lower()} already named. Fix: keep one row per image.")
+                raise DataError(f"{where} names '{raw}', the image already named by {where_named[name][0].lower()}{where_named[name][1:]}. Fix: keep one row per image.")
             captions[name], where_named[name] = caption, where
     return captions, files
 
@@ -166,9 +193,7 @@ def _metadata_rows(metadata: Path, role: str, column: str | None) -> list[tuple[
         if not isinstance(raw, str):
             raise DataError(f"Line {line} of {metadata} has no string 'file_name'. Fix: give each row the image's path under \"file_name\".")
         value = record.get(chosen) if chosen is not None else None
-        if value is not None and not isinstance(value, str):
-            raise DataError(f"Line {line} of {metadata} has a '{chosen}' of type {type(value).__name__}; expected a string. Fix: quote the caption.")
-        rows.append((line, raw.strip(), clean_caption(value) if chosen is not None else _NO_COLUMN))
+        rows.append((line, raw.strip(), caption_value(value, f"The '{chosen}' of line {line} of {metadata}") if chosen is not None else _NO_COLUMN))
     return rows
 
 

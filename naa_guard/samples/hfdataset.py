@@ -11,9 +11,12 @@ folder, see :mod:`naa_guard.samples.captions`):
 
 A split is chosen with ``data.split`` (a name, or one per side: ``{members: train, nonmembers:
 test}``); a source with one split needs none, several without a choice is an error. The image
-column is ``data.image_column``, else the one ``Image`` feature; the caption column is
-``data.caption_column``, else ``caption`` or ``text`` (both is an error), a blank caption being a
-missing one as in every source. Only the caption column is read when listing; images are decoded
+column is ``data.image_column``, else the one ``Image`` feature, else the one column of encoded
+image bytes (a ``{bytes, path}`` struct or a binary column, as parquet written without the
+Hugging Face metadata holds them); the caption column is ``data.caption_column``, else
+``caption`` or ``text`` (both is an error), a blank caption being a missing one as in every source
+and a list of captions read by its first entry (a candidate column of another type is skipped, and
+the report says why). Only the caption column is read when listing; images are decoded
 chunk by chunk (a parquet row group or the memory-mapped arrow rows a chunk needs), through the
 same preprocessing as image files, so the same image gives the same bytes as in a folder. Rows
 that hold only a path (no embedded bytes) are an error: the audit reads what the dataset holds.
@@ -26,6 +29,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from naa_guard.errors import DataError
-from naa_guard.samples.captions import caption_column, clean_caption
+from naa_guard.samples.captions import CAPTION_COLUMNS, caption_column, caption_value
 from naa_guard.samples.decode import prepare, stack
 from naa_guard.samples.folder import IMAGE_EXTENSIONS
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
@@ -77,13 +81,15 @@ def list_dataset(
     """Return the chosen split of a local dataset as a sample set, captions read, images not yet decoded."""
     _import_datasets(role)
     chosen_split, table = _open_split(path, split, role)
-    image, caption = _columns(table, image_column, caption_name, f"Split '{chosen_split}' of the {role} dataset {path}")
+    columns = _columns(table, image_column, caption_name, f"Split '{chosen_split}' of the {role} dataset {path}")
+    image, caption = columns.image, columns.caption
     indices = choose(table.num_rows, limit, seed)
     if not len(indices):
         raise DataError(f"Split '{chosen_split}' of the {role} dataset {path} has no rows. Fix: point data.{role} at a split that holds the images.")
-    captions = tuple(clean_caption(_text(value, row, chosen_split, path, role)) for value, row in zip(table.read(indices, caption), indices, strict=True)) if caption else (None,) * len(indices)
+    where = f"split '{chosen_split}' of the {role} dataset {path}"
+    captions = tuple(caption_value(value, f"The caption '{caption}' of row {row} of {where}") for value, row in zip(table.read(indices, caption), indices, strict=True)) if caption else (None,) * len(indices)
     reader = _DatasetReader(table, chosen_split, image, size, channels, role, notes, path)
-    log = _DatasetNotes(notes, f"the {role} set is split '{chosen_split}' of the dataset {path} ({table.num_rows} rows; images from column '{image}', captions from {repr(caption) if caption else 'no column'})")
+    log = _DatasetNotes(notes, f"the {role} set is {where} ({table.num_rows} rows; images from column '{image}'{columns.image_note}, captions from {repr(caption) if caption else 'no column'}{columns.caption_note})")
     reader.notes = log
     return SampleSet(reader, indices, tuple(f"{chosen_split}[{i}]" for i in indices), indices, captions, path, table.files, log)
 
@@ -142,7 +148,15 @@ def _open_split(path: Path, split: str | None, role: str) -> tuple[str, _Table]:
 
 def _saved_splits(path: Path, role: str) -> list[str]:
     if not (path / "dataset_dict.json").is_file():
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        try:
+            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError(f"it holds a JSON {type(state).__name__}, not an object")
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise DataError(
+                f"Cannot read {path / 'state.json'} for the {role} set ({type(exc).__name__}: {exc}); the file is truncated or damaged. "
+                "Fix: save the dataset again with save_to_disk (or copy the folder again)."
+            ) from None
         return [str(state.get("_split") or "train")]
     try:
         splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
@@ -240,31 +254,85 @@ class _ArrowTable(_Table):
         return self._open().select_columns([column])[[int(row) for row in rows]].column(column).to_pylist()
 
 
-def _columns(table: _Table, image: str | None, caption: str | None, where: str) -> tuple[str, str | None]:
-    """Return the image column and the caption column (None when there is none)."""
+@dataclass(frozen=True)
+class _Columns:
+    """The image and caption columns of a split, and what the reports say about them."""
+
+    image: str
+    caption: str | None
+    image_note: str = ""
+    caption_note: str = ""
+
+
+def _is_text(feature: Any) -> bool:
     import datasets
 
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _is_text_list(feature: Any) -> bool:
+    """Return True for a list of texts (several captions per image): datasets' List / Sequence / LargeList, or [Value]."""
+    import datasets
+
+    if isinstance(feature, list):
+        return len(feature) == 1 and _is_text(feature[0])
+    kinds = tuple(kind for kind in (getattr(datasets, name, None) for name in ("List", "LargeList", "Sequence")) if isinstance(kind, type))
+    return isinstance(feature, kinds) and _is_text(getattr(feature, "feature", None))
+
+
+def _is_encoded_image(feature: Any) -> bool:
+    """Return True for encoded image bytes without an Image feature: a {bytes[, path]} struct or a binary column."""
+    import datasets
+
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("binary", "large_binary")
+    if isinstance(feature, dict) and "bytes" in feature and set(feature) <= {"bytes", "path"}:
+        return _is_encoded_image(feature["bytes"]) and ("path" not in feature or _is_text(feature["path"]))
+    return False
+
+
+def _image_column(features: Mapping[str, Any], image: str | None, where: str) -> tuple[str, str]:
+    """Return the image column and a note for the reports ('' for an Image feature)."""
+    import datasets
+
+    raw = " (encoded image bytes without an Image feature, decoded as image files)"
+    if image is not None:
+        if image not in features:
+            raise DataError(f"{where} has no column '{image}' (data.image_column); its columns are {', '.join(features)}. Fix: set data.image_column to the column holding the images.")
+        if isinstance(features[image], datasets.Image):
+            return image, ""
+        if _is_encoded_image(features[image]):
+            return image, raw
+        raise DataError(
+            f"{where}: column '{image}' (data.image_column) is {features[image]!r}: neither an Image feature nor encoded image bytes "
+            "(a {bytes, path} struct or a binary column). Fix: name the column that holds the images."
+        )
+    found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+    if len(found) == 1:
+        return found[0], ""
+    if found:
+        raise DataError(f"{where} has {len(found)} image columns ({', '.join(found)}); naa-guard cannot tell which one holds the trained images. Fix: set data.image_column in the policy.")
+    encoded = [name for name, feature in features.items() if _is_encoded_image(feature)]
+    if len(encoded) == 1:
+        return encoded[0], raw
+    state = f"{len(encoded)} columns of encoded image bytes ({', '.join(encoded)}) and no Image feature" if encoded else f"no Image feature and no column of image bytes among its columns ({', '.join(features)})"
+    raise DataError(f"{where} has {state}; naa-guard cannot tell which one holds the trained images. Fix: set data.image_column in the policy to the column that holds them.")
+
+
+def _columns(table: _Table, image: str | None, caption: str | None, where: str) -> _Columns:
+    """Return the image column and the caption column (None when there is none), with their notes."""
     features = table.features
-    if image is not None and image not in features:
-        raise DataError(f"{where} has no column '{image}' (data.image_column); its columns are {', '.join(features)}. Fix: set data.image_column to the column holding the images.")
-    if image is None:
-        found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
-        if len(found) != 1:
-            state = f"{len(found)} image columns ({', '.join(found)})" if found else f"no Image feature among its columns ({', '.join(features)})"
-            raise DataError(f"{where} has {state}; naa-guard cannot tell which one holds the trained images. Fix: set data.image_column in the policy.")
-        image = found[0]
-    elif not isinstance(features[image], datasets.Image):
-        raise DataError(f"{where}: column '{image}' (data.image_column) is {features[image]!r}, not an Image feature. Fix: name the column that holds the images.")
-    texts = [name for name, feature in features.items() if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")]
+    image, image_note = _image_column(features, image, where)
+    texts = [name for name, feature in features.items() if _is_text(feature) or _is_text_list(feature)]
     if caption is not None and caption in features and caption not in texts:
-        raise DataError(f"{where}: column '{caption}' (data.caption_column) is {features[caption]!r}, not text. Fix: name the column that holds the captions.")
-    return image, caption_column(texts if caption is None else list(features), caption, where)
-
-
-def _text(value: Any, row: int, split: str, path: Path, role: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise DataError(f"Row {row} of split '{split}' of the {role} dataset {path} has a caption of type {type(value).__name__}; expected text. Fix: store captions as strings.")
-    return value
+        raise DataError(f"{where}: column '{caption}' (data.caption_column) is {features[caption]!r}, not text (nor a list of texts). Fix: name the column that holds the captions.")
+    chosen = caption_column(texts if caption is None else list(features), caption, where)
+    notes = []
+    if chosen is not None and _is_text_list(features[chosen]):
+        notes.append("; each row holds a list of captions: the first is used, as diffusers' train_text_to_image does outside training")
+    skipped = [name for name in CAPTION_COLUMNS if caption is None and name in features and name not in texts]
+    notes += [f"; column '{name}' skipped as a caption column: it is {features[name]!r}, neither text nor a list of texts" for name in skipped]
+    return _Columns(image, chosen, image_note, "".join(notes))
 
 
 class _DatasetReader:

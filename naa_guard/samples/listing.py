@@ -48,6 +48,12 @@ def list_samples(
     notes = Notes(role, size, fit)
     if is_dataset(path):
         return list_dataset(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, split=split, image_column=image_column, caption_name=caption_column)
+    if split is not None:  # a split names part of a dataset; any other source would ignore it without a word
+        raise DataError(
+            f"data.split asks the {role} set for split '{split}', but the {role} source {path} is not a Hugging Face dataset "
+            "(a .parquet file, a folder of parquet shards or a save_to_disk folder), and it has no splits. Fix: remove data.split, "
+            f"or give it per side for the dataset sides only (e.g. {{members: train}}), or point data.{role} at the dataset's split."
+        )
     is_folder, suffix = path.is_dir(), path.suffix.lower()
     if not is_folder and suffix in ARRAY_SUFFIXES:
         return list_array_file(path, size, channels, limit, seed, role, notes)

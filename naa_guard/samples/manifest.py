@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from naa_guard.errors import DataError
-from naa_guard.samples.captions import caption_column, clean_caption
+from naa_guard.samples.captions import caption_column, caption_value, clean_caption
 from naa_guard.samples.folder import Entry
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
@@ -87,13 +87,8 @@ def _parse_jsonl(text: str, manifest: Path, role: str, column: str | None) -> li
     chosen = caption_column({key for _, record in records for key in record}, column, f"The {role} manifest {manifest}")
     rows: list[_Row] = []
     for number, record in records:
-        caption = record.get(chosen) if chosen else None
-        if caption is not None and not isinstance(caption, str):
-            raise DataError(
-                f"Line {number} of the {role} manifest {manifest} has a caption of type {type(caption).__name__}; expected a string "
-                "or null. Fix: quote the caption or remove it."
-            )
-        rows.append((number, str(record["path"]).strip(), clean_caption(caption)))
+        caption = caption_value(record.get(chosen), f"The caption '{chosen}' of line {number} of the {role} manifest {manifest}") if chosen else None
+        rows.append((number, str(record["path"]).strip(), caption))
     return rows
 
 

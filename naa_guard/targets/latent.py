@@ -50,6 +50,16 @@ def _import_sd_libraries() -> Any:
     return transformers
 
 
+def tokenize(tokenizer: Any, texts: list[str]) -> Any:
+    """Return the token ids and attention mask the text encoder gets for ``texts`` (padded to the tokenizer's length)."""
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+
+
+def uses_attention_mask(config: Any) -> bool:
+    """Return whether the text encoder of this config (an object or a config.json dict) is given the attention mask."""
+    return bool(config.get("use_attention_mask", False) if isinstance(config, dict) else getattr(config, "use_attention_mask", False))
+
+
 class LatentTarget:
     """A latent diffusion pipeline as the attacks see it: latents in, text-conditioned epsilon out."""
 
@@ -133,8 +143,8 @@ class LatentTarget:
         hidden_states, pooled = [], None
         with torch.inference_mode():
             for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
-                tokens = tokenizer(batch, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-                mask = tokens.attention_mask.to(self.device) if getattr(encoder.config, "use_attention_mask", False) else None
+                tokens = tokenize(tokenizer, batch)
+                mask = tokens.attention_mask.to(self.device) if uses_attention_mask(encoder.config) else None
                 out = encoder(tokens.input_ids.to(self.device), attention_mask=mask, output_hidden_states=self.sdxl)
                 hidden_states.append(out.hidden_states[-2] if self.sdxl else out[0])
                 pooled = out[0]
@@ -217,8 +227,9 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
             from naa_guard.targets.modelcheck import pickle_load_error
 
             raise pickle_load_error(info.root, exc) from None
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
-        raise TargetError(f"{info.root}: loading the pipeline failed: {detail} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
+        from naa_guard.targets.loaderror import load_error_detail
+
+        raise TargetError(f"{info.root}: loading the pipeline failed: {load_error_detail(exc)} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
     finally:
         diffusers.logging.set_verbosity(verbosity[0])
         transformers.logging.set_verbosity(verbosity[1])

@@ -184,8 +184,9 @@ def load_pixel_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype
             )
             scheduler = scheduler_cls.from_pretrained(info.scheduler_dir, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        # diffusers' own hint (ignore_mismatched_sizes=True) would load a broken model: drop it.
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if "ignore_mismatched_sizes" not in line)
+        from naa_guard.targets.loaderror import load_error_detail
+
+        detail = load_error_detail(exc)  # diffusers' own hint (ignore_mismatched_sizes=True) would load a broken model: dropped
         raise TargetError(
             f"{info.root}: loading the model failed: {detail} Check that {info.unet_dir.name}/config.json "
             f"matches the weights (in_channels {info.in_channels}, sample_size {info.sample_size}), or "
