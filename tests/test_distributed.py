@@ -168,3 +168,58 @@ def test_rank_0_refuses_a_chunk_result_of_the_wrong_length(monkeypatch: pytest.M
     runner = distributed.DistributedRunner(distributed.Group(rank=0, world_size=2, local_rank=0))
     with pytest.raises(DistributedError, match=r"rank 1 of 2 returned 3 results for the chunk members 4\.\.8 of 4 samples"):
         runner.run(Job(), [("members", 0, 4), ("members", 4, 8)], models)  # type: ignore[arg-type]
+
+
+# Loaded by every Python process that has its folder on PYTHONPATH; in torchrun's ranks it writes,
+# at interpreter exit (after naa-guard left the process group, before C++ teardown), the threads
+# still running there.
+THREADS_AT_EXIT = '''
+import atexit, os
+if os.environ.get("RANK") is not None and os.environ.get("NAA_TEST_THREADS"):
+    def _threads_at_exit():
+        names = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+            except OSError:
+                pass
+        with open(os.environ["NAA_TEST_THREADS"] + "." + os.environ["RANK"], "w") as stream:
+            stream.write("\\n".join(sorted(names)))
+    atexit.register(_threads_at_exit)
+'''
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux /proc")
+def test_every_rank_leaves_the_group_with_no_backend_thread_running_at_exit(tmp_path: Path) -> None:
+    """A rank whose gloo threads still run at interpreter exit may abort there (SIGABRT, "terminate called
+    without an active exception") after the verdict: loading the model imports torch.distributed.nn, whose
+    collectives bind the world group as a default argument, so destroying the group did not end its threads."""
+    policy = make_tiny_setup(tmp_path)
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(THREADS_AT_EXIT)
+    env = {**_env(), "NAA_TEST_THREADS": str(tmp_path / "threads")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hooks"), env["PYTHONPATH"]])
+    finished = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2"],
+                              capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=300)  # fmt: skip
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    for rank in (0, 1):
+        threads = (tmp_path / f"threads.{rank}").read_text().split()
+        assert not [name for name in threads if "gloo" in name or name.startswith("pt_")], f"rank {rank}: {threads}"
+    assert "terminate called" not in finished.stderr
+
+
+def test_the_group_is_destroyed_with_its_threads_even_when_the_model_libraries_load_after_joining(tmp_path: Path) -> None:
+    """One rank (a world of 1) joins, imports what loading a diffusers model imports, leaves: no backend thread is left."""
+    script = (
+        "import os, sys\n"
+        "from naa_guard.scoring import distributed\n"
+        "group = distributed.join()\n"
+        "import diffusers, torch._dynamo  # what loading a model imports, after the group exists\n"
+        "running = distributed.backend_threads()\n"
+        "distributed.leave()\n"
+        "print(bool(running), distributed.backend_threads())\n"
+    )
+    env = {**_env(), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split()[-2:] == ["True", "[]"], finished.stdout + finished.stderr
