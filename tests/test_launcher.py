@@ -75,10 +75,12 @@ def test_a_failing_rank_is_named_in_one_line(tmp_path: Path) -> None:
 
 
 def test_a_launcher_sent_sigterm_leaves_no_rank_and_no_output(tmp_path: Path) -> None:
+    """And says so in one naa-guard line naming the ranks' log, with no traceback (naa-guard's or torchrun's)."""
     policy = make_tiny_setup(tmp_path, attacks="{naa: {t: 90, queries: 10}}", members=400, nonmembers=400, batch_size=4)
     report = tmp_path / "report.json"
+    terminal = (tmp_path / "stderr.txt").open("w")
     launched = subprocess.Popen([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2", "--json", str(report)],
-                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=terminal)  # fmt: skip
     started: set[int] = set()
     try:
         deadline = time.monotonic() + 240
@@ -96,11 +98,48 @@ def test_a_launcher_sent_sigterm_leaves_no_rank_and_no_output(tmp_path: Path) ->
         assert not left, f"processes still running after the launcher ended: {left}"
         time.sleep(1)
         assert not report.exists()
+        _assert_one_line_naming_the_log((tmp_path / "stderr.txt").read_text(), "stopped by SIGTERM sent to naa-guard")
     finally:
+        terminal.close()
         launched.kill()
         for pid in started:
             if launcher.running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _assert_one_line_naming_the_log(stderr: str, what: str) -> None:
+    assert "Traceback" not in stderr and "ChildFailedError" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith("naa-guard: ")]
+    assert len(said) == 1 and said[0] == lines[-1], stderr
+    assert what in said[0] and "No verdict; the ranks' log: " in said[0], said[0]
+    log = Path(said[0].rsplit("the ranks' log: ", 1)[1].rstrip("."))
+    assert log.is_file()
+    log.unlink()
+
+
+# Loaded by every Python process with its folder on PYTHONPATH: rank 1 kills itself (SIGKILL) in its first batch.
+RANK_1_KILLS_ITSELF = """
+import os, signal
+if os.environ.get("RANK") == "1":
+    from naa_guard.attacks import ATTACKS
+    def score(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    ATTACKS["naa"].score = score
+"""
+
+
+def test_a_rank_killed_by_sigkill_ends_in_one_line_naming_it_and_the_log(tmp_path: Path) -> None:
+    policy = make_tiny_setup(tmp_path, batch_size=4)
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(RANK_1_KILLS_ITSELF)
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hooks"), env["PYTHONPATH"]])
+    finished = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2"],
+                              capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=300)  # fmt: skip
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "verdict" not in finished.stdout
+    _assert_one_line_naming_the_log(finished.stderr, "rank 1 of 2 was killed by SIGKILL (exit code -9)")
 
 
 def _is_rank(pid: int) -> bool:
