@@ -35,7 +35,7 @@ from naa_guard.scoring.scorer import Scorer
 from naa_guard.targets import Target
 from naa_guard.targets.hubcache import model_origin
 from naa_guard.targets.modelsize import explain_image_sizes
-from naa_guard.tuning import TuningResult, split_for_tuning, tune_attack
+from naa_guard.tuning import CalibrationSplit, TuningResult, split_for_tuning, tune_attack
 from naa_guard.verdict.baseline import baseline_path, check_fingerprint, compare, load_baseline
 from naa_guard.verdict.control import check_control
 from naa_guard.verdict.epsilon import epsilon_lower_bound
@@ -169,9 +169,23 @@ def prepare_audit(
         step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
         summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
     )  # fmt: skip
+    _checked_counts(policy, limit, members, nonmembers, control)  # a count refusal before any image is decoded
     with store_warnings(scorer.cache_warnings):  # a stored summary or encoding ignored: said in the audit's warnings
         validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
+
+
+def _checked_counts(policy: Policy, limit: int | None, members: SampleSet, nonmembers: SampleSet, control: SampleSet | None) -> tuple[CalibrationSplit | None, list[str]]:
+    """Return the tuning split (None: no attack is tuned) and the count warnings; raise when the counts gated on refuse.
+
+    Needs only the listings: run before the sample pass too, so a refusal comes before any image is decoded.
+    """
+    split = None
+    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
+        split = split_for_tuning(members, nonmembers, policy.tune.fraction, policy.runtime.seed)
+        members, nonmembers = split.evaluation
+    how = describe_counts(limit, split is not None, policy.tune.fraction)
+    return split, check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
 
 def _first_pass_encodings(policy: Policy, scorer: Scorer, sets: dict[str, SampleSet]) -> EncodingPlan | None:
@@ -230,12 +244,9 @@ def audit(
     if baseline_report is not None:
         check_fingerprint(baseline_report, fingerprint, baseline)  # before any scoring
 
-    split = None
-    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
-        split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
+    split, count_warnings = _checked_counts(policy, prepared.limit, members, nonmembers, control)
+    if split is not None:
         members, nonmembers = split.evaluation
-    how = describe_counts(prepared.limit, split is not None, policy.tune.fraction)
-    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():

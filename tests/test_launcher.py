@@ -177,3 +177,67 @@ def test_the_pytest_face_warns_of_more_ranks_than_cores_as_the_cli_does(tmp_path
     settings = Settings(device="cpu", batch_size=None, quick=None, report_dir=None, strict=False, use_cache=False, nproc=3)
     result = AuditSession(settings, None)._run_distributed(load_policy(make_tiny_setup(tmp_path)))
     assert len(result.warnings) == 1 and "3" in result.warnings[0] and "core" in result.warnings[0]
+
+
+def _refused_policy(root: Path, case: str) -> Path:
+    if case == "too few members":
+        return make_tiny_setup(root, members=5)
+    if case == "unresolvable gate":
+        return make_tiny_setup(root, thresholds="{auc: 0.99, tpr_at_1pct_fpr: 0.1}")
+    policy = make_tiny_setup(root)
+    if case == "missing set":
+        (root / "members.npz").unlink()
+    elif case == "model folder without a model":
+        for path in sorted((root / "model").rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+    elif case == "captions for a model without text":
+        policy.write_text(policy.read_text().replace("nonmembers: ./nonmembers.npz}", "nonmembers: ./nonmembers.npz, conditioning: caption}"))
+    return policy
+
+
+@pytest.mark.parametrize("case", ["too few members", "unresolvable gate", "missing set", "model folder without a model", "captions for a model without text"])
+def test_a_refusal_that_needs_no_model_is_said_before_torchrun_starts(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--nproc 4 refuses as one process does, in the launcher: no rank starts (--nproc 64 took 74 s to say it)."""
+    from naa_guard.cli import main
+
+    policy = _refused_policy(tmp_path, case)
+    assert main(["audit", str(policy), "--quiet"]) == 2
+    alone = capsys.readouterr().err
+    started: list[int] = []
+
+    def no_torchrun(nproc: int, arguments: list[str], capture: bool = False) -> None:
+        started.append(nproc)
+        raise AssertionError("torchrun was started")
+
+    monkeypatch.setattr(launcher, "launch", no_torchrun)
+    assert main(["audit", str(policy), "--quiet", "--nproc", "4"]) == 2
+    assert started == [] and capsys.readouterr().err == alone  # the same one-line refusal
+
+
+def test_a_launcher_loads_no_model_and_then_starts_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy the checks accept is the ranks' work: the launcher hands it over without loading the model."""
+    from types import SimpleNamespace
+
+    from naa_guard.cli import main
+    from naa_guard.scoring import models
+
+    policy = make_tiny_setup(tmp_path)
+    monkeypatch.setattr(models, "load_model", lambda *args: (_ for _ in ()).throw(AssertionError("the launcher loaded the model")))
+    started: list[int] = []
+    monkeypatch.setattr(launcher, "launch", lambda nproc, arguments, capture=False: (started.append(nproc), (SimpleNamespace(code=0), ""))[1])
+    assert main(["audit", str(policy), "--quiet", "--nproc", "4"]) == 0
+    assert started == [4]
+
+
+def test_the_pytest_face_refuses_before_torchrun_as_the_cli_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from naa_guard.errors import InsufficientSamplesError
+    from naa_guard.policy import load_policy
+    from pytest_plugin.session import AuditSession, Settings
+
+    def no_torchrun(nproc: int, arguments: list[str], capture: bool = False) -> None:
+        raise AssertionError("torchrun was started")
+
+    monkeypatch.setattr(launcher, "launch", no_torchrun)
+    settings = Settings(device="cpu", batch_size=None, quick=None, report_dir=None, strict=False, use_cache=False, nproc=4)
+    outcome = AuditSession(settings, None).outcome(load_policy(_refused_policy(tmp_path, "too few members")))
+    assert isinstance(outcome, InsufficientSamplesError), outcome
