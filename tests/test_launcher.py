@@ -53,9 +53,23 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_torchruns_report_becomes_one_line_naming_the_root_cause_rank() -> None:
-    message = launcher.failure_message(2, 1, TORCHRUN_REPORT.splitlines(keepends=True))
-    assert "\n" not in message
+    message = launcher.failure_message(2, 1, TORCHRUN_REPORT.splitlines(keepends=True), Path("/tmp/naa-guard-ranks-x.log"))
+    assert "\n" not in message and message.endswith("No verdict; the ranks' log: /tmp/naa-guard-ranks-x.log.")
     assert "rank 1 of 2 exited with code 1 (pid: 12340)" in message and "its last error: ValueError: boom on rank one" in message
+
+
+def test_the_terminal_gets_no_traceback_nor_torchrun_report_and_the_log_keeps_every_line(tmp_path: Path) -> None:
+    from naa_guard.ranklog import RankLog
+
+    log = RankLog(tmp_path)
+    lines = ["naa-guard: warning: a skipped file\n", *TORCHRUN_REPORT.splitlines(keepends=True), "[rank0]: Traceback (most recent call last):\n",
+             '[rank0]:   File "x.py", line 1, in <module>\n', "[rank0]: RuntimeError: Connection closed by peer\n", "tiny: naa: 100%\n"]  # fmt: skip
+    shown = [line for line in lines if log.write(line)]
+    assert shown == ["naa-guard: warning: a skipped file\n", "tiny: naa: 100%\n"]
+    kept = log.close(keep=True)
+    assert kept is not None and kept.read_text() == "".join(lines)
+    second = RankLog(tmp_path)
+    assert second.close(keep=False) is None and not second.path.exists()  # a run with a result leaves no log
 
 
 def test_a_failing_rank_is_named_in_one_line(tmp_path: Path) -> None:
