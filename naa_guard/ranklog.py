@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -30,11 +31,14 @@ class RankLog:
         self._file: IO[str] = os.fdopen(handle, "w", encoding="utf-8", errors="replace")
         self._in_traceback = False
         self._in_report = False
+        self._lock = threading.Lock()  # a reader thread may still write while the launcher closes the file
 
     def write(self, line: str) -> bool:
         """Keep ``line`` in the file; return whether the terminal should see it too."""
-        self._file.write(line)
-        self._file.flush()
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
         text = line.rstrip("\n")
         bare = _RANK_PREFIX.sub("", text)
         if self._in_report:  # torchrun's failure report, up to its closing rule
@@ -53,7 +57,8 @@ class RankLog:
 
     def close(self, *, keep: bool) -> Path | None:
         """Close the file; remove it unless ``keep``. Return its path when kept."""
-        self._file.close()
+        with self._lock:
+            self._file.close()
         if keep:
             return self.path
         self.path.unlink(missing_ok=True)
