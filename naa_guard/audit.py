@@ -125,11 +125,13 @@ def prepare_audit(
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
     chunk_samples: int = CHUNK_SAMPLES,
+    gated: bool = False,
 ) -> PreparedAudit:
     """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
     The model is loaded here only for a custom loader (only the loaded target knows the image
-    geometry); otherwise the scorer loads it on the first chunk that is not cached.
+    geometry); otherwise the scorer loads it on the first chunk that is not cached. ``gated``
+    (an audit, not a sweep) refuses counts its gates cannot resolve before the sets are checked.
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
@@ -169,7 +171,8 @@ def prepare_audit(
         step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
         summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
     )  # fmt: skip
-    _checked_counts(policy, limit, members, nonmembers, control)  # a count refusal before any image is decoded
+    if gated:  # an audit's count refusal before any image is decoded (a --nproc launcher says it before torchrun starts)
+        _checked_counts(policy, limit, members, nonmembers, control)
     with store_warnings(scorer.cache_warnings):  # a stored summary or encoding ignored: said in the audit's warnings
         validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
@@ -235,7 +238,7 @@ def audit(
     check_policy_counts(policy, limit if limit is not None else policy.data.limit)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
-        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
+        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples, gated=True,
     )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
