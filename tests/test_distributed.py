@@ -87,7 +87,7 @@ def test_a_rank_that_fails_makes_the_whole_audit_an_error_with_its_message(tmp_p
     rng = np.random.default_rng(0)
     for role in ("members", "nonmembers"):
         (tmp_path / role).mkdir()
-        for i in range(12):
+        for i in range(24):  # enough to gate on: fewer is refused in the launcher, before any rank starts
             Image.fromarray(rng.integers(0, 256, (8, 8), dtype="uint8")).save(tmp_path / role / f"{i:02d}.png")
     # One chunk per set: the members' goes to rank 0, the non-members' to rank 1.
     (tmp_path / "nonmembers" / "07.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
