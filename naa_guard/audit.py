@@ -125,13 +125,14 @@ def prepare_audit(
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
     chunk_samples: int = CHUNK_SAMPLES,
-    gated: bool = False,
+    counts_first: bool = False,
 ) -> PreparedAudit:
     """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
     The model is loaded here only for a custom loader (only the loaded target knows the image
-    geometry); otherwise the scorer loads it on the first chunk that is not cached. ``gated``
-    (an audit, not a sweep) refuses counts its gates cannot resolve before the sets are checked.
+    geometry); otherwise the scorer loads it on the first chunk that is not cached. ``counts_first``
+    refuses counts the gates cannot resolve before the sets are checked (a ``--nproc`` launcher,
+    whose checks stop where the sample pass begins); else an image that cannot be decoded is said first.
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
@@ -171,7 +172,7 @@ def prepare_audit(
         step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
         summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
     )  # fmt: skip
-    if gated:  # an audit's count refusal before any image is decoded (a --nproc launcher says it before torchrun starts)
+    if counts_first:  # a --nproc launcher: the sample pass is the ranks' work, the count refusal is said before it
         _checked_counts(policy, limit, members, nonmembers, control)
     with store_warnings(scorer.cache_warnings):  # a stored summary or encoding ignored: said in the audit's warnings
         validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
@@ -238,7 +239,8 @@ def audit(
     check_policy_counts(policy, limit if limit is not None else policy.data.limit)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
-        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples, gated=True,
+        chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
+        counts_first=getattr(runner, "counts_first", False),
     )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity

@@ -73,8 +73,11 @@ class StoredOnlyRunner:
 class FirstJobStops:
     """Runs no chunk job here: the first one (the sample pass) raises ModelNeeded, so that the ranks run them all.
 
-    Everything an audit does before its first chunk job (the model-free checks) has then run here.
+    Everything an audit does before its first chunk job (the model-free checks) has then run here;
+    the sample counts, which an audit checks after the sample pass, are checked before it (``counts_first``).
     """
+
+    counts_first = True
 
     def run(self, job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, progress: Any = None) -> list[Any]:
         """Raise ModelNeeded: the chunks are the ranks' work."""
