@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_DEPENDENT = ("seconds", "cached")  # wall time and cache state differ between runs, nothing else may
 
 
+@pytest.fixture(autouse=True)
+def _ranks_logs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a result keeps its ranks' log in the temp folder: the subprocesses' is this test's own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def _strip(report: dict) -> dict:
     for attack in report["attacks"].values():
         for key in RUN_DEPENDENT:

@@ -16,6 +16,12 @@ from naa_guard import launcher
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(autouse=True)
+def _ranks_logs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a result keeps its ranks' log in the temp folder: the subprocesses' is this test's own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
 # torchrun's report when rank 1 raised (torch 2.x), as it prints it after the ranks' own output.
 TORCHRUN_REPORT = """\
 Traceback (most recent call last):
