@@ -134,11 +134,14 @@ def prepare_audit(
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
     chunk_samples: int = CHUNK_SAMPLES,
+    counts_first: bool = False,
 ) -> PreparedAudit:
     """Return the audit's inputs: sample sets listed once and checked (overlap, shift), and a scorer.
 
     The model is loaded here only for a custom loader (only the loaded target knows the image
-    geometry); otherwise the scorer loads it on the first chunk that is not cached.
+    geometry); otherwise the scorer loads it on the first chunk that is not cached. ``counts_first``
+    refuses counts the gates cannot resolve before the sets are checked (a ``--nproc`` launcher,
+    whose checks stop where the sample pass begins); else an image that cannot be decoded is said first.
     """
     runtime = _runtime(policy, device=device, batch_size=batch_size)
     policy = policy.model_copy(update={"runtime": runtime})
@@ -182,9 +185,24 @@ def prepare_audit(
         step=model_batch(runtime.batch_size), summary_root=chunk_store.root / "summaries" if chunk_store is not None else None,
         summary_material={"code": package_digest(), "size": size, "channels": channels, "fit": data.fit},
     )  # fmt: skip
+    if counts_first:  # a --nproc launcher: the sample pass is the ranks' work, the count refusal is said before it
+        _checked_counts(policy, limit, members, nonmembers, control)
     with store_warnings(scorer.cache_warnings):  # a stored summary or encoding ignored: said in the audit's warnings
         validity = check_samples(members, nonmembers, control, policy.checks, seed=seed, summarizer=summarizer)
     return PreparedAudit(policy, limit, members, nonmembers, control, validity, scorer, describe_conditioning(mode, policy.data.prompt), tuple(conditioning_warnings(mode)), reference)
+
+
+def _checked_counts(policy: Policy, limit: int | None, members: SampleSet, nonmembers: SampleSet, control: SampleSet | None) -> tuple[CalibrationSplit | None, list[str]]:
+    """Return the tuning split (None: no attack is tuned) and the count warnings; raise when the counts gated on refuse.
+
+    Needs only the listings: run before the sample pass too, so a refusal comes before any image is decoded.
+    """
+    split = None
+    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
+        split = split_for_tuning(members, nonmembers, policy.tune.fraction, policy.runtime.seed)
+        members, nonmembers = split.evaluation
+    how = describe_counts(limit, split is not None, policy.tune.fraction)
+    return split, check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
 
 def _first_pass_encodings(policy: Policy, scorer: Scorer, sets: dict[str, SampleSet]) -> EncodingPlan | None:
@@ -255,6 +273,7 @@ def audit(
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
+        counts_first=getattr(runner, "counts_first", False),
     )  # fmt: skip
     policy, scorer, seed = prepared.policy, prepared.scorer, prepared.policy.runtime.seed
     members, nonmembers, control, validity = prepared.members, prepared.nonmembers, prepared.control, prepared.validity
@@ -263,12 +282,9 @@ def audit(
     if baseline_report is not None:
         check_fingerprint(baseline_report, fingerprint, baseline)  # before any scoring
 
-    split = None
-    if any(isinstance(params, AttackCandidates) for params in policy.attacks.values()):
-        split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
+    split, count_warnings = _checked_counts(policy, prepared.limit, members, nonmembers, control)
+    if split is not None:
         members, nonmembers = split.evaluation
-    how = describe_counts(prepared.limit, split is not None, policy.tune.fraction)
-    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():

@@ -20,6 +20,7 @@ from naa_guard.errors import NaaGuardError, OutputError
 from naa_guard.reports.write import check_output
 
 if TYPE_CHECKING:
+    from naa_guard.policy import Policy
     from naa_guard.scoring.runner import ChunkRunner
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,33 +67,34 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _launch_audit(args: argparse.Namespace) -> int:
     """Run this audit on ``--nproc`` local ranks under torchrun; return rank 0's exit code.
 
-    With ``--cache`` the audit is first tried here from the stored scores (as rank 0 would run it):
-    when no chunk needs the model, no torchrun is started (:mod:`naa_guard.scoring.storedfirst`).
+    The audit is first run here up to its first chunk job, as rank 0 would run it: every check
+    that needs no model refuses here, before any rank starts; with ``--cache`` an audit whose
+    chunks need no model is re-gated here and no torchrun is started (:mod:`naa_guard.scoring.storedfirst`).
     """
     from naa_guard.launcher import launch, launch_warnings
     from naa_guard.policy import load_policy
-    from naa_guard.scoring.storedfirst import may_regate_here
 
     policy = load_policy(args.policy)
-    if may_regate_here(policy, Path(args.cache) if args.cache else None):
-        code = _regate_here(args)
-        if code is not None:
-            return code
+    code = _regate_here(args, policy)
+    if code is not None:
+        return code
     for warning in launch_warnings(args.nproc, args.device or policy.runtime.device):
         print(f"naa-guard: warning: {warning}", file=sys.stderr)
     outcome, _ = launch(args.nproc, _audit_arguments(args))
     return outcome.code
 
 
-def _regate_here(args: argparse.Namespace) -> int | None:
-    """Return the exit code of this audit run here from stored scores alone, or None when a chunk needs the model."""
-    from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner
+def _regate_here(args: argparse.Namespace, policy: Policy) -> int | None:
+    """Return the exit code of this audit run here without the model (a refusal, or a re-gate from stored scores), or None when the ranks must run it."""
+    from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner, launcher_runner, model_stays_unloaded
 
+    runner = launcher_runner(policy, Path(args.cache) if args.cache else None)
     try:
-        code = _audit_here(args, StoredOnlyRunner())
+        with model_stays_unloaded():
+            code = _audit_here(args, runner)
     except ModelNeeded:  # nothing was written or printed yet: the ranks run the whole audit
         return None
-    if not args.quiet:
+    if not args.quiet and code != EXIT_INVALID and isinstance(runner, StoredOnlyRunner):
         print(f"naa-guard: every score was stored in {args.cache}: re-gated in this process, no torchrun started for --nproc {args.nproc}", file=sys.stderr)
     return code
 

@@ -6,7 +6,9 @@ get SIGTERM, and the launcher returns (then acts on the signal as it would have)
 of them runs any more; whatever still runs after a grace period is killed. A rank therefore never
 writes an output after its launcher is gone (on Linux, torchrun also gets SIGTERM if the launcher
 itself is killed outright). A run that leaves no result is a DistributedError in one line that
-names the rank that failed, its exit code and its last error, read from torchrun's report.
+names the rank that failed, its exit code (or the signal that killed it) and its last error, read
+from torchrun's report, and the file that holds the ranks' log (:mod:`naa_guard.ranklog`); a
+SIGTERM sent to the launcher ends in one such line too. No traceback reaches the terminal.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from naa_guard.errors import DistributedError
 
 if TYPE_CHECKING:
     from naa_guard.errors import NaaGuardError
+    from naa_guard.ranklog import RankLog
     from naa_guard.result import AuditResult
 
 RESULT_FILE = "outcome.pickle"
@@ -72,21 +75,30 @@ def launch_warnings(nproc: int, device: str) -> list[str]:
 def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tuple[Outcome, str]:
     """Return rank 0's outcome of ``naa-guard CLI_ARGS`` run under torchrun, and the captured output.
 
-    ``capture=False`` passes the ranks' output through to this process's (stderr is also kept, to
-    explain a failure). A run that leaves no result file (a rank crashed or was killed, torchrun
-    refused to start) is a DistributedError, never a pass.
+    Everything torchrun and the ranks write to stderr goes to a log file (:mod:`naa_guard.ranklog`);
+    ``capture=False`` also passes the ranks' output through to this process's, less tracebacks and
+    torchrun's own log lines. A run that leaves no result file (a rank crashed or was killed,
+    torchrun refused to start) is a DistributedError in one line naming the rank and the log file,
+    never a pass. A SIGTERM to this process stops the ranks and ends in one such line too.
     """
+    from naa_guard.ranklog import RankLog
+
     interrupted: list[int] = []
+    log = RankLog()
     with tempfile.TemporaryDirectory(prefix="naa-guard-") as folder:
         result_file = Path(folder) / RESULT_FILE
         command = [*torchrun_command(nproc, cli_args), "--result-file", str(result_file)]
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE, text=True, errors="replace",
-            start_new_session=True, preexec_fn=_parent_death_signal(),  # our signals, not the terminal's, stop it
-        )  # fmt: skip
+        try:
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE, text=True, errors="replace",
+                start_new_session=True, preexec_fn=_parent_death_signal(),  # our signals, not the terminal's, stop it
+            )  # fmt: skip
+        except BaseException:
+            log.close(keep=False)
+            raise
         stderr: collections.deque[str] = collections.deque(maxlen=400)
         stdout: list[str] = []
-        readers = [_reader(process.stderr, stderr, None if capture else sys.stderr)]
+        readers = [_reader(process.stderr, stderr, None if capture else sys.stderr, log)]
         if process.stdout is not None:
             readers.append(_reader(process.stdout, stdout, None))
         with _forwarding_signals(process, interrupted):
@@ -95,16 +107,28 @@ def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tup
             reader.join(timeout=10)
         output = "".join(stdout) + "".join(stderr)
         outcome = pickle.loads(result_file.read_bytes()) if result_file.is_file() and not interrupted else None
+    kept = log.close(keep=outcome is None)
     if interrupted:  # the ranks are gone: now act on the signal as this process would have
+        if interrupted[0] != signal.SIGINT:  # Ctrl-C: the command line says "interrupted; no verdict"
+            print(f"naa-guard: {stopped_message(nproc, interrupted[0], kept)}", file=sys.stderr, flush=True)
         signal.raise_signal(interrupted[0])
         raise KeyboardInterrupt  # a handler that returned (e.g. SIGTERM ignored by the caller): still no verdict
     if outcome is None:
-        raise DistributedError(failure_message(nproc, code, list(stderr)))
+        raise DistributedError(failure_message(nproc, code, list(stderr), kept))
     # Written by rank 0 of the run just started, in a folder only this process knows.
     return outcome, output
 
 
-def failure_message(nproc: int, code: int, lines: Sequence[str]) -> str:
+def stopped_message(nproc: int, signum: int, log: Path | None) -> str:
+    """Return the one line said when this launcher was sent ``signum`` and stopped the ranks."""
+    return f"the distributed audit on {nproc} processes was stopped by {_signal_name(signum)} sent to naa-guard: ranks 0..{nproc - 1} were stopped before a result. No verdict{_log_note(log)}"
+
+
+def _log_note(log: Path | None) -> str:
+    return f"; the ranks' log: {log}" if log is not None else ""
+
+
+def failure_message(nproc: int, code: int, lines: Sequence[str], log: Path | None = None) -> str:
     """Return one line saying which rank failed and why, from torchrun's report in its output."""
     lines = [line.rstrip("\n") for line in lines]
     root = next((i for i, line in enumerate(lines) if "Root Cause (first observed failure)" in line), None)
@@ -122,17 +146,28 @@ def failure_message(nproc: int, code: int, lines: Sequence[str]) -> str:
         rank = fields["rank"].split()[0]
         how = fields.get("exitcode", "?")
         detail = fields.get("traceback", "")
-        detail = f" ({detail})" if detail and "To enable traceback" not in detail else ""
-        return f"the distributed audit on {nproc} processes failed: rank {rank} of {nproc} exited with code {how}{detail}{last_error}. No verdict; see the ranks' output above."
-    tail = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
-    return f"the distributed audit on {nproc} processes ended without a result (torchrun exit code {code}): a rank died or could not start; last output: {tail}{last_error}. No verdict."
+        detail = f" ({detail})" if detail and "To enable traceback" not in detail and "received by PID" not in detail else ""
+        killed = re.match(r"-(\d+)\b", how)
+        what = f"was killed by {_signal_name(int(killed.group(1)))} (exit code {how.split()[0]})" if killed else f"exited with code {how}"
+        last_error = "" if killed else last_error  # a killed rank wrote nothing: the last error would be another rank's
+        return f"the distributed audit on {nproc} processes failed: rank {rank} of {nproc} {what}{detail}{last_error}. No verdict{_log_note(log)}."
+    tail = next((line.strip() for line in reversed(lines) if line.strip() and not _GLOG.match(line.strip())), "no output")
+    return f"the distributed audit on {nproc} processes ended without a result (torchrun exit code {code}): a rank died or could not start; last output: {tail}{last_error}. No verdict{_log_note(log)}."
 
 
-def _reader(stream: IO[str] | None, keep: collections.deque[str] | list[str], echo: IO[str] | None) -> threading.Thread:
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _reader(stream: IO[str] | None, keep: collections.deque[str] | list[str], echo: IO[str] | None, log: RankLog | None = None) -> threading.Thread:
     def pump() -> None:
         for line in stream or ():
             keep.append(line)
-            if echo is not None:
+            shown = log.write(line) if log is not None else True
+            if echo is not None and shown:
                 echo.write(line)
                 echo.flush()
 

@@ -156,7 +156,7 @@ class AuditSession:
             baseline_path(policy, settings.baseline, (target / "report.json" if target is not None else None,))  # never the report this run writes
             if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
                 check_output(target, folder=True, where=where)
-            if settings.nproc > 1:  # every score stored: re-gated here, no torchrun started
+            if settings.nproc > 1:  # a refusal, or every score stored: no torchrun started
                 result = self._regate_here(policy) or self._run_distributed(policy)
             else:
                 result = audit(
@@ -180,19 +180,21 @@ class AuditSession:
         return [] if outcome is None or isinstance(outcome, NaaGuardError) else list(outcome.warnings)
 
     def _regate_here(self, policy: Policy) -> AuditResult | None:
-        """Return the audit of ``policy`` from stored scores alone, as torchrun's rank 0 would run it; None when a chunk needs the model."""
+        """Return the audit of ``policy`` run here without the model, as torchrun's rank 0 would run it; None when the ranks must run it.
+
+        Every check that needs no model refuses here, before torchrun starts; with every score stored it re-gates here.
+        """
         from naa_guard.audit import audit
-        from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner, may_regate_here, rank0_device
+        from naa_guard.scoring.storedfirst import ModelNeeded, launcher_runner, model_stays_unloaded, rank0_device
 
         settings = self.settings
         store = self._chunk_store()  # the ranks' --cache (_run_distributed); no score cache, as on rank 0
-        if store is None or not may_regate_here(policy, store.root):
-            return None
         try:
-            return audit(
-                policy, device=rank0_device(settings.device or policy.runtime.device), batch_size=settings.batch_size, limit=self.limit_for(policy),
-                progress=False, chunk_store=store, runner=StoredOnlyRunner(), baseline=settings.baseline,
-            )  # fmt: skip
+            with model_stays_unloaded():
+                return audit(
+                    policy, device=rank0_device(settings.device or policy.runtime.device), batch_size=settings.batch_size, limit=self.limit_for(policy),
+                    progress=False, chunk_store=store, runner=launcher_runner(policy, store.root if store is not None else None), baseline=settings.baseline,
+                )  # fmt: skip
         except ModelNeeded:  # nothing was written yet: the ranks run the whole audit
             return None
 

@@ -14,6 +14,9 @@ import pytest
 # gain nothing from more, and on a shared machine OpenMP threads that spin-wait for each other
 # made forward passes 5-50x slower (measured on 2 busy cores).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Score-cache entries are sealed under a secret (naa_guard/scoring/cachesecret.py): the suite's own
+# (inherited by subprocesses), so that no test writes a key file into the user's config folder.
+os.environ.setdefault("NAA_GUARD_CACHE_KEY", "naa-guard-test-suite-cache-secret")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OVERFIT = FIXTURES / "overfit_digits"

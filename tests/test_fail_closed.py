@@ -9,6 +9,7 @@ failed on main at 1d41e36.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import subprocess
@@ -45,6 +46,52 @@ def loss_setup(tmp_path: Path) -> Path:
     return make_tiny_setup(tmp_path, attacks="{loss: {}}")
 
 
+def resealed(entry: dict[str, np.ndarray], secret: bytes | None = b"", **changes: np.ndarray) -> dict[str, np.ndarray]:
+    """Return a score-cache entry with ``changes``, its digest recomputed under ``secret`` (b"": the suite's cache secret; None: a plain sha256)."""
+    from naa_guard.scoring.cachesecret import cache_secret
+    from naa_guard.scoring.keyedfiles import seal
+
+    material = json.loads(str(entry["header"]))["key"]
+    arrays = {name: value for name, value in entry.items() if name not in ("header", "digest")} | changes
+    return seal(material, arrays, secret=cache_secret() if secret == b"" else secret)
+
+
+@pytest.mark.parametrize("forger", ["digest left as it was", "plain sha256 digest recomputed", "HMAC under another secret"])
+def test_a_cache_entry_edited_to_the_nonmembers_scores_is_recomputed_with_a_warning(loss_setup: Path, forger: str) -> None:
+    """Members' scores replaced by the non-members': once "AUC 0.500, PASS" with no warning. A forger without
+    the cache secret cannot write an entry that is used, whatever digest it computes."""
+    cache = DictCache()
+    honest = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    (key,) = cache.entries
+    entry = cache.entries[key]
+    forged = {"members": np.array(entry["nonmembers"])}
+    if forger == "digest left as it was":
+        cache.entries[key] = {**entry, **forged}
+    else:
+        cache.entries[key] = resealed(entry, None if forger == "plain sha256 digest recomputed" else b"another secret", **forged)
+    again = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    assert again.model_loaded and not again.attacks["loss"].cached
+    np.testing.assert_array_equal(again.attacks["loss"].member_scores, honest.attacks["loss"].member_scores)  # same process, same arithmetic
+    assert any("was ignored and recomputed: its integrity digest does not match" in warning for warning in again.warnings), again.warnings
+
+
+def test_a_cache_entry_of_other_inputs_under_this_key_is_recomputed_with_a_warning(loss_setup: Path) -> None:
+    """An entry sealed (under the secret) for other key material, stored under this key: the name alone is never trusted."""
+    cache = DictCache()
+    honest = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    (key,) = cache.entries
+    from naa_guard.scoring.cachesecret import cache_secret
+    from naa_guard.scoring.keyedfiles import seal
+
+    entry = cache.entries[key]
+    material = json.loads(str(entry["header"]))["key"] | {"seed": 1}
+    cache.entries[key] = seal(material, {name: value for name, value in entry.items() if name not in ("header", "digest")} | {"members": entry["nonmembers"]}, secret=cache_secret())
+    again = audit(load_policy(loss_setup), progress=False, score_cache=cache)
+    assert not again.attacks["loss"].cached
+    np.testing.assert_array_equal(again.attacks["loss"].member_scores, honest.attacks["loss"].member_scores)
+    assert any("its stored key differs from the expected one" in warning for warning in again.warnings), again.warnings
+
+
 def test_a_cache_entry_with_the_wrong_counts_is_recomputed_with_a_warning(loss_setup: Path) -> None:
     cache = DictCache()
     honest = audit(load_policy(loss_setup), progress=False, score_cache=cache)
@@ -61,7 +108,8 @@ def test_a_cache_entry_holding_nan_is_recomputed_not_fatal(loss_setup: Path) -> 
     cache = DictCache()
     audit(load_policy(loss_setup), progress=False, score_cache=cache)
     (key,) = cache.entries
-    cache.entries[key] = {**cache.entries[key], "members": np.full(24, np.nan)}
+    # written so by naa-guard itself (a bug, not an edit): sealed under its key material and the cache secret
+    cache.entries[key] = resealed(cache.entries[key], members=np.full(24, np.nan))
     again = audit(load_policy(loss_setup), progress=False, score_cache=cache)
     assert np.isfinite(again.attacks["loss"].member_scores).all()
     assert any("non-finite members score" in warning for warning in again.warnings)

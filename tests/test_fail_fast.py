@@ -21,6 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 BATCHES = 24  # per set: one chunk per set (batch size 1), the members' on rank 0, the non-members' on rank 1
 SECONDS_PER_BATCH = 3.0  # the slow rank's share would take BATCHES * SECONDS_PER_BATCH = 72 s
 
+
+@pytest.fixture(autouse=True)
+def _ranks_logs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without a result keeps its ranks' log in the temp folder: the subprocesses' is this test's own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
 # Loaded by every Python process with its folder on PYTHONPATH; acts only in torchrun's ranks.
 SLOW_AND_FAILING_RANKS = '''
 import os, time

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES, write_policy
+from tolerance import assert_scores_close
 from tiny_sd import make_tiny_sd, write_set
 
 from naa_guard.audit import audit, prepare_audit
@@ -91,12 +92,12 @@ def test_every_attack_tuning_and_sweep_run_in_latent_space(tmp_path: Path, sd_ta
     assert [row.params for row in swept.rows] == [{"t": 50}, {"t": 200}]
 
 
-def test_scores_are_bit_identical_across_batch_sizes(tmp_path: Path) -> None:
+def test_scores_agree_across_batch_sizes(tmp_path: Path) -> None:
     scores = []
     for batch_size in (5, 16):
         policy = load_policy(sd_policy(tmp_path, attacks="{naa: {}}", data=", limit: 20", batch_size=batch_size, name=f"b{batch_size}"))
         scores.append(audit(policy, progress=False).attacks["naa"].member_scores)
-    assert np.array_equal(scores[0], scores[1])
+    assert_scores_close(scores[1], scores[0])  # other batch shapes: float32 reordering only (tests/tolerance.py)
 
 
 # ----------------------------------------------------------------------------- LoRA

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import OVERFIT, make_tiny_model, write_policy
+from tolerance import assert_scores_close
 from fakes import DictCache
 
 from naa_guard.audit import audit
@@ -34,7 +35,8 @@ def test_audit_never_decodes_more_than_a_chunk_and_scores_do_not_depend_on_it(ti
     monkeypatch.setattr(SampleSet, "decode", recording_decode)
     chunked = audit(policy, progress=False, chunk_samples=5, batch_size=3).attacks["naa"]
     assert widths and max(widths) <= 6  # two batches of 3: never the whole set of 24
-    assert np.array_equal(whole.member_scores, chunked.member_scores) and np.array_equal(whole.nonmember_scores, chunked.nonmember_scores)
+    assert_scores_close(chunked.member_scores, whole.member_scores)  # batches of 3, not 8: float32 reordering only
+    assert_scores_close(chunked.nonmember_scores, whole.nonmember_scores)
 
 
 def test_complete_chunks_regate_without_the_model(tiny_setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +75,7 @@ def test_model_calls_waste_no_padding_on_batch_sizes_off_the_multiple(tiny_setup
     samples = load_samples(policy.data.members, size=8, channels=1)
     odd = score_samples(LossAttack(), target, samples, "members", batch_size=20, seed=0)
     assert target.forward_calls == 2 and target.sample_queries == 24  # calls of 16 and 8 rows, not 20 and 4 padded to 32 and 16
-    assert np.array_equal(odd, score_samples(LossAttack(), target, samples, "members", batch_size=24, seed=0))
+    assert_scores_close(odd, score_samples(LossAttack(), target, samples, "members", batch_size=24, seed=0))  # other batch shapes
 
 
 def _model_policy(tmp_path: Path, name: str, model: Path) -> Path:

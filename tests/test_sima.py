@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES, OVERFIT, make_tiny_model, make_tiny_setup, write_policy
+from tolerance import assert_scores_close
 from fakes import DictCache, KnownImagesTarget
 
 from naa_guard.attacks import ATTACKS
@@ -92,11 +93,12 @@ def test_one_query_per_timestep(tiny, params: SimAParams, queries: int, max_t: i
 
 
 @pytest.mark.parametrize("params", [SimAParams(), SimAParams(ts=(20, 100), p=2.0)])
-def test_scores_are_bit_identical_across_batch_sizes(tiny, params: SimAParams) -> None:  # type: ignore[no-untyped-def]
+def test_scores_agree_across_batch_sizes(tiny, params: SimAParams) -> None:  # type: ignore[no-untyped-def]
     target, x0, _ = tiny
     samples = SampleSet.from_images(x0.numpy(), tuple(f"s{i}" for i in range(N)), np.arange(N), (None,) * N, Path("x.npz"), ())
     scores = [score_samples(SimA(params), target, samples, "members", batch_size=size, seed=SEED) for size in (16, 5, 3)]
-    assert np.array_equal(scores[0], scores[1]) and np.array_equal(scores[0], scores[2])
+    assert_scores_close(scores[1], scores[0])  # other batch shapes: float32 reordering only (tests/tolerance.py)
+    assert_scores_close(scores[2], scores[0])
 
 
 # ----------------------------------------------------------------------------- parameters in a policy
@@ -242,10 +244,10 @@ def test_latent_sima_with_captions_finds_the_members_and_two_unseen_sets_stay_ne
     assert abs(null.attacks["sima"].leakage.auc - 0.5) <= 0.15  # 40 v 40: a standard error of about 0.065
 
 
-def test_latent_scores_are_bit_identical_across_batch_sizes(tmp_path: Path, sd_target) -> None:  # type: ignore[no-untyped-def]
+def test_latent_scores_agree_across_batch_sizes(tmp_path: Path, sd_target) -> None:  # type: ignore[no-untyped-def]
     runs = [
         audit(load_policy(_sd_policy(tmp_path, f"b{size}", attacks="{sima: {ts: [20, 100]}}", data=", limit: 20", batch_size=size)), target=sd_target, progress=False)
         for size in (5, 16)
     ]
-    assert np.array_equal(runs[0].attacks["sima"].member_scores, runs[1].attacks["sima"].member_scores)
-    assert np.array_equal(runs[0].attacks["sima"].nonmember_scores, runs[1].attacks["sima"].nonmember_scores)
+    assert_scores_close(runs[1].attacks["sima"].member_scores, runs[0].attacks["sima"].member_scores)  # other batch shapes
+    assert_scores_close(runs[1].attacks["sima"].nonmember_scores, runs[0].attacks["sima"].nonmember_scores)

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard import errors
@@ -64,6 +65,7 @@ def join() -> Group:
     import torch
     import torch.distributed as dist
 
+    _bind_no_group_at_import()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -79,12 +81,41 @@ def join() -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
+def _bind_no_group_at_import() -> None:
+    """Import, before the process group exists, the torch modules that bind ``group.WORLD`` at import time.
+
+    ``torch.distributed.nn.functional`` defines its collectives with ``group=group.WORLD`` as a
+    default argument. Imported after ``init_process_group`` (loading a diffusers model imports it,
+    through torch._dynamo and FSDP), those defaults keep the world group alive after
+    ``destroy_process_group``: its gloo threads then still run at interpreter exit, and a rank
+    could abort there (``terminate called without an active exception``, SIGABRT) after its
+    verdict. Imported first, the defaults hold None.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def leave() -> None:
-    """Leave the process group."""
+    """Leave the process group: destroy it, so that its backend's threads end before this process does."""
     import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def backend_threads() -> list[str]:
+    """Return the names of this process's threads that belong to a process group's backend (Linux /proc; else empty).
+
+    Empty after :func:`leave` when nothing kept the group alive (see :func:`_bind_no_group_at_import`).
+    """
+    names = []
+    for task in Path("/proc/self/task").glob("[0-9]*"):
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # a thread that ended while listed
+        if name.startswith(("gloo", "pt_gloo", "pt_nccl", "pt_", "nccl")):
+            names.append(name)
+    return sorted(names)
 
 
 def rank_device(requested: str, local_rank: int) -> str:

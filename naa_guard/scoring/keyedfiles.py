@@ -12,6 +12,7 @@ trusted. Writes go through a temporary file and a rename (no half file is ever r
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import warnings
@@ -33,22 +34,49 @@ def keyed_path(root: Path, material: dict[str, Any]) -> Path:
     return Path(root) / f"{material_key(material)}.npz"
 
 
-def _digest(header: str, arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256(header.encode())
+def _digest(header: str, arrays: dict[str, np.ndarray], secret: bytes | None = None) -> str:
+    digest = hmac.new(secret, header.encode(), hashlib.sha256) if secret is not None else hashlib.sha256(header.encode())
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(b"\0" + name.encode() + b"\0" + str(array.dtype.str).encode() + b"\0" + repr(array.shape).encode() + b"\0" + array.tobytes())
     return digest.hexdigest()
 
 
-def save_keyed(root: Path, material: dict[str, Any], arrays: dict[str, np.ndarray], fields: dict[str, Any] | None = None) -> Path:
-    """Write ``arrays`` (and the JSON-ready ``fields``) under ``material``; return the file. Raises OSError."""
+def seal(material: dict[str, Any], arrays: dict[str, np.ndarray], fields: dict[str, Any] | None = None, *, secret: bytes | None = None) -> dict[str, np.ndarray]:
+    """Return ``arrays`` with the key material (and the JSON-ready ``fields``) in a header, and a digest over both.
+
+    With ``secret`` the digest is an HMAC under it: whoever lacks the secret cannot write an entry
+    that :func:`unseal` accepts (an edited entry whose plain digest was recomputed is refused).
+    """
     header = json.dumps({"key": json.loads(canonical(material)), "fields": fields or {}}, sort_keys=True)
     values = {name: np.asarray(array) for name, array in arrays.items()}
     if {HEADER, DIGEST} & set(values):
         raise ValueError(f"array names {HEADER!r} and {DIGEST!r} are reserved")
+    return {**values, HEADER: np.asarray(header), DIGEST: np.asarray(_digest(header, values, secret))}
+
+
+def unseal(material: dict[str, Any], stored: dict[str, np.ndarray], *, secret: bytes | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]] | str:
+    """Return (arrays, fields) of a :func:`seal`-ed entry when it was sealed under ``material`` (and ``secret``); else why not."""
+    arrays = dict(stored)
+    if HEADER not in arrays or DIGEST not in arrays:
+        return "it holds no key material and digest"
+    header, digest = str(arrays.pop(HEADER)), str(arrays.pop(DIGEST))
+    if not hmac.compare_digest(digest, _digest(header, arrays, secret)):
+        return "its integrity digest does not match its contents (a damaged or edited entry, or one written under another cache secret)"
+    try:
+        stored_header = json.loads(header)
+    except ValueError:
+        return "its header is not JSON"
+    if not isinstance(stored_header, dict) or stored_header.get("key") != json.loads(canonical(material)):
+        return "its stored key differs from the expected one (written for other inputs)"
+    fields = stored_header.get("fields")
+    return arrays, fields if isinstance(fields, dict) else {}
+
+
+def save_keyed(root: Path, material: dict[str, Any], arrays: dict[str, np.ndarray], fields: dict[str, Any] | None = None) -> Path:
+    """Write ``arrays`` (and the JSON-ready ``fields``) under ``material``; return the file. Raises OSError."""
     buffer = io.BytesIO()
-    np.savez(buffer, **values, header=np.asarray(header), digest=np.asarray(_digest(header, values)))
+    np.savez(buffer, **seal(material, arrays, fields))
     path = keyed_path(root, material)
     write_atomically(path, buffer.getvalue(), mode=FILE_MODE)
     return path
@@ -64,19 +92,8 @@ def load_keyed(root: Path, material: dict[str, Any]) -> tuple[dict[str, np.ndarr
         return None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         return f"{path} cannot be read ({type(exc).__name__}: {exc})"
-    if HEADER not in arrays or DIGEST not in arrays:
-        return f"{path} holds no header and digest"
-    header, digest = str(arrays.pop(HEADER)), str(arrays.pop(DIGEST))
-    if digest != _digest(header, arrays):
-        return f"{path}: its integrity digest does not match its contents (a damaged or edited file)"
-    try:
-        stored_header = json.loads(header)
-    except ValueError:
-        return f"{path}: its header is not JSON"
-    if not isinstance(stored_header, dict) or stored_header.get("key") != json.loads(canonical(material)):
-        return f"{path}: its stored key differs from the expected one (written for other inputs)"
-    fields = stored_header.get("fields")
-    return arrays, fields if isinstance(fields, dict) else {}
+    opened = unseal(material, arrays)
+    return f"{path}: {opened}" if isinstance(opened, str) else opened
 
 
 @contextmanager

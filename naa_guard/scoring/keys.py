@@ -3,8 +3,10 @@
 A key (:func:`cache_key`) is a content hash of the model files, the sample files and which samples
 were drawn, the attack's parameters, the source code of every module on the scoring path
 (:func:`implementation_digest`), the scores format and the package version. An entry read back is
-used only when :func:`cached_scores_problem` finds nothing wrong with it; otherwise the audit
-recomputes the scores and says so in its warnings.
+used only when :func:`open_entry` finds it sealed under the expected key material with a valid
+digest (an HMAC under the cache secret, :mod:`naa_guard.scoring.cachesecret`) and
+:func:`cached_scores_problem` finds nothing wrong with its scores; otherwise the audit recomputes
+the scores and says so in its warnings.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 
 from naa_guard.attacks import Attack
 from naa_guard.samples import SampleSet, files_digest
+from naa_guard.scoring.cachesecret import cache_secret
 from naa_guard.scoring.chunks import material_key
+from naa_guard.scoring.keyedfiles import seal, unseal
 from naa_guard.targets.custom import loader_identity
 from naa_guard.version import __version__
 
@@ -28,10 +32,12 @@ if TYPE_CHECKING:
     from naa_guard.policy import Policy
     from naa_guard.targets import AnyModelInfo
 
-__all__ = ["SCORES_FORMAT", "ScoreCache", "cache_key", "cache_material", "cached_scores_problem", "implementation_digest", "package_digest"]
+__all__ = [
+    "SCORES_FORMAT", "ScoreCache", "cache_key", "cache_material", "cached_scores_problem", "implementation_digest", "open_entry", "package_digest", "sealed_entry",
+]  # fmt: skip
 
 # Bump when the layout of cached score entries changes.
-SCORES_FORMAT = 2
+SCORES_FORMAT = 3
 
 
 class ScoreCache(Protocol):
@@ -152,3 +158,24 @@ def cached_scores_problem(entry: dict[str, np.ndarray], sets: dict[str, SampleSe
         if not np.isfinite(scores).all():
             return f"it holds {int((~np.isfinite(scores)).sum())} non-finite {role} score(s)"
     return None
+
+
+def sealed_entry(material: dict[str, Any], scores: dict[str, np.ndarray], sets: dict[str, SampleSet]) -> dict[str, np.ndarray]:
+    """Return the score-cache entry of ``scores``: each role's scores and sample indices, sealed under ``material`` and the cache secret."""
+    arrays = {**scores, **{f"{role}_indices": samples.indices for role, samples in sets.items()}}
+    return seal(material, arrays, secret=cache_secret())
+
+
+def open_entry(material: dict[str, Any], entry: dict[str, np.ndarray], sets: dict[str, SampleSet]) -> dict[str, np.ndarray] | str:
+    """Return the scores by role of a score-cache entry read under ``material``; else why it cannot stand for these sets' scores.
+
+    The entry must be sealed under exactly this key material with a digest under the cache secret
+    (so an entry copied from another key, edited, or written by someone without the secret is
+    refused), and hold one finite score per loaded sample (:func:`cached_scores_problem`).
+    """
+    opened = unseal(material, entry, secret=cache_secret())
+    if isinstance(opened, str):
+        return opened
+    arrays, _ = opened
+    problem = cached_scores_problem(arrays, sets)
+    return problem if problem is not None else {role: np.asarray(arrays[role], dtype=np.float64) for role in sets}

@@ -14,7 +14,7 @@ from naa_guard.samples import SampleSet
 from naa_guard.scoring.chunks import ChunkStore, material_key
 from naa_guard.scoring.encodings import EncodingPlan, encoding_plan
 from naa_guard.scoring.keyedfiles import store_warnings
-from naa_guard.scoring.keys import cached_scores_problem
+from naa_guard.scoring.keys import open_entry, sealed_entry
 from naa_guard.scoring.models import ModelSource
 from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
 from naa_guard.targets import AnyModelInfo
@@ -69,11 +69,11 @@ class Scorer:
         key = material_key(material) if material is not None else None
         self.uncacheable = self.uncacheable or (key is None and (self.score_cache is not None or self.store is not None))
         cached = self.score_cache.get(key) if self.score_cache is not None and key is not None else None
-        if cached is not None:
-            problem = cached_scores_problem(cached, sets)
-            if problem is None:
-                return {role: np.asarray(cached[role], dtype=np.float64) for role in sets}, True
-            self.cache_warnings.append(f"score cache entry {key} ({label}) was ignored and recomputed: {problem}")
+        if cached is not None and material is not None:
+            opened = open_entry(material, cached, sets)
+            if not isinstance(opened, str):
+                return opened, True
+            self.cache_warnings.append(f"score cache entry {key} ({label}) was ignored and recomputed: {opened}")
 
         size = chunk_size(model_batch(runtime.batch_size), self.chunk_samples)
         store_key = self._store_material(material, size) if self.store is not None and material is not None else None
@@ -92,10 +92,9 @@ class Scorer:
             with _progress(sum(stop - start for _, start, stop in missing), f"{self.policy.name}: {label}", self.progress) as bar, store_warnings(self.cache_warnings):
                 found.update(zip(missing, self.runner.run(job, missing, self.models, bar)))
         scores = {role: np.concatenate([found[(role, start, stop)] for start, stop in chunk_bounds(len(samples), size)]) for role, samples in sets.items()}
-        if self.score_cache is not None and key is not None:
-            entry = {**scores, **{f"{role}_indices": samples.indices for role, samples in sets.items()}}
+        if self.score_cache is not None and key is not None and material is not None:
             try:
-                self.score_cache.put(key, entry)
+                self.score_cache.put(key, sealed_entry(material, scores, sets))
             except OSError as exc:  # a read-only or full cache folder costs time, never the verdict
                 self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
         return scores, not missing
@@ -116,7 +115,7 @@ class Scorer:
             return True
         key = material_key(material)
         cached = self.score_cache.get(key) if self.score_cache is not None else None
-        if cached is not None and cached_scores_problem(cached, sets) is None:
+        if cached is not None and not isinstance(open_entry(material, cached, sets), str):
             return False
         if self.store is None:
             return True

@@ -1,4 +1,10 @@
-"""Re-gate here before starting torchrun: ``--nproc N`` / ``--naa-nproc N`` with every score stored start no rank.
+"""Check and re-gate here before starting torchrun: a refusal or ``--nproc N`` / ``--naa-nproc N`` with every score stored start no rank.
+
+Every check that needs no model (the policy, the outputs, the baseline, the counts, the model
+folder, the sets' listing and captions) runs in the launching process before torchrun starts, as
+one process runs it: :func:`launcher_runner` stops the attempt at its first chunk job
+(:class:`FirstJobStops`) when no score is stored, and :func:`model_stays_unloaded` keeps a custom
+loader's model from loading here. A refusal is then said at once, not after N ranks started.
 
 A distributed audit's rank 0 does what a single process does, with its chunk jobs spread over the
 ranks. When every score is already in the chunk store, rank 0 would run no scoring job at all, so
@@ -16,7 +22,8 @@ images (the checks' digests) before torchrun starts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +68,45 @@ class StoredOnlyRunner:
             if progress is not None:
                 progress.update(stop - start)
         return results
+
+
+class FirstJobStops:
+    """Runs no chunk job here: the first one (the sample pass) raises ModelNeeded, so that the ranks run them all.
+
+    Everything an audit does before its first chunk job (the model-free checks) has then run here;
+    the sample counts, which an audit checks after the sample pass, are checked before it (``counts_first``).
+    """
+
+    counts_first = True
+
+    def run(self, job: ChunkJob, chunks: Sequence[Chunk], models: ModelSource, progress: Any = None) -> list[Any]:
+        """Raise ModelNeeded: the chunks are the ranks' work."""
+        raise ModelNeeded(f"the chunks of {models.policy.name} are the ranks' work")
+
+
+def launcher_runner(policy: Policy, store_root: Path | None) -> StoredOnlyRunner | FirstJobStops:
+    """Return the runner of the launching process's attempt: a re-gate from the store where one may be tried, else checks only."""
+    return StoredOnlyRunner() if may_regate_here(policy, store_root) else FirstJobStops()
+
+
+_no_model_here = False  # within model_stays_unloaded(): this process is a launcher, the ranks load the model
+
+
+@contextmanager
+def model_stays_unloaded() -> Iterator[None]:
+    """Within the block, loading the model raises ModelNeeded (a custom loader's, which an audit loads for the image geometry)."""
+    global _no_model_here
+    previous, _no_model_here = _no_model_here, True
+    try:
+        yield
+    finally:
+        _no_model_here = previous
+
+
+def check_model_may_load(name: str) -> None:
+    """Raise ModelNeeded inside :func:`model_stays_unloaded`; else do nothing (called before a model loads)."""
+    if _no_model_here:
+        raise ModelNeeded(f"the model of {name} loads on the ranks")
 
 
 def may_regate_here(policy: Policy, store_root: Path | None) -> bool:
