@@ -19,8 +19,6 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from naa_guard.errors import NaaGuardError
-
 __all__ = ["entry_problem", "non_regular_kind", "open_regular", "outside", "read_regular_text"]
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -51,7 +49,7 @@ def entry_problem(path: Path | str) -> str | None:
     return None
 
 
-def open_regular(path: Path | str, error: type[NaaGuardError], what: str, fix: str) -> BinaryIO:
+def open_regular(path: Path | str, error: type[Exception], what: str, fix: str) -> BinaryIO:
     """Return ``path`` opened for binary reading; raise ``error`` when it is not a regular file or cannot be opened.
 
     ``what`` names the file in the message (e.g. "the members metadata file"), ``fix`` ends it.
@@ -77,7 +75,7 @@ def open_regular(path: Path | str, error: type[NaaGuardError], what: str, fix: s
         raise
 
 
-def read_regular_text(path: Path | str, error: type[NaaGuardError], what: str, fix: str, encoding: str = "utf-8") -> str:
+def read_regular_text(path: Path | str, error: type[Exception], what: str, fix: str, encoding: str = "utf-8") -> str:
     """Return the text of the regular file ``path``; raise ``error`` for a pipe, device, unreadable or undecodable file."""
     with open_regular(path, error, what, fix) as handle:
         try:

@@ -104,7 +104,7 @@ def test_the_cli_refuses_a_named_pipe_metadata_file_with_exit_2(tmp_path: Path) 
     os.mkfifo(tmp_path / "members" / "metadata.jsonl")
     policy.write_text(policy.read_text().replace("./members.npz", "./members"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--no-reports"], capture_output=True, text=True, env=env, timeout=240, check=False)
+    done = subprocess.run([sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--no-reports"], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "metadata.jsonl" in done.stderr and "named pipe" in done.stderr and "Traceback" not in done.stderr
 
@@ -115,7 +115,7 @@ def test_the_plugin_refuses_a_named_pipe_metadata_file(pytester: pytest.Pytester
     image_folder(pytester.path / "members", 6)
     os.mkfifo(pytester.path / "members" / "metadata.jsonl")
     policy.write_text(policy.read_text().replace("./members.npz", "./members"))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--naa-no-cache", timeout=240)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--naa-no-cache", timeout=120)
     assert result.ret != 0
     output = result.stdout.str()
     assert "metadata.jsonl" in output and "named pipe" in output, output
