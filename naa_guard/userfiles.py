@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["entry_problem", "non_regular_kind", "open_regular", "outside", "read_regular_text"]
+__all__ = ["entry_problem", "first_unreadable", "non_regular_kind", "open_regular", "outside", "read_regular_text"]
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
@@ -46,6 +46,30 @@ def entry_problem(path: Path | str) -> str | None:
         return f"is {kind}, not a regular file; reading it could block forever or never end"
     if os.path.islink(path) and not os.path.exists(path):
         return f"is a broken link (to {os.readlink(path)}): the file it points to is missing"
+    return None
+
+
+def first_unreadable(root: Path) -> tuple[Path, str] | None:
+    """Return the first file under the folder ``root`` that :func:`entry_problem` refuses, with why; None when there is none.
+
+    Hidden entries are skipped (no loader reads them); linked subfolders are followed, each real folder once.
+    """
+    seen: set[Path] = set()
+    pending = [Path(root)]
+    while pending:
+        folder = pending.pop(0)
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                pending.append(entry)
+                continue
+            problem = entry_problem(entry)
+            if problem is not None:
+                return entry, problem
     return None
 
 

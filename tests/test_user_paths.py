@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import make_tiny_setup
@@ -153,3 +154,18 @@ def test_a_caption_file_linked_from_outside_the_folder_needs_allow_outside(tmp_p
         load(folder)
     samples = load(folder, allow_outside=True)
     assert "caption 0" in samples.captions or "a cat" in samples.captions
+
+
+@needs_fifo
+def test_a_named_pipe_in_a_saved_dataset_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from test_hfdataset import split_dataset
+
+    from naa_guard.samples import list_samples
+
+    split_dataset().save_to_disk(str(tmp_path / "saved"))
+    arrow = next((tmp_path / "saved" / "train").glob("*.arrow"))
+    arrow.unlink()
+    os.mkfifo(arrow)  # datasets would block opening it
+    with pytest.raises(DataError, match=r"\.arrow, which is a named pipe, not a regular file"):
+        within(30, lambda: list_samples(tmp_path / "saved", size=32, channels=3, split="train"))

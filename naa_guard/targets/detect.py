@@ -19,7 +19,7 @@ from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
 from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
-from naa_guard.userfiles import entry_problem
+from naa_guard.userfiles import entry_problem, first_unreadable
 
 if TYPE_CHECKING:
     from naa_guard.targets.base import Target
@@ -48,28 +48,16 @@ def check_model_files(root: Path, key: str) -> None:
     """
     from naa_guard.targets.hubcache import snapshot_of
 
-    seen: set[Path] = set()
-    pending = [root]
-    while pending:
-        folder = pending.pop()
-        if folder.resolve() in seen:
-            continue
-        seen.add(folder.resolve())
-        for entry in sorted(folder.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                pending.append(entry)
-                continue
-            problem = entry_problem(entry)
-            if problem is None:
-                continue
-            snapshot = snapshot_of(entry)
-            if snapshot is not None and "broken link" in problem:
-                fix = f"This is a Hugging Face cache snapshot whose download did not finish: run `hf download {snapshot[0]}` (huggingface-cli download {snapshot[0]}) again"
-            else:
-                fix = "Replace it with the regular file it stands for, or re-save the model with save_pretrained"
-            raise TargetError(f"{key} {root}: {entry} {problem}. {fix}.")
+    found = first_unreadable(root)
+    if found is None:
+        return
+    entry, problem = found
+    snapshot = snapshot_of(entry)
+    if snapshot is not None and "broken link" in problem:
+        fix = f"This is a Hugging Face cache snapshot whose download did not finish: run `hf download {snapshot[0]}` (huggingface-cli download {snapshot[0]}) again"
+    else:
+        fix = "Replace it with the regular file it stands for, or re-save the model with save_pretrained"
+    raise TargetError(f"{key} {root}: {entry} {problem}. {fix}.")
 
 
 def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0, key: str = "model.path") -> AnyModelInfo:
