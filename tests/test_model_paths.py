@@ -150,3 +150,12 @@ def test_a_cache_path_that_is_a_file_is_one_error_line(tmp_path: Path, capsys: p
         out, err = capsys.readouterr()
         assert len(err.strip().splitlines()) == 1 and "--cache" in err and str(cache) in err and "folder" in err, err
         assert "verdict" not in out
+
+
+@needs_fifo
+def test_a_named_pipe_as_model_lora_is_named_as_one(tmp_path: Path) -> None:
+    from naa_guard.targets.latent_info import find_lora
+
+    os.mkfifo(tmp_path / "lora.safetensors")
+    with pytest.raises(TargetError, match=r"model\.lora .*lora\.safetensors is a named pipe"):
+        within(30, lambda: find_lora(tmp_path / "lora.safetensors"))

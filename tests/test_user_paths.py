@@ -169,3 +169,26 @@ def test_a_named_pipe_in_a_saved_dataset_is_an_error_not_a_hang(tmp_path: Path) 
     os.mkfifo(arrow)  # datasets would block opening it
     with pytest.raises(DataError, match=r"\.arrow, which is a named pipe, not a regular file"):
         within(30, lambda: list_samples(tmp_path / "saved", size=32, channels=3, split="train"))
+
+
+@needs_fifo
+def test_init_counts_an_image_folder_with_a_named_pipe_without_opening_it(tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    from naa_guard.init_policy import inspect_model, inspect_set
+
+    model = inspect_model(make_tiny_model(tmp_path / "model", sample_size=8))
+    folder = image_folder(tmp_path / "images", 4)
+    os.mkfifo(folder / "blocked.png")  # the audit skips it with a note; init must neither open nor count it
+    images = within(60, lambda: inspect_set(folder, "members", model))
+    assert (images.form, images.count, images.sizes) == ("image folder", 4, ("8x8",))
+
+
+@needs_fifo
+def test_a_named_pipe_as_the_baseline_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    from naa_guard.errors import BaselineError
+    from naa_guard.verdict.baseline import load_baseline
+
+    os.mkfifo(tmp_path / "report.json")
+    with pytest.raises(BaselineError, match="is a named pipe, not a regular file"):
+        within(30, lambda: load_baseline(tmp_path / "report.json"))
