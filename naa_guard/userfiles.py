@@ -49,15 +49,16 @@ def entry_problem(path: Path | str) -> str | None:
     return None
 
 
-def first_unreadable(root: Path) -> tuple[Path, str] | None:
+def first_unreadable(root: Path, depth: int | None = None) -> tuple[Path, str] | None:
     """Return the first file under the folder ``root`` that :func:`entry_problem` refuses, with why; None when there is none.
 
-    Hidden entries are skipped (no loader reads them); linked subfolders are followed, each real folder once.
+    Hidden entries are skipped (no loader reads them); linked subfolders are followed, each real
+    folder once; ``depth`` levels at most (1: ``root``'s own files; None: every level).
     """
     seen: set[Path] = set()
-    pending = [Path(root)]
+    pending = [(Path(root), 1)]
     while pending:
-        folder = pending.pop(0)
+        folder, level = pending.pop(0)
         if folder.resolve() in seen:
             continue
         seen.add(folder.resolve())
@@ -65,7 +66,8 @@ def first_unreadable(root: Path) -> tuple[Path, str] | None:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                pending.append(entry)
+                if depth is None or level < depth:
+                    pending.append((entry, level + 1))
                 continue
             problem = entry_problem(entry)
             if problem is not None:

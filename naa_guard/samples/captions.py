@@ -125,8 +125,8 @@ def check_caption_file(file: Path, folder: Path, role: str, what: str, allow_out
             f"The {what} {file} of the {role} folder {folder} is {kind}, not a regular file; naa-guard never opens one "
             "(a pipe or device could block forever). Fix: replace it with a regular text file, or delete it."
         )
-    real = outside(file, folder)
-    if real is not None and not allow_outside:
+    real = outside(file, folder) if not allow_outside and file.is_symlink() else None  # the walk follows no linked folder
+    if real is not None:
         raise DataError(
             f"The {what} {file} of the {role} folder {folder} resolves to {real}, outside the folder; an image folder may only "
             "read files under itself. Fix: copy the file into the folder, or, if this is intended, set data.allow_outside: true in the policy."

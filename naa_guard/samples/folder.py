@@ -59,8 +59,9 @@ def list_folder(folder: Path, role: str, notes: Notes, caption_column: str | Non
                 if not file.is_file():  # a named pipe would block the decoder forever
                     notes.skipped.append(file.relative_to(folder).as_posix())
                     continue
-                real = outside(file, folder)
-                if real is not None and not allow_outside:
+                # the walk neither follows linked folders nor yields "..": only a linked file can lead out
+                real = outside(file, folder) if not allow_outside and file.is_symlink() else None
+                if real is not None:
                     raise DataError(
                         f"Image {file} of the {role} folder {folder} is a link to {real}, outside the folder; an image folder "
                         "may only reach files under itself (as a manifest may only reach files under its own folder). Fix: copy "

@@ -44,11 +44,12 @@ def check_model_files(root: Path, key: str) -> None:
 
     diffusers and transformers open a folder's files by name; a named pipe among them would block
     the load forever, and a broken link (an interrupted download) would fail deep inside it.
-    Hidden entries are skipped (no loader reads them); linked subfolders are followed once.
+    The folder's own files and its components' (one level of subfolders) are checked: that is what
+    the loaders read, and a model.path that is not a model folder costs one listing per subfolder.
     """
     from naa_guard.targets.hubcache import snapshot_of
 
-    found = first_unreadable(root)
+    found = first_unreadable(root, depth=2)
     if found is None:
         return
     entry, problem = found
