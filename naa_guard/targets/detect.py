@@ -9,7 +9,6 @@ images prepared before any model loads) and returns the family's info: a pixel-s
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -112,7 +111,7 @@ def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder
     if not isinstance(info, LatentModelInfo):
         raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
     if file.suffix == ".safetensors":
-        names = [name for name in read_safetensors_header(file)]  # a truncated file is named now, before any model code loads
+        names = list(read_safetensors_header(file))  # a truncated file is named now, before any model code loads
         check_not_lora(names, file, config)  # a LoRA given as a whole model is named as one
     return SingleFileInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)}, single_file=file)
 
