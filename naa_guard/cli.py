@@ -49,6 +49,11 @@ def _write_outputs(result: object, json_path: Path | None, report_dir: Path | No
 def _cmd_audit(args: argparse.Namespace) -> int:
     from naa_guard.scoring import distributed
 
+    if args.cache:  # a file there would cost a warning per chunk and summary: one error line instead, before anything runs
+        from naa_guard.scoring.chunks import check_store_root
+
+        check_store_root(Path(args.cache), "--cache")
+
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return _launch_audit(args)
     if not distributed.launched_by_torchrun():

@@ -22,6 +22,7 @@ import numpy as np
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.samples import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
 from naa_guard.samples.conditioning import CAPTION_SOURCES
+from naa_guard.userfiles import open_regular, read_regular_text
 from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
 from naa_guard.verdict.resolvable import MIN_PER_SIDE, needed_per_side, null_auc_upper, null_tpr_upper, smallest_certifiable_auc
 
@@ -56,7 +57,7 @@ class SetSummary:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path, TargetError, "the JSON config", "Re-save the model with save_pretrained."))
     except (OSError, json.JSONDecodeError) as exc:
         raise TargetError(f"{path}: cannot read this JSON config ({exc}). Re-save the model with save_pretrained.") from None
     if not isinstance(data, dict):
@@ -98,9 +99,9 @@ def _image_size(file: Path) -> str:
     from PIL import Image
 
     try:
-        with Image.open(file) as image:  # reads the header only
+        with open_regular(file, DataError, "image", "") as handle, Image.open(handle) as image:  # reads the header only; never a pipe
             return f"{image.width}x{image.height}"
-    except OSError:
+    except (OSError, DataError):
         return "unreadable"
 
 
@@ -121,7 +122,7 @@ def inspect_set(source: Path, role: str, model: ModelSummary, split: str | None 
     # policy leaves data.fit for the user to choose (see render_policy).
     load_samples(source, size=model.sample_size, channels=model.in_channels, limit=_PROBE, role=role, fit="resize")
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts))
         # the audit's own listing: metadata.jsonl / metadata.csv and sidecars, blank captions missing
         listed = list_samples(source, size=model.sample_size, channels=model.in_channels, role=role, fit="resize")
         captions = sum(caption is not None for caption in listed.captions)

@@ -22,6 +22,8 @@ def preflight(policy: Policy) -> None:
         read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder)
     elif policy.model.loader is None and policy.model.path is not None:
         read_model_info(policy.model.path, policy.model.unet_subfolder)
+    if policy.model.reference not in (None, "base"):
+        read_model_info(policy.model.reference, key="model.reference")  # type: ignore[arg-type]  # a Path here
     for role in ("members", "nonmembers", "control"):
         source = getattr(policy.data, role)
         if source is not None:

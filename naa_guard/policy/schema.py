@@ -147,7 +147,9 @@ class DataSection(_Section):
         "is an error unless empty is asked for (the weak, caption-free audit)",
     )
     caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
-    allow_outside: bool = Field(False, description="let a manifest list images outside its own folder (refused by default)")
+    allow_outside: bool = Field(
+        False, description="let a manifest list images outside its own folder, and an image folder's symlinked images, metadata files and sidecars lead outside it (refused by default)"
+    )
     split: str | dict[Literal["members", "nonmembers", "control"], str] | None = Field(
         None, description="Hugging Face dataset sources: the split to read, one name or one per side (e.g. {members: train, nonmembers: test}); needed when a dataset has several",
     )

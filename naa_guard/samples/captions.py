@@ -37,6 +37,7 @@ from typing import Any
 
 from naa_guard.samples.blanktext import is_blank
 from naa_guard.errors import DataError
+from naa_guard.userfiles import non_regular_kind, outside, read_regular_text
 
 __all__ = ["CAPTION_COLUMNS", "METADATA_NAMES", "SIDECAR_SUFFIXES", "FolderCaptions", "caption_column", "caption_value", "clean_caption", "folder_captions"]
 
@@ -108,10 +109,14 @@ class FolderCaptions:
 _NO_COLUMN = object()  # a metadata row of a file without a caption column: the sidecars decide
 
 
-def folder_captions(folder: Path, names: Sequence[str], role: str, column: str | None = None) -> FolderCaptions:
-    """Return the caption of each image ``names`` (relative to ``folder``) from its metadata files and sidecars."""
+def folder_captions(folder: Path, names: Sequence[str], role: str, column: str | None = None, *, allow_outside: bool = False) -> FolderCaptions:
+    """Return the caption of each image ``names`` (relative to ``folder``) from its metadata files and sidecars.
+
+    A metadata file or sidecar that is a pipe or device is an error (never opened), and so is one
+    that is a symlink resolving outside ``folder`` unless ``allow_outside`` (``data.allow_outside``).
+    """
     listed = set(names)
-    metadata, files = _read_metadata(folder, listed, role, column)
+    metadata, files = _read_metadata(folder, listed, role, column, allow_outside)
     if metadata:
         unlisted = [name for name in names if name not in metadata]
         if unlisted:
@@ -123,7 +128,7 @@ def folder_captions(folder: Path, names: Sequence[str], role: str, column: str |
             )
     captions: dict[str, str | None] = {}
     for name in names:
-        sidecar, sidecar_files = _read_sidecars(folder, name, role)
+        sidecar, sidecar_files = _read_sidecars(folder, name, role, allow_outside)
         files += sidecar_files
         from_metadata = metadata.get(name, _NO_COLUMN)
         if from_metadata is _NO_COLUMN:
@@ -137,6 +142,22 @@ def folder_captions(folder: Path, names: Sequence[str], role: str, column: str |
         else:
             captions[name] = from_metadata  # type: ignore[assignment]
     return FolderCaptions(captions, tuple(files))
+
+
+def check_caption_file(file: Path, folder: Path, role: str, what: str, allow_outside: bool) -> None:
+    """Return None; raise DataError when a caption file of an image folder is a pipe or device, or leads outside the folder."""
+    kind = non_regular_kind(file)
+    if kind is not None:
+        raise DataError(
+            f"The {what} {file} of the {role} folder {folder} is {kind}, not a regular file; naa-guard never opens one "
+            "(a pipe or device could block forever). Fix: replace it with a regular text file, or delete it."
+        )
+    real = outside(file, folder) if not allow_outside and file.is_symlink() else None  # the walk follows no linked folder
+    if real is not None:
+        raise DataError(
+            f"The {what} {file} of the {role} folder {folder} resolves to {real}, outside the folder; an image folder may only "
+            "read files under itself. Fix: copy the file into the folder, or, if this is intended, set data.allow_outside: true in the policy."
+        )
 
 
 def _metadata_files(folder: Path, role: str) -> list[Path]:
@@ -154,12 +175,13 @@ def _metadata_files(folder: Path, role: str) -> list[Path]:
     return found
 
 
-def _read_metadata(folder: Path, listed: set[str], role: str, column: str | None) -> tuple[dict[str, object], list[Path]]:
+def _read_metadata(folder: Path, listed: set[str], role: str, column: str | None, allow_outside: bool = False) -> tuple[dict[str, object], list[Path]]:
     """Return each image's metadata caption (or _NO_COLUMN) by name, and the metadata files read."""
     captions: dict[str, object] = {}
     where_named: dict[str, str] = {}
     files = _metadata_files(folder, role)
     for metadata in files:
+        check_caption_file(metadata, folder, role, "metadata file", allow_outside)
         for line, raw, caption in _metadata_rows(metadata, role, column):
             where = f"Line {line} of {metadata}"
             if not raw:
@@ -180,10 +202,7 @@ def _read_metadata(folder: Path, listed: set[str], role: str, column: str | None
 
 def _metadata_rows(metadata: Path, role: str, column: str | None) -> list[tuple[int, str, object]]:
     """Return (line, file_name, caption or _NO_COLUMN) for each row of a metadata.jsonl / metadata.csv."""
-    try:
-        text = metadata.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read the {role} metadata file {metadata} ({exc}). Fix: make it a readable UTF-8 text file.") from exc
+    text = read_regular_text(metadata, DataError, f"the {role} metadata file", "Fix: make it a readable UTF-8 text file.", "utf-8-sig")
     records = _csv_records(text, metadata) if metadata.suffix == ".csv" else _jsonl_records(text, metadata)
     keys = {key for _, record in records for key in record}
     chosen = caption_column(keys, column, f"The {role} metadata file {metadata}")
@@ -223,13 +242,14 @@ def _jsonl_records(text: str, metadata: Path) -> list[tuple[int, dict[str, Any]]
     return records
 
 
-def _read_sidecars(folder: Path, name: str, role: str) -> tuple[str | None, list[Path]]:
+def _read_sidecars(folder: Path, name: str, role: str, allow_outside: bool = False) -> tuple[str | None, list[Path]]:
     """Return the caption of the image's sidecar files (None when absent or blank) and the files read."""
     image = folder / name
     found: list[tuple[Path, str | None]] = []
     for suffix in SIDECAR_SUFFIXES:
         sidecar = image.with_suffix(suffix)
-        if sidecar.is_file():
+        if sidecar.exists() and not sidecar.is_dir():  # a pipe or device named like a sidecar is an error, not a missing caption
+            check_caption_file(sidecar, folder, role, "caption sidecar", allow_outside)
             found.append((sidecar, _sidecar_caption(sidecar, role)))
     if len({caption for _, caption in found}) > 1:
         raise DataError(
@@ -240,10 +260,7 @@ def _read_sidecars(folder: Path, name: str, role: str) -> tuple[str | None, list
 
 
 def _sidecar_caption(sidecar: Path, role: str) -> str | None:
-    try:
-        text = sidecar.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read the caption sidecar {sidecar} of the {role} set ({exc}). Fix: make it a readable UTF-8 text file.") from exc
+    text = read_regular_text(sidecar, DataError, f"the caption sidecar of the {role} set", "Fix: make it a readable UTF-8 text file.", "utf-8-sig")
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) > 1:
         raise DataError(

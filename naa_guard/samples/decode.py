@@ -16,14 +16,16 @@ from PIL import Image
 from naa_guard.errors import DataError
 from naa_guard.samples.fit import fit_array, fit_image
 from naa_guard.samples.sampleset import Notes
+from naa_guard.userfiles import open_regular
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # ITU-R 601, as PIL's "L"
 
 
 def decode_image(file: Path, size: int, channels: int, role: str, notes: Notes) -> np.ndarray:
     """Return the image in `file` as uint8 (channels, size, size)."""
+    fix = "Fix: list image files only (a pipe or device is never read)."
     try:
-        with Image.open(file) as img:
+        with open_regular(file, DataError, f"Image of the {role} set", fix) as handle, Image.open(handle) as img:
             img.load()
             mode = img.mode
             if mode.startswith(("I", "F")):

@@ -14,6 +14,7 @@ from naa_guard.errors import DataError
 from naa_guard.samples.captions import folder_captions
 from naa_guard.samples.decode import decode_image, stack
 from naa_guard.samples.sampleset import Notes
+from naa_guard.userfiles import outside
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 
@@ -41,9 +42,12 @@ class Entry(NamedTuple):
     caption: str | None
 
 
-def list_folder(folder: Path, role: str, notes: Notes, caption_column: str | None) -> tuple[list[Entry], tuple[Path, ...]]:
+def list_folder(folder: Path, role: str, notes: Notes, caption_column: str | None, allow_outside: bool = False) -> tuple[list[Entry], tuple[Path, ...]]:
     """Return the image files under `folder`, recursively, sorted by relative posix path, with their
-    captions (metadata files, sidecars), and the caption files read."""
+    captions (metadata files, sidecars), and the caption files read.
+
+    An image that is a symlink resolving outside `folder` is an error unless ``allow_outside``
+    (``data.allow_outside``, the manifests' rule); one that is not a regular file is skipped, noted."""
     found: list[Entry] = []
     # Hidden entries are skipped: macOS "._x.png" sidecars and ".ipynb_checkpoints" copies
     # carry image suffixes but are not samples. Symlinked folders are not descended (no loops).
@@ -55,6 +59,14 @@ def list_folder(folder: Path, role: str, notes: Notes, caption_column: str | Non
                 if not file.is_file():  # a named pipe would block the decoder forever
                     notes.skipped.append(file.relative_to(folder).as_posix())
                     continue
+                # the walk neither follows linked folders nor yields "..": only a linked file can lead out
+                real = outside(file, folder) if not allow_outside and file.is_symlink() else None
+                if real is not None:
+                    raise DataError(
+                        f"Image {file} of the {role} folder {folder} is a link to {real}, outside the folder; an image folder "
+                        "may only reach files under itself (as a manifest may only reach files under its own folder). Fix: copy "
+                        "the image into the folder, or, if this is intended, set data.allow_outside: true in the policy."
+                    )
                 found.append(Entry(file.relative_to(folder).as_posix(), file, None))
     if not found:
         raise DataError(
@@ -64,5 +76,5 @@ def list_folder(folder: Path, role: str, notes: Notes, caption_column: str | Non
             "them to one of these formats."
         )
     found.sort(key=lambda entry: entry.name)
-    captions = folder_captions(folder, [entry.name for entry in found], role, caption_column)
+    captions = folder_captions(folder, [entry.name for entry in found], role, caption_column, allow_outside=allow_outside)
     return [entry._replace(caption=captions.captions[entry.name]) for entry in found], captions.files

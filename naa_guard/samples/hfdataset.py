@@ -41,6 +41,7 @@ from naa_guard.samples.captions import CAPTION_COLUMNS, caption_column, caption_
 from naa_guard.samples.decode import prepare, stack
 from naa_guard.samples.folder import IMAGE_EXTENSIONS
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
+from naa_guard.userfiles import first_unreadable
 
 __all__ = ["DATASET_HINT", "hub_name_hint", "is_dataset", "list_dataset"]
 
@@ -80,6 +81,9 @@ def list_dataset(
 ) -> SampleSet:  # fmt: skip
     """Return the chosen split of a local dataset as a sample set, captions read, images not yet decoded."""
     _import_datasets(role)
+    found = first_unreadable(path) if path.is_dir() else None
+    if found is not None:  # datasets and pyarrow open files by name: a pipe would block them forever
+        raise DataError(f"The {role} dataset {path} holds {found[0]}, which {found[1]}. Fix: replace it with the regular file, or remove it.")
     chosen_split, table = _open_split(path, split, role)
     columns = _columns(table, image_column, caption_name, f"Split '{chosen_split}' of the {role} dataset {path}")
     image, caption = columns.image, columns.caption

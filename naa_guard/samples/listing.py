@@ -65,7 +65,7 @@ def list_samples(
             "(.parquet, a save_to_disk folder). Fix: point the "
             "source at one of these (a single image must be put in a folder)."
         )
-    entries, caption_files = list_folder(path, role, notes, caption_column) if is_folder else (list_manifest(path, role, allow_outside, caption_column), ())
+    entries, caption_files = list_folder(path, role, notes, caption_column, allow_outside) if is_folder else (list_manifest(path, role, allow_outside, caption_column), ())
     indices = choose(len(entries), limit, seed)
     chosen = [entries[i] for i in indices]  # only these are ever decoded
     # A folder's listing decides which file gets which index (and so its noise seed), so a

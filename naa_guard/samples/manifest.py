@@ -13,6 +13,7 @@ from pathlib import Path
 from naa_guard.errors import DataError
 from naa_guard.samples.captions import caption_column, caption_value, clean_caption
 from naa_guard.samples.folder import Entry
+from naa_guard.userfiles import read_regular_text
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
 
@@ -22,13 +23,8 @@ _Row = tuple[int, str, str | None]  # a manifest row: (line number, path as writ
 
 def list_manifest(manifest: Path, role: str, allow_outside: bool, column: str | None) -> list[Entry]:
     """Return the rows of a .csv / .jsonl manifest, each file checked to exist."""
-    try:
-        text = manifest.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports add a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"Cannot read the {role} manifest {manifest} ({exc}). "
-            "Fix: make it a readable UTF-8 text file."
-        ) from exc
+    # -sig: spreadsheet exports add a BOM; a pipe or device is refused, never opened
+    text = read_regular_text(manifest, DataError, f"the {role} manifest", "Fix: make it a readable UTF-8 text file.", "utf-8-sig")
     csv_form = manifest.suffix.lower() == ".csv"
     rows = _parse_csv(text, manifest, role, column) if csv_form else _parse_jsonl(text, manifest, role, column)
     if not rows:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from naa_guard.errors import OutputError
+
 _KEY = re.compile(r"[0-9a-f]{64}")
 ROLES = ("members", "nonmembers", "control")
 CHUNK_FORMAT = 2  # bump when the layout of a chunk file changes
@@ -66,6 +68,22 @@ def _differing(stored: object, expected: dict[str, Any]) -> str:
         elif mine != theirs:
             names.append(name)
     return f"its stored key differs in {', '.join(names)}: it was written for another model, data set, attack or setting"
+
+
+def check_store_root(root: Path, where: str) -> None:
+    """Return None; raise OutputError when ``root`` (or the nearest existing folder above it) is a file, not a folder.
+
+    A store whose folder is not writable is not checked here: it can still be read (a re-gate), and a failed write costs a warning.
+    """
+    existing = Path(root)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file, not a folder" if existing == Path(root) else f"lies under {existing}, which is a file"
+        raise OutputError(
+            f"{where} {root} {what}; the score store keeps one file per chunk in a folder. "
+            "Fix: give a folder path (it is created if missing), or move the file away."
+        )
 
 
 class ChunkStore:

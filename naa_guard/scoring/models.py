@@ -61,13 +61,16 @@ class ModelSource:
         return self._target
 
 
-def model_source(policy: Policy, target: Target | None = None) -> ModelSource:
-    """Return a model source for ``policy`` (its folder read, nothing loaded; ``target`` stands in for the model)."""
+def model_source(policy: Policy, target: Target | None = None, *, key: str = "model.path") -> ModelSource:
+    """Return a model source for ``policy`` (its folder read, nothing loaded; ``target`` stands in for the model).
+
+    ``key`` is the policy key that named ``policy.model.path`` (model.reference for a reference's policy), for messages.
+    """
     model = policy.model
     if model.single_file is not None:  # one checkpoint file, configured by model.config
         from naa_guard.targets.detect import read_single_file_info
 
         info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder)
     else:
-        info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
+        info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale, key=key) if model.loader is None else None
     return ModelSource(policy, info, target)

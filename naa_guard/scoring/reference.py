@@ -56,7 +56,7 @@ def reference_source(policy: Policy, models: ModelSource) -> ModelSource | None:
     ref_policy = reference_policy(policy)
     if ref_policy is None:
         return None
-    source = model_source(ref_policy)
+    source = model_source(ref_policy, key="model.reference" if policy.model.reference != "base" else "model.path")
     if models.info is None or source.info is None:  # excluded by the schema; kept so a custom loader can never slip through
         raise PolicyError(f"{policy.source or 'the policy'}: model.reference needs a diffusers model (model.path or model.single_file), not a model.loader; remove model.reference")
     check_reference(models.info, source.info)

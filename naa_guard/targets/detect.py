@@ -18,6 +18,7 @@ from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
 from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
+from naa_guard.userfiles import entry_problem, first_unreadable
 
 if TYPE_CHECKING:
     from naa_guard.targets.base import Target
@@ -37,14 +38,40 @@ def _is_latent(root: Path, index: dict[str, object] | None, unet_subfolder: str 
     return unet_config.is_file() and read_json(unet_config).get("_class_name") == "UNet2DConditionModel"
 
 
-def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0) -> AnyModelInfo:
-    """Return the model folder's family, layout and image geometry, without importing torch."""
+def check_model_files(root: Path, key: str) -> None:
+    """Return None; raise TargetError when a file of the model folder is a pipe, a device or a broken link.
+
+    diffusers and transformers open a folder's files by name; a named pipe among them would block
+    the load forever, and a broken link (an interrupted download) would fail deep inside it.
+    The folder's own files and its components' (one level of subfolders) are checked: that is what
+    the loaders read, and a model.path that is not a model folder costs one listing per subfolder.
+    """
+    from naa_guard.targets.hubcache import snapshot_of
+
+    found = first_unreadable(root, depth=2)
+    if found is None:
+        return
+    entry, problem = found
+    snapshot = snapshot_of(entry)
+    if snapshot is not None and "broken link" in problem:
+        fix = f"This is a Hugging Face cache snapshot whose download did not finish: run `hf download {snapshot[0]}` (huggingface-cli download {snapshot[0]}) again"
+    else:
+        fix = "Replace it with the regular file it stands for, or re-save the model with save_pretrained"
+    raise TargetError(f"{key} {root}: {entry} {problem}. {fix}.")
+
+
+def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0, key: str = "model.path") -> AnyModelInfo:
+    """Return the model folder's family, layout and image geometry, without importing torch.
+
+    ``key`` names the policy key the folder came from in messages (model.path, model.config, model.reference).
+    """
     root = Path(path)
     if not root.is_dir():
         raise TargetError(
-            f"model folder {root} does not exist or is not a folder. Point model.path at a diffusers "
+            f"{key} {root} does not exist or is not a folder. Point {key} at a diffusers "
             f"folder (with model_index.json, or unet/ and scheduler/ subfolders), relative to the policy file."
         )
+    check_model_files(root, key)
     index_file = root / "model_index.json"
     index = read_json(index_file) if index_file.is_file() else None
     if index is not None:
@@ -62,26 +89,30 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             f"{root}: model.lora is set, but this is a pixel-space model without a text encoder; LoRA adapters "
             f"apply to Stable Diffusion / SDXL pipelines. Remove model.lora, or point model.path at the LoRA's base pipeline."
         )
-    return read_pixel_info(root, unet_subfolder)
+    return read_pixel_info(root, unet_subfolder, key=key)
 
 
 def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None) -> SingleFileInfo:
     """Return the single-file model's info: geometry from the config folder, the file checked to exist and be whole."""
     from naa_guard.targets.modelcheck import read_safetensors_header
-    from naa_guard.targets.single_file import SINGLE_FILE_SUFFIXES, SingleFileInfo
+    from naa_guard.targets.single_file import SINGLE_FILE_SUFFIXES, SingleFileInfo, check_not_lora
 
     file = Path(single_file)
+    problem = entry_problem(file)
+    if problem is not None:
+        raise TargetError(f"model.single_file {file} {problem}. Point it at the .safetensors / .ckpt checkpoint itself.")
     if not file.is_file():
         raise TargetError(f"model.single_file {file}: no such file. Point it at the .safetensors / .ckpt checkpoint (relative to the policy file).")
     if file.suffix not in SINGLE_FILE_SUFFIXES:
         raise TargetError(f"model.single_file {file}: unknown checkpoint form '{file.suffix}'; expected {', '.join(SINGLE_FILE_SUFFIXES)}.")
     if config is None:
         raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
-    info = read_model_info(Path(config), unet_subfolder)
+    info = read_model_info(Path(config), unet_subfolder, key="model.config")
     if not isinstance(info, LatentModelInfo):
         raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
     if file.suffix == ".safetensors":
-        read_safetensors_header(file)  # a truncated file is named now, before any model code loads
+        names = list(read_safetensors_header(file))  # a truncated file is named now, before any model code loads
+        check_not_lora(names, file, config)  # a LoRA given as a whole model is named as one
     return SingleFileInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)}, single_file=file)
 
 

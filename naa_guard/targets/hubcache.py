@@ -9,6 +9,12 @@ and no ``refs/main`` is an error (naa-guard does not guess which one was trained
 repository that is not cached: the message names the cache folder and the command that fills it.
 The report records the repository and the snapshot's commit hash (:func:`model_origin`).
 
+The cache is read as huggingface_hub writes it, and nothing else is followed: ``refs/main`` must
+hold a commit hash (40 hex digits) naming a snapshot of the same repository, the snapshot must
+lie inside the repository's folder (a symlinked snapshot elsewhere, or a ``../`` in refs/main,
+would audit another model), and every symlink in it must lead to a file in that folder (its
+``blobs/``); a broken one is an interrupted download, and the message says how to finish it.
+
 Only path arithmetic and small reads: no ``huggingface_hub`` import, so policies stay quick to check.
 """
 
@@ -19,9 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from naa_guard.userfiles import outside, read_regular_text
+
 __all__ = ["REPO_ID", "hub_cache_dir", "model_origin", "resolve_hub_path", "snapshot_of"]
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a git commit hash, as the Hub names snapshots
 
 
 def hub_cache_dir() -> Path:
@@ -56,17 +65,50 @@ def resolve_hub_path(value: Any, base: Path | None, key: str) -> Any:
             f"naa-guard never downloads; {fill}; or point {key} at a local diffusers folder"
         )
     ref = folder / "refs" / "main"
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
-        if (folder / "snapshots" / commit).is_dir():
-            return str(folder / "snapshots" / commit)
-        raise ValueError(f"{ref} names the snapshot {commit}, which is not in {folder / 'snapshots'} (an interrupted download); {fill}")
-    if len(snapshots) > 1:
+    if ref.exists() or ref.is_symlink():
+        commit = read_regular_text(ref, ValueError, "the hub cache's", f"Fix: {fill}.").strip()
+        if not COMMIT.fullmatch(commit):
+            raise ValueError(
+                f"{ref} holds {commit[:80]!r}, not a commit hash (40 hex digits, as huggingface_hub writes it); naa-guard reads "
+                f"only the snapshot of '{repo}' that refs/main names by its hash; {fill}"
+            )
+        if not (folder / "snapshots" / commit).is_dir():
+            raise ValueError(f"{ref} names the snapshot {commit}, which is not in {folder / 'snapshots'} (an interrupted download); {fill}")
+        snapshot = folder / "snapshots" / commit
+    elif len(snapshots) > 1:
         raise ValueError(
             f"the cache {folder} holds {len(snapshots)} snapshots of '{repo}' ({', '.join(p.name[:12] for p in snapshots)}) and no refs/main saying which is current; "
             f"naa-guard does not guess which one was trained. Point {key} at one snapshot folder ({folder / 'snapshots'}/<hash>)"
         )
-    return str(snapshots[0])
+    else:
+        snapshot = snapshots[0]
+    check_snapshot(snapshot, folder, repo, fill)
+    return str(snapshot)
+
+
+def check_snapshot(snapshot: Path, folder: Path, repo: str, fill: str) -> None:
+    """Return None; raise ValueError when the snapshot lies outside the repository's cache folder, or a link in it is broken or leads out.
+
+    huggingface_hub links each snapshot file to ``../../blobs/<hash>`` of the same repository;
+    a link elsewhere is not the cache's, and a broken one is an interrupted download.
+    """
+    home = folder.resolve()
+    real = outside(snapshot, home)
+    if real is not None:
+        raise ValueError(f"the snapshot {snapshot} of '{repo}' resolves to {real}, outside the repository's cache folder {folder}: it is another model's files; {fill}")
+    for root, dirs, files in os.walk(snapshot):
+        for name in sorted([*dirs, *files]):
+            entry = Path(root) / name
+            if not entry.is_symlink():
+                continue
+            if not entry.exists():
+                raise ValueError(
+                    f"{entry} is a broken link (to {os.readlink(entry)}): the download of '{repo}' did not finish, so this snapshot lacks a file; "
+                    f"{fill}"
+                )
+            real = outside(entry, home)
+            if real is not None:
+                raise ValueError(f"{entry} links to {real}, outside the cache folder {folder} of '{repo}'; a snapshot's files link to its own blobs/; {fill}")
 
 
 def snapshot_of(path: Path | None) -> tuple[str, str] | None:

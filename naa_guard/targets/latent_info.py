@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import PICKLE_SUFFIXES, read_json
+from naa_guard.userfiles import entry_problem
 
 if TYPE_CHECKING:
     pass
@@ -163,6 +164,9 @@ def find_lora(lora: Path | None) -> Path | None:
                 f"found {', '.join(p.name for p in candidates) or 'none'}. Point model.lora at the file itself."
             )
         path = candidates[0]
+    problem = entry_problem(path)
+    if problem is not None:
+        raise TargetError(f"model.lora {path} {problem}. Point it at the .safetensors file save_lora_weights wrote.")
     if not path.is_file():
         raise TargetError(f"model.lora {path}: no such file or folder. Point it at the .safetensors file save_lora_weights wrote (relative to the policy file).")
     return path

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from naa_guard.errors import TargetError
+from naa_guard.userfiles import open_regular
 
 __all__ = [
     "check_alphas_cumprod",
@@ -58,7 +59,8 @@ _HEADER_LIMIT = 100_000_000  # safetensors' own cap on the JSON header
 def read_json_object(path: Path) -> dict[str, Any]:
     """Return the JSON object stored in ``path``; a missing, unreadable or non-object file is an error."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open_regular(path, TargetError, "the JSON config", f"{RESAVE}.") as handle:  # a pipe or device: refused, never opened
+            value = json.loads(handle.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TargetError(f"{path}: cannot read this JSON config ({exc}). {RESAVE}.") from None
     if not isinstance(value, dict):
@@ -265,7 +267,7 @@ def read_safetensors_header(file: Path) -> dict[str, tuple[int, ...]]:
 
     try:
         size = file.stat().st_size
-        with file.open("rb") as handle:
+        with open_regular(file, TargetError, "the weight file", "Point the policy at the weight file itself.") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise corrupt(f"{size} bytes, too short for a header")

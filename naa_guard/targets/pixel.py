@@ -59,17 +59,17 @@ class ModelInfo:
         return f"sample_size {self.sample_size} in {self.unet_dir / 'config.json'}"
 
 
-def read_pixel_info(root: Path, unet_subfolder: str | None = None) -> ModelInfo:
-    """Return a pixel model folder's layout and UNet geometry, without importing torch."""
+def read_pixel_info(root: Path, unet_subfolder: str | None = None, *, key: str = "model.path") -> ModelInfo:
+    """Return a pixel model folder's layout and UNet geometry, without importing torch (``key``: the policy key of ``root``)."""
     unet_dir = root / (unet_subfolder or "unet")
     scheduler_dir = root / "scheduler"
-    for needed, key in ((unet_dir, "model.unet_subfolder" if unet_subfolder else "model.path"), (scheduler_dir, "model.path")):
+    for needed, check in ((unet_dir, "model.unet_subfolder" if unet_subfolder else key), (scheduler_dir, key)):
         if not needed.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise TargetError(
                 f"{root}: missing subfolder {needed.name}/ (found: {', '.join(present) or 'no subfolders'}). "
                 f"A diffusers model folder needs unet/ (or the folder named by model.unet_subfolder) and "
-                f"scheduler/; check {key}, or save the pipeline with save_pretrained."
+                f"scheduler/; check {check}, or save the pipeline with save_pretrained."
             )
     config_file = unet_dir / "config.json"
     if not config_file.is_file():

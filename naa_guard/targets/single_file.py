@@ -53,6 +53,22 @@ class SingleFileInfo(LatentModelInfo):
         return {**super().identity_material(), "single_file": True}
 
 
+def check_not_lora(names: list[str], file: Path, config: Path | None) -> None:
+    """Return None; raise TargetError when the checkpoint's tensor names are a LoRA adapter's, not a whole model's.
+
+    A LoRA (kohya ``lora_unet_*``, diffusers ``*.lora.down``, peft ``lora_A``) holds only low-rank updates of a base
+    model's layers: read as a whole model it fails as "missing weights", without saying what the file is.
+    """
+    lora = [name for name in names if "lora" in name.lower()]
+    if lora and 2 * len(lora) >= len(names):
+        base = config if config is not None else "<the base pipeline folder>"
+        raise TargetError(
+            f"model.single_file {file}: this is a LoRA adapter ({len(lora)} of its {len(names)} tensors are LoRA weights, e.g. {lora[0]}), "
+            f"not a whole model. Give it as model.lora on top of the base pipeline it was trained for, e.g. "
+            f"model: {{path: {base}, lora: {file}}} (model.single_file is for whole SD 1.x / 2.x / SDXL checkpoints)."
+        )
+
+
 def read_checkpoint(file: Path, allow_pickle: bool) -> dict[str, Any]:
     """Return the checkpoint's tensors by name; a pickle is read only when allowed, and never runs code."""
     import torch
@@ -66,13 +82,16 @@ def read_checkpoint(file: Path, allow_pickle: bool) -> dict[str, Any]:
             f"model.single_file {file}: a pickle checkpoint ({file.suffix}); loading a pickle can run arbitrary code, so naa-guard refuses it. "
             "Convert it to .safetensors, or set model.allow_pickle: true if you trust its origin."
         )
+    from naa_guard.targets.modelcheck import pickle_load_error
+
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or code-carrying pickle
-        raise TargetError(f"model.single_file {file}: cannot read this checkpoint with weights_only=True ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # torch raises many types for a damaged or code-carrying pickle; its weights_only advice is never passed on
+        raise pickle_load_error(file, exc, "model.single_file ") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TargetError(f"model.single_file {file}: expected a state dict of tensors (optionally under 'state_dict'), found {type(state).__name__}.")
+    check_not_lora([str(name) for name in state], file, None)
     return state
 
 

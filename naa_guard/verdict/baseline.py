@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from naa_guard.errors import BaselineError, NaaGuardError, PolicyError
+from naa_guard.userfiles import non_regular_kind
 from naa_guard.verdict.gates import GATE_LABELS
 from naa_guard.verdict.leakage import evaluate, paired_bootstrap
 from naa_guard.verdict.metrics import FPR_LEVELS
@@ -74,6 +75,9 @@ def baseline_path(policy: Policy, override: Path | None, outputs: tuple[Path | N
 
 def load_baseline(path: Path) -> dict[str, Any]:
     """Return a baseline report.json, checked to carry fingerprints, in-range figures and the scores they recompute from."""
+    kind = non_regular_kind(path)
+    if kind is not None:  # a pipe would block the read forever
+        raise BaselineError(f"baseline {path} is {kind}, not a regular file. Point baseline / --baseline / --naa-baseline at the report.json of a previous audit.")
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
