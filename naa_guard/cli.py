@@ -91,7 +91,8 @@ def _launch_audit(args: argparse.Namespace) -> int:
 
 def _regate_here(args: argparse.Namespace, policy: Policy) -> int | None:
     """Return the exit code of this audit run here without the model (a refusal, or a re-gate from stored scores), or None when the ranks must run it."""
-    from naa_guard.scoring.storedfirst import ModelNeeded, StoredOnlyRunner, launcher_runner, model_stays_unloaded
+    from naa_guard.scoring.modelguard import ModelNeeded, model_stays_unloaded
+    from naa_guard.scoring.storedfirst import StoredOnlyRunner, launcher_runner
 
     runner = launcher_runner(policy, Path(args.cache) if args.cache else None)
     try:

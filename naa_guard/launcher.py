@@ -7,7 +7,7 @@ of them runs any more; whatever still runs after a grace period is killed. A ran
 writes an output after its launcher is gone (on Linux, torchrun also gets SIGTERM if the launcher
 itself is killed outright). A run that leaves no result is a DistributedError in one line that
 names the rank that failed, its exit code (or the signal that killed it) and its last error, read
-from torchrun's report, and the file that holds the ranks' log (:mod:`naa_guard.ranklog`); a
+from torchrun's report, and the file that holds the ranks' log (:mod:`naa_guard.scoring.ranklog`); a
 SIGTERM sent to the launcher ends in one such line too. No traceback reaches the terminal.
 """
 
@@ -32,7 +32,7 @@ from naa_guard.errors import DistributedError
 
 if TYPE_CHECKING:
     from naa_guard.errors import NaaGuardError
-    from naa_guard.ranklog import RankLog
+    from naa_guard.scoring.ranklog import RankLog
     from naa_guard.result import AuditResult
 
 RESULT_FILE = "outcome.pickle"
@@ -75,13 +75,13 @@ def launch_warnings(nproc: int, device: str) -> list[str]:
 def launch(nproc: int, cli_args: Sequence[str], *, capture: bool = False) -> tuple[Outcome, str]:
     """Return rank 0's outcome of ``naa-guard CLI_ARGS`` run under torchrun, and the captured output.
 
-    Everything torchrun and the ranks write to stderr goes to a log file (:mod:`naa_guard.ranklog`);
+    Everything torchrun and the ranks write to stderr goes to a log file (:mod:`naa_guard.scoring.ranklog`);
     ``capture=False`` also passes the ranks' output through to this process's, less tracebacks and
     torchrun's own log lines. A run that leaves no result file (a rank crashed or was killed,
     torchrun refused to start) is a DistributedError in one line naming the rank and the log file,
     never a pass. A SIGTERM to this process stops the ranks and ends in one such line too.
     """
-    from naa_guard.ranklog import RankLog
+    from naa_guard.scoring.ranklog import RankLog
 
     interrupted: list[int] = []
     log = RankLog()

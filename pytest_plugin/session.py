@@ -185,7 +185,8 @@ class AuditSession:
         Every check that needs no model refuses here, before torchrun starts; with every score stored it re-gates here.
         """
         from naa_guard.audit import audit
-        from naa_guard.scoring.storedfirst import ModelNeeded, launcher_runner, model_stays_unloaded, rank0_device
+        from naa_guard.scoring.modelguard import ModelNeeded, model_stays_unloaded
+        from naa_guard.scoring.storedfirst import launcher_runner, rank0_device
 
         settings = self.settings
         store = self._chunk_store()  # the ranks' --cache (_run_distributed); no score cache, as on rank 0

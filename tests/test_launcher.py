@@ -65,7 +65,7 @@ def test_torchruns_report_becomes_one_line_naming_the_root_cause_rank() -> None:
 
 
 def test_the_terminal_gets_no_traceback_nor_torchrun_report_and_the_log_keeps_every_line(tmp_path: Path) -> None:
-    from naa_guard.ranklog import RankLog
+    from naa_guard.scoring.ranklog import RankLog
 
     log = RankLog(tmp_path)
     lines = ["naa-guard: warning: a skipped file\n", *TORCHRUN_REPORT.splitlines(keepends=True), "[rank0]: Traceback (most recent call last):\n",

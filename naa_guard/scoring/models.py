@@ -54,7 +54,7 @@ class ModelSource:
     def target(self) -> Target:
         """Return the target, loading (and probing) the policy's model on first use."""
         if self._target is None:
-            from naa_guard.scoring.storedfirst import check_model_may_load
+            from naa_guard.scoring.modelguard import check_model_may_load
 
             check_model_may_load(self.policy.name)  # never in a --nproc launcher: the ranks load it
             self._target, self.loaded = load_model(self.policy, self.info), True

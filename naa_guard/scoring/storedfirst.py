@@ -22,11 +22,11 @@ images (the checks' digests) before torchrun starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from naa_guard.scoring.modelguard import ModelNeeded
 from naa_guard.targets.devicekind import device_type_without_torch
 
 if TYPE_CHECKING:
@@ -34,14 +34,6 @@ if TYPE_CHECKING:
     from naa_guard.scoring.models import ModelSource
     from naa_guard.scoring.runner import Chunk, ChunkJob
     from naa_guard.targets import Target
-
-
-class ModelNeeded(BaseException):
-    """Raised by StoredOnlyRunner when a chunk needs the model: the audit must be scored by the ranks.
-
-    A BaseException, as KeyboardInterrupt is: it ends the attempt and must never be caught on
-    the way by a handler that turns failures into audit errors.
-    """
 
 
 class _NoModel:
@@ -87,26 +79,6 @@ class FirstJobStops:
 def launcher_runner(policy: Policy, store_root: Path | None) -> StoredOnlyRunner | FirstJobStops:
     """Return the runner of the launching process's attempt: a re-gate from the store where one may be tried, else checks only."""
     return StoredOnlyRunner() if may_regate_here(policy, store_root) else FirstJobStops()
-
-
-_no_model_here = False  # within model_stays_unloaded(): this process is a launcher, the ranks load the model
-
-
-@contextmanager
-def model_stays_unloaded() -> Iterator[None]:
-    """Within the block, loading the model raises ModelNeeded (a custom loader's, which an audit loads for the image geometry)."""
-    global _no_model_here
-    previous, _no_model_here = _no_model_here, True
-    try:
-        yield
-    finally:
-        _no_model_here = previous
-
-
-def check_model_may_load(name: str) -> None:
-    """Raise ModelNeeded inside :func:`model_stays_unloaded`; else do nothing (called before a model loads)."""
-    if _no_model_here:
-        raise ModelNeeded(f"the model of {name} loads on the ranks")
 
 
 def may_regate_here(policy: Policy, store_root: Path | None) -> bool:
