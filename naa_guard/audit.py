@@ -41,6 +41,7 @@ from naa_guard.verdict.control import check_control
 from naa_guard.verdict.epsilon import epsilon_lower_bound
 from naa_guard.verdict.exposed import most_exposed
 from naa_guard.verdict.fingerprint import audit_fingerprint, environment
+from naa_guard.verdict.gatelist import match_gates
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
 from naa_guard.verdict.resolvable import check_policy_counts, check_sample_counts, describe_counts
@@ -258,6 +259,7 @@ def audit(
     if baseline_report is not None and baseline is not None:
         thresholds = policy.thresholds
         gates = compare(gates, results, baseline_report, baseline, thresholds.max_increase, decision=thresholds.decision, confidence=thresholds.confidence, seed=seed)
+    gates = match_gates(policy, gates)  # exactly the rows every face lists (naa_guard.verdict.gatelist), else no verdict
     device = str(scorer.models.ready.device) if scorer.models.ready is not None else None
     return AuditResult(
         name=policy.name,

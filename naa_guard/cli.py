@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from naa_guard.errors import NaaGuardError, OutputError
 from naa_guard.reports.write import check_output
+from naa_guard.verdict.gatelist import match_gates
 
 if TYPE_CHECKING:
     from naa_guard.scoring.runner import ChunkRunner
@@ -147,6 +148,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
             policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
             runner=runner, baseline=baseline, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
         )  # fmt: skip
+        result.gates = match_gates(policy, result.gates)  # the table and the exit code render the policy's gated rows, no other
         written = _write_outputs(result, json_path, report_dir, scores_path)
     except NaaGuardError as exc:
         print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)

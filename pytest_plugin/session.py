@@ -17,6 +17,7 @@ import pytest
 
 from naa_guard.errors import DistributedError, NaaGuardError, OutputError
 from naa_guard.policy import Policy, load_policy
+from naa_guard.verdict.gatelist import match_gates
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult
@@ -163,6 +164,7 @@ class AuditSession:
                     policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
                     progress=False, score_cache=self._score_cache(), chunk_store=self._chunk_store(), baseline=settings.baseline,
                 )  # fmt: skip
+            result.gates = match_gates(policy, result.gates)  # exactly the collected items' rows (a distributed result too), else every item errors
         except NaaGuardError as exc:
             return exc
         result.warnings += dict.fromkeys(self._cache_problems)  # in the report and the summary, like the CLI's
