@@ -236,7 +236,7 @@ def audit(
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, seed)
         members, nonmembers = split.evaluation
     how = describe_counts(prepared.limit, split is not None, policy.tune.fraction)
-    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
+    count_warnings = check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None, limit=prepared.limit)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():

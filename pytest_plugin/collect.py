@@ -168,11 +168,16 @@ class GateItem(pytest.Item):
         return self.path, 0, f"[naa-guard] {self.nodeid}"
 
 
+def result_confidence(result: AuditResult) -> float:
+    """Return the confidence level of the audit's intervals (the policy's thresholds.confidence)."""
+    return next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
+
+
 def _measured_properties(result: AuditResult, gate: GateResult, quick: int | None, report: Path | None) -> list[tuple[str, object]]:
     """Return the gate's measurements as user properties (they land in JUnit XML)."""
     properties: list[tuple[str, object]] = [
         ("value", round(gate.value, 6)), ("ci_low", round(gate.ci[0], 6)), ("ci_high", round(gate.ci[1], 6)),
-        ("direction", gate.direction), ("decision", gate.decision), ("status", gate.status),
+        ("direction", gate.direction), ("decision", gate.decision), ("confidence", result_confidence(result)), ("status", gate.status),
         ("n_members", result.n_members), ("n_nonmembers", result.n_nonmembers),
         ("scores", "cached" if all(attack.cached for attack in result.attacks.values()) else "computed"),
         ("model_loaded", result.model_loaded),
