@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.errors import PolicyError
-from naa_guard.policy import Policy, Runtime
+from naa_guard.policy import Policy, Runtime, preflight
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import apply_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
@@ -44,7 +44,7 @@ from naa_guard.verdict.fingerprint import audit_fingerprint, environment
 from naa_guard.verdict.gatelist import match_gates
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
-from naa_guard.verdict.resolvable import check_policy_counts, check_sample_counts, describe_counts
+from naa_guard.verdict.resolvable import check_sample_counts, describe_counts
 from naa_guard.verdict.validity import ValidityReport, check_samples
 
 if TYPE_CHECKING:
@@ -218,8 +218,8 @@ def audit(
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
-    # Gates these counts cannot resolve are refused from the listings, before any model or image loads.
-    check_policy_counts(policy, limit if limit is not None else policy.data.limit)
+    # Every problem found without a model (missing sources or configs, gates the listed counts cannot resolve), at once.
+    preflight(policy, limit if limit is not None else policy.data.limit, counts=True, model=target is None)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,

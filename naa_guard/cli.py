@@ -130,7 +130,8 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
                 check_output(path, folder=False, where=where)
         if report_dir is not None:
             check_output(report_dir, folder=True, where=f"{policy.source}: report.dir")
-        preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
+        # missing folders and configs, unlistable sets, unresolvable gates: all at once, before torch, diffusers and scikit-learn load
+        preflight(policy, args.limit if args.limit is not None else policy.data.limit, counts=True)
 
         from naa_guard.audit import audit
         from naa_guard.verdict.baseline import baseline_path

@@ -22,6 +22,7 @@ import pytest
 
 from naa_guard.errors import AuditInvalidError, EnvironmentUnavailableError, NaaGuardError, PolicyError
 from naa_guard.policy import Policy
+from naa_guard.policy.preflight import model_free_problems
 from naa_guard.verdict.gatelist import GatedRow, gated_rows, match_gates
 from naa_guard.verdict.resolvable import unresolvable_before_loading
 from naa_guard.version import __version__
@@ -55,6 +56,10 @@ class PolicyFile(pytest.File):
         session = audit_session(self.config)
         policy = session.policy(self.path)
         unresolvable = unresolvable_before_loading(policy, session.limit_for(policy) or policy.data.limit)
+        if unresolvable:  # these collection errors stop the run: they name the other model-free problems too, as the CLI lists them all
+            others = model_free_problems(policy)
+            also = "".join(f"\nalso found before any model loads: {type(problem).__name__}: {problem}" for problem in others)
+            unresolvable = {metric: message + also for metric, message in unresolvable.items()}
         by_result: dict[str, list[GatedRow]] = {}
         for row in gated_rows(policy):
             by_result.setdefault(row.attack, []).append(row)

@@ -141,7 +141,7 @@ class AuditSession:
         from naa_guard.policy import preflight
 
         try:
-            preflight(policy)  # missing folders and configs: reported before the engine's imports
+            preflight(policy, self.limit_for(policy) or policy.data.limit, counts=True)  # every model-free problem at once, as the CLI reports them, before the engine's imports
         except NaaGuardError as exc:
             return exc
         from naa_guard.audit import audit
