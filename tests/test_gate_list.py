@@ -156,6 +156,21 @@ def test_an_audit_whose_gates_differ_from_the_list_is_an_error_in_both_faces(pyt
         assert outcomes.get("errors") == len(gated_rows(policy)) and "passed" not in outcomes, outcomes
         result.stdout.fnmatch_lines([f"*AuditInvalidError: *{words}*"])
 
+    # a result that reaches a face without audit()'s own check (a distributed rank's, a stored one): each face checks it again
+    monkeypatch.setattr(naa_guard.audit, "evaluate_gates", real)
+    real_audit = naa_guard.audit.audit
+
+    def unchecked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_audit(*args, **kwargs)
+        result.gates = [gate for gate in result.gates if gate.attack != "loss"]
+        return result
+
+    monkeypatch.setattr(naa_guard.audit, "audit", unchecked)
+    assert main(["audit", str(policy_path), "--quiet", "--no-reports"]) == 2
+    result = pytester.runpytest_inprocess(str(policy_path), "-p", "no:cacheprovider")
+    assert result.parseoutcomes().get("errors") == len(gated_rows(policy)) and "passed" not in result.parseoutcomes()
+    result.stdout.fnmatch_lines(["*AuditInvalidError: *no gate for loss auc*"])
+
     gates = real(policy, "naa", *_leakage())
     with pytest.raises(AuditInvalidError, match="no gate for loss auc"):
         match_gates(policy, gates)
