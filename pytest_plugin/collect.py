@@ -3,10 +3,11 @@
 ``demo.naa.yaml`` -> ``demo.naa.yaml::naa`` (one collector per attack result) -> ``demo.naa.yaml::naa::auc``,
 ``...::naa::tpr@1%fpr`` and ``...::naa::tpr@0.1%fpr`` (one item per enabled gate), so ``-k``,
 JUnit XML and CI annotations name the gate. The rows are the library's
-(:func:`naa_guard.verdict.gatelist.gated_rows`), the ones the CLI's table and exit code render: with
-``model.reference`` each attack's calibrated result is a collector of its own
-(``demo.naa.yaml::naa/ref::auc``). An audit whose gates differ from these rows errors every item. Collecting validates the policy but never loads the
-model: the audit runs in the setup of the policy's first item. A gate that the sets' counts cannot
+(:func:`naa_guard.verdict.gatelist.gated_rows`), the ones the CLI's table and exit code render:
+with ``model.reference`` each attack's calibrated result is a collector of its own
+(``demo.naa.yaml::naa/ref::auc``). An audit whose gates differ from these rows errors every item.
+Collecting validates the policy but never loads the model: the audit runs in the setup of the
+policy's first item. A gate that the sets' counts cannot
 resolve (counted from their listings: no image decoded) is a collection error of its own item,
 ``demo.naa.yaml::naa::auc``, with the count needed and present (:mod:`naa_guard.verdict.resolvable`).
 """
@@ -23,6 +24,7 @@ import pytest
 from naa_guard.errors import AuditInvalidError, EnvironmentUnavailableError, NaaGuardError, PolicyError
 from naa_guard.policy import Policy
 from naa_guard.policy.preflight import model_free_problems
+from naa_guard.reports.rows import confidence_of
 from naa_guard.verdict.gatelist import GatedRow, gated_rows, match_gates
 from naa_guard.verdict.resolvable import unresolvable_before_loading
 from naa_guard.version import __version__
@@ -173,16 +175,11 @@ class GateItem(pytest.Item):
         return self.path, 0, f"[naa-guard] {self.nodeid}"
 
 
-def result_confidence(result: AuditResult) -> float:
-    """Return the confidence level of the audit's intervals (the policy's thresholds.confidence)."""
-    return next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
-
-
 def _measured_properties(result: AuditResult, gate: GateResult, quick: int | None, report: Path | None) -> list[tuple[str, object]]:
     """Return the gate's measurements as user properties (they land in JUnit XML)."""
     properties: list[tuple[str, object]] = [
         ("value", round(gate.value, 6)), ("ci_low", round(gate.ci[0], 6)), ("ci_high", round(gate.ci[1], 6)),
-        ("direction", gate.direction), ("decision", gate.decision), ("confidence", result_confidence(result)), ("status", gate.status),
+        ("direction", gate.direction), ("decision", gate.decision), ("confidence", confidence_of(result)), ("status", gate.status),
         ("n_members", result.n_members), ("n_nonmembers", result.n_nonmembers),
         ("scores", "cached" if all(attack.cached for attack in result.attacks.values()) else "computed"),
         ("model_loaded", result.model_loaded),

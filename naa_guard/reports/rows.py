@@ -36,7 +36,8 @@ def verdict_cell(word: str, note: str | None) -> str:
     return f"{word} ({note})" if word == "PASS" and note else word
 
 
-def _confidence(result: AuditResult) -> float:
+def confidence_of(result: AuditResult) -> float:
+    """Return the confidence level of the audit's intervals (the policy's thresholds.confidence)."""
     return next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
 
 
@@ -45,14 +46,14 @@ def table_rows(result: AuditResult) -> list[list[str]]:
     rows = []
     for gate in result.gates:
         ci = "(a lower bound)" if gate.metric == "epsilon_lb" else f"{gate.ci[0]:.3f}-{gate.ci[1]:.3f}"
-        note = point_note(gate.metric, gate.decision, gate.ci[1], gate.limit, _confidence(result))
+        note = point_note(gate.metric, gate.decision, gate.ci[1], gate.limit, confidence_of(result))
         rows.append([gate.attack, gate.label, f"{gate.value:.3f}", ci, f"{gate.limit:.3f}", verdict_cell(VERDICTS[gate.status], note)])
     return rows
 
 
 def table_header(result: AuditResult) -> list[str]:
     """Return the gate table's header; the CI column names the policy's confidence level."""
-    return ["attack", "metric", "value", f"{round(100 * _confidence(result))}% CI", "limit", "verdict"]
+    return ["attack", "metric", "value", f"{round(100 * confidence_of(result))}% CI", "limit", "verdict"]
 
 
 def worst_case_rows(result: AuditResult) -> list[list[str]]:
@@ -148,7 +149,7 @@ def _leaks(gate: GateResult) -> bool:
 
 def verdict_sentence(result: AuditResult) -> str:
     """Return the audit's verdict as a sentence that says no more than the gates do."""
-    word, level = verdict_word(result), f"{_confidence(result):.0%}"
+    word, level = verdict_word(result), f"{confidence_of(result):.0%}"
     if word == "PASS":
         point = [gate for gate in result.gates if point_note(gate.metric, gate.decision, gate.ci[1], gate.limit) is not None]
         if not point:
