@@ -184,6 +184,8 @@ def _measured_properties(result: AuditResult, gate: GateResult, quick: int | Non
         ("scores", "cached" if all(attack.cached for attack in result.attacks.values()) else "computed"),
         ("model_loaded", result.model_loaded),
     ]  # fmt: skip
+    # the estimate itself within the limit, and no regression: a failed gate then is NOT CERTIFIED, not a leak (the CLI's words)
+    properties.append(("within_limit", bool(gate.value <= gate.limit) and not (gate.baseline or {}).get("regressed")))
     if quick is not None:
         properties.append(("quick", quick))
     if report is not None:

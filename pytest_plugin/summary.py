@@ -51,6 +51,10 @@ class GateRow:
         gate = GATE_IDS.get(str(props["metric"]), str(props["metric"]))
         return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", verdict_cell(SHOWN.get(self.verdict, self.verdict), self.point_note()))
 
+    def within_limit(self) -> bool:
+        """Return True when the gate's estimate is within its limit and it did not regress (a FAIL then only means NOT CERTIFIED)."""
+        return str(self.properties.get("within_limit", False)).lower() == "true"
+
     def point_note(self) -> str | None:
         """Return what a PASS under decision: point rests on (the estimate, the interval's upper end), as the CLI's table says it."""
         props = self.properties
@@ -107,6 +111,9 @@ class GateSummary:
         if verdict == "SKIP":
             return f"{NOT_VERIFIED} (gates skipped)"
         point = [note for row in self.rows.values() if row.verdict == "PASS" and (note := row.point_note())]
+        failed = [row for row in self.rows.values() if row.verdict == "FAIL"]
+        if verdict == "FAIL" and all(row.within_limit() for row in failed):  # as the CLI says it
+            return "NOT CERTIFIED (every failed estimate is within its limit, its upper CI bound is not)"
         if verdict == "PASS" and point:
             above = sum("not certified" in note for note in point)
             return "PASS on point estimates (decision: point)" + (f"; {above} gate(s) not certified: upper CI bound above the limit" if above else "; every upper CI bound within its limit too")

@@ -47,6 +47,13 @@ def test_an_estimate_within_the_limit_whose_interval_is_not_is_not_certified_not
     assert line.startswith("verdict: NOT CERTIFIED: every estimate is within the policy's limits, but the upper 95% CI bound of 1 gate(s) is above its limit"), line
     assert "leaks membership" not in line
     assert "NOT CERTIFIED" in to_markdown(result).splitlines()[0] and 'class="verdict NOT-CERTIFIED"' in to_html(result)
+    # pytest's run verdict says it too, from the items' JUnit properties
+    summary = GateSummary()
+    props = {"naa_guard": "x", "policy": "honest.naa.yaml", "attack": "loss", "metric": "auc", "limit": 0.62, "value": AUC.value, "ci_low": AUC.ci[0], "ci_high": AUC.ci[1], "decision": "upper_ci"}
+    summary.rows["a"] = GateRow("honest.naa.yaml::loss::auc", {**props, "within_limit": True}, "FAIL")
+    assert summary.run_verdict().startswith("NOT CERTIFIED")
+    summary.rows["b"] = GateRow("honest.naa.yaml::naa::auc", {**props, "attack": "naa", "within_limit": False}, "FAIL")
+    assert summary.run_verdict() == "FAIL"
     # an estimate beyond its limit is a leak, and the sentence says which gates are which
     both = _result(evaluate_gates(_policy(auc=0.62), "loss", LEAKAGE) + evaluate_gates(_policy(auc=0.52), "naa", LEAKAGE))
     assert _verdict_line(both) == (
