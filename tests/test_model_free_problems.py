@@ -53,3 +53,19 @@ def test_a_missing_model_and_a_missing_set_are_reported_together_by_both_faces(p
     result = pytester.runpytest_inprocess(str(policy), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)  # auc and epsilon_lb: each item errors with the CLI's list
     result.stdout.fnmatch_lines(["*2 problems, all found before any model loads; fix each of them:", f"1. {MODEL}", f"2. {CONTROL}"])
+
+
+def test_an_unwritable_report_folder_and_a_missing_model_are_reported_together_by_both_faces(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = _policy(pytester.path)
+    policy.write_text(policy.read_text() + "report: {dir: ./taken}\n")  # report.dir names a file
+    (pytester.path / "taken").write_text("a file, not a folder")
+    code = main(["audit", str(policy), "--quiet"])
+    assert code == 2
+    report = "OutputError: *: report.dir * is a file, not a folder*"
+    pytest.LineMatcher(capsys.readouterr().err.splitlines()).fnmatch_lines(["*3 problems, all found before any model loads; fix each of them:", f"1. {report}", f"2. {MODEL}", f"3. PolicyError: {UNRESOLVABLE}"])
+    policy.write_text(policy.read_text().replace("auc: 0.55", "auc: 0.7"))  # resolvable: the items run, and each lists both problems
+    assert main(["audit", str(policy), "--quiet"]) == 2
+    pytest.LineMatcher(capsys.readouterr().err.splitlines()).fnmatch_lines(["*2 problems, all found before any model loads; fix each of them:", f"1. {report}", f"2. {MODEL}"])
+    result = pytester.runpytest_inprocess(str(policy), "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*2 problems, all found before any model loads; fix each of them:", f"1. {report}", f"2. {MODEL}"])

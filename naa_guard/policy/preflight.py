@@ -7,7 +7,7 @@ shows every one of them, in the CLI and in pytest alike (both call :func:`prefli
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from naa_guard.errors import NaaGuardError
 from naa_guard.policy.schema import Policy
@@ -24,11 +24,14 @@ def _model_configs(policy: Policy) -> None:
         read_model_info(policy.model.path, policy.model.unet_subfolder)
 
 
-def model_free_problems(policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True) -> list[NaaGuardError]:
+def model_free_problems(
+    policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = (),
+) -> list[NaaGuardError]:  # fmt: skip
     """Return every problem found without loading a model, in the order an audit would meet them.
 
-    ``model``: read the model folder's configs; ``counts``: list the sets (no image decoded) and
-    check that the counts as evaluated after ``limit`` (per side, None: none) can resolve every gate.
+    ``also``: the caller's own checks, run first (its output paths, its baseline); ``model``: read
+    the model folder's configs; ``counts``: list the sets (no image decoded) and check that the
+    counts as evaluated after ``limit`` (per side, None: none) can resolve every gate.
     """
     from naa_guard.samples import check_source
     from naa_guard.verdict.resolvable import check_policy_counts
@@ -43,6 +46,8 @@ def model_free_problems(policy: Policy, limit: int | None = None, *, counts: boo
             return False
         return True
 
+    for check in also:
+        attempt(check)
     if model:
         attempt(lambda: _model_configs(policy))
     roles = [role for role in ("members", "nonmembers", "control") if getattr(policy.data, role) is not None]
@@ -52,7 +57,7 @@ def model_free_problems(policy: Policy, limit: int | None = None, *, counts: boo
     return problems
 
 
-def preflight(policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True) -> None:
+def preflight(policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = ()) -> None:
     """Return None; raise every problem :func:`model_free_problems` finds, together in one error.
 
     Reads folder listings and small JSON configs only (and with ``counts`` the sets' listings): no
@@ -60,7 +65,7 @@ def preflight(policy: Policy, limit: int | None = None, *, counts: bool = False,
     after the model libraries load. One problem is raised as it is; several as one error that lists
     them all (of their type when they share one, else a NaaGuardError).
     """
-    problems = model_free_problems(policy, limit, counts=counts, model=model)
+    problems = model_free_problems(policy, limit, counts=counts, model=model, also=also)
     if len(problems) == 1:
         raise problems[0]
     if problems:
