@@ -1,8 +1,9 @@
 """Pre-flight checks of a loaded policy: every problem found without a model, reported together.
 
-Missing sample sources and model configs, sets that cannot be listed and gates the listed counts
-cannot resolve are reported before torch, diffusers or scikit-learn load, and all at once: one run
-shows every one of them, in the CLI and in pytest alike (both call :func:`preflight`).
+The caller's output paths and baseline, missing model configs and sample sources, sets that
+cannot be listed and gates the listed counts cannot resolve are reported before torch, diffusers or
+scikit-learn load, and all at once: one run shows every one of them, in the CLI and in pytest alike
+(both call :func:`preflight`, with their outputs and baseline first).
 """
 
 from __future__ import annotations
