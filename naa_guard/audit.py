@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from naa_guard.attacks import ATTACKS, Attack
 from naa_guard.attacks.candidates import AttackCandidates
 from naa_guard.errors import PolicyError
-from naa_guard.policy import Policy, Runtime
+from naa_guard.policy import Policy, Runtime, preflight
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
 from naa_guard.samples.conditioning import apply_conditioning, check_encoder_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
@@ -44,9 +44,10 @@ from naa_guard.verdict.degenerate import explain
 from naa_guard.verdict.epsilon import epsilon_lower_bound
 from naa_guard.verdict.exposed import most_exposed
 from naa_guard.verdict.fingerprint import audit_fingerprint, environment
+from naa_guard.verdict.gatelist import match_gates
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
-from naa_guard.verdict.resolvable import check_policy_counts, check_sample_counts, describe_counts
+from naa_guard.verdict.resolvable import check_sample_counts, describe_counts
 from naa_guard.verdict.validity import ValidityReport, check_samples
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def _checked_counts(policy: Policy, limit: int | None, members: SampleSet, nonme
         split = split_for_tuning(members, nonmembers, policy.tune.fraction, policy.runtime.seed)
         members, nonmembers = split.evaluation
     how = describe_counts(limit, split is not None, policy.tune.fraction)
-    return split, check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None)
+    return split, check_sample_counts(policy, len(members), len(nonmembers), how=how, tuned=split is not None, n_control=len(control) if control is not None else None, limit=limit)
 
 
 def _first_pass_encodings(policy: Policy, scorer: Scorer, sets: dict[str, SampleSet]) -> EncodingPlan | None:
@@ -268,8 +269,8 @@ def audit(
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
-    # Gates these counts cannot resolve are refused from the listings, before any model or image loads.
-    check_policy_counts(policy, limit if limit is not None else policy.data.limit)
+    # Every problem found without a model (missing sources or configs, gates the listed counts cannot resolve), at once.
+    preflight(policy, limit if limit is not None else policy.data.limit, counts=True, model=target is None)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,
@@ -305,6 +306,7 @@ def audit(
     if baseline_report is not None and baseline is not None:
         thresholds = policy.thresholds
         gates = compare(gates, results, baseline_report, baseline, thresholds.max_increase, decision=thresholds.decision, confidence=thresholds.confidence, seed=seed)
+    gates = match_gates(policy, gates)  # exactly the rows every face lists (naa_guard.verdict.gatelist), else no verdict
     device = str(scorer.models.ready.device) if scorer.models.ready is not None else None
     return AuditResult(
         name=policy.name,

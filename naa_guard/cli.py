@@ -13,11 +13,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from naa_guard.errors import NaaGuardError, OutputError
 from naa_guard.reports.write import check_output
+from naa_guard.verdict.gatelist import match_gates
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -132,17 +135,15 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         json_path = Path(args.json) if args.json else None
         scores_path = Path(args.scores) if args.scores else None
         report_dir = policy.report.dir if not args.no_reports else None
-        for path, where in ((json_path, "--json"), (scores_path, "--scores")):
-            if path is not None:
-                check_output(path, folder=False, where=where)
-        if report_dir is not None:
-            check_output(report_dir, folder=True, where=f"{policy.source}: report.dir")
-        preflight(policy)  # missing folders and configs: before torch, diffusers and scikit-learn load
-
-        from naa_guard.audit import audit
         from naa_guard.verdict.baseline import baseline_path
 
-        baseline_path(policy, Path(args.baseline) if args.baseline else None, (json_path,))  # never the file this run writes
+        outputs: list[Callable[[], object]] = [partial(check_output, path, folder=False, where=where) for path, where in ((json_path, "--json"), (scores_path, "--scores")) if path is not None]
+        outputs += [partial(check_output, report_dir, folder=True, where=f"{policy.source}: report.dir")] if report_dir is not None else []
+        outputs.append(partial(baseline_path, policy, Path(args.baseline) if args.baseline else None, (json_path,)))  # never the file this run writes
+        # outputs, baseline, missing folders and configs, unlistable sets, unresolvable gates: all at once, before torch, diffusers and scikit-learn load
+        preflight(policy, args.limit if args.limit is not None else policy.data.limit, counts=True, also=outputs)
+
+        from naa_guard.audit import audit
         from naa_guard.scoring.chunks import ChunkStore
         from naa_guard.scoring.distributed import rank_device
         from naa_guard.scoring.storedfirst import rank0_device
@@ -155,6 +156,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
             policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
             runner=runner, baseline=baseline, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
         )  # fmt: skip
+        result.gates = match_gates(policy, result.gates)  # the table and the exit code render the policy's gated rows, no other
         written = _write_outputs(result, json_path, report_dir, scores_path)
     except NaaGuardError as exc:
         print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,9 +1,13 @@
-"""Collection: a policy file is a test file, each (attack x gate) one test item.
+"""Collection: a policy file is a test file, each gated row one test item.
 
-``demo.naa.yaml`` -> ``demo.naa.yaml::naa`` (one collector per attack) -> ``demo.naa.yaml::naa::auc``,
+``demo.naa.yaml`` -> ``demo.naa.yaml::naa`` (one collector per attack result) -> ``demo.naa.yaml::naa::auc``,
 ``...::naa::tpr@1%fpr`` and ``...::naa::tpr@0.1%fpr`` (one item per enabled gate), so ``-k``,
-JUnit XML and CI annotations name the gate. Collecting validates the policy but never loads the
-model: the audit runs in the setup of the policy's first item. A gate that the sets' counts cannot
+JUnit XML and CI annotations name the gate. The rows are the library's
+(:func:`naa_guard.verdict.gatelist.gated_rows`), the ones the CLI's table and exit code render:
+with ``model.reference`` each attack's calibrated result is a collector of its own
+(``demo.naa.yaml::naa/ref::auc``). An audit whose gates differ from these rows errors every item.
+Collecting validates the policy but never loads the model: the audit runs in the setup of the
+policy's first item. A gate that the sets' counts cannot
 resolve (counted from their listings: no image decoded) is a collection error of its own item,
 ``demo.naa.yaml::naa::auc``, with the count needed and present (:mod:`naa_guard.verdict.resolvable`).
 """
@@ -17,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from naa_guard.errors import EnvironmentUnavailableError, NaaGuardError, PolicyError
+from naa_guard.errors import AuditInvalidError, EnvironmentUnavailableError, NaaGuardError, PolicyError
 from naa_guard.policy import Policy
+from naa_guard.policy.preflight import model_free_problems
+from naa_guard.reports.rows import confidence_of
+from naa_guard.verdict.gatelist import GatedRow, gated_rows, match_gates
 from naa_guard.verdict.resolvable import unresolvable_before_loading
 from naa_guard.version import __version__
 from pytest_plugin.session import audit_session, quick_note
@@ -51,8 +58,15 @@ class PolicyFile(pytest.File):
         session = audit_session(self.config)
         policy = session.policy(self.path)
         unresolvable = unresolvable_before_loading(policy, session.limit_for(policy) or policy.data.limit)
-        for attack in policy.attacks:
-            yield AttackGates.from_parent(self, name=attack, policy=policy, unresolvable=unresolvable)
+        if unresolvable:  # these collection errors stop the run: they name the other model-free problems too, as the CLI lists them all
+            others = model_free_problems(policy)
+            also = "".join(f"\nalso found before any model loads: {type(problem).__name__}: {problem}" for problem in others)
+            unresolvable = {metric: message + also for metric, message in unresolvable.items()}
+        by_result: dict[str, list[GatedRow]] = {}
+        for row in gated_rows(policy):
+            by_result.setdefault(row.attack, []).append(row)
+        for name, rows in by_result.items():
+            yield AttackGates.from_parent(self, name=name, policy=policy, rows=rows, unresolvable=unresolvable)
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:  # type: ignore[override]
         """Return the policy's own validation message: the plugin's traceback would only hide it."""
@@ -62,20 +76,21 @@ class PolicyFile(pytest.File):
 
 
 class AttackGates(pytest.Collector):
-    """One attack of a policy; its children are the policy's enabled gates."""
+    """One attack result of a policy (``naa``, or ``naa/ref`` with a reference); its children are its gated rows."""
 
-    def __init__(self, *, policy: Policy, unresolvable: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, *, policy: Policy, rows: list[GatedRow], unresolvable: dict[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = policy
+        self.rows = rows
         self.unresolvable = unresolvable
 
     def collect(self) -> Iterator[GateItem | UnresolvableGate]:
-        """Yield one item per enabled gate (limit not null) of the policy; an unresolvable gate errors as it is collected."""
-        for metric, limit in self.policy.thresholds.limits().items():
-            if metric in self.unresolvable:
-                yield UnresolvableGate.from_parent(self, name=GATE_IDS[metric], message=f"{self.policy.source}: {self.unresolvable[metric]}")
+        """Yield one item per gated row; an unresolvable gate errors as it is collected."""
+        for row in self.rows:
+            if row.metric in self.unresolvable:
+                yield UnresolvableGate.from_parent(self, name=GATE_IDS[row.metric], message=f"{self.policy.source}: {self.unresolvable[row.metric]}")
             else:
-                yield GateItem.from_parent(self, name=GATE_IDS[metric], policy=self.policy, metric=metric, limit=limit)
+                yield GateItem.from_parent(self, name=GATE_IDS[row.metric], policy=self.policy, row=row)
 
 
 class UnresolvableGate(pytest.Collector):
@@ -97,12 +112,12 @@ class UnresolvableGate(pytest.Collector):
 class GateItem(pytest.Item):
     """One privacy gate: an attack's metric must not exceed the policy's limit."""
 
-    def __init__(self, *, policy: Policy, metric: str, limit: float, **kwargs: Any) -> None:
+    def __init__(self, *, policy: Policy, row: GatedRow, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.policy = policy
-        self.attack = self.parent.name
-        self.metric = metric
-        self.limit = limit
+        self.attack = row.attack
+        self.metric = row.metric
+        self.limit = row.limit
         self.gate: GateResult | None = None
 
     @property
@@ -125,7 +140,11 @@ class GateItem(pytest.Item):
             raise skip
         if isinstance(result, NaaGuardError):
             pytest.fail(f"{type(result).__name__}: {result}", pytrace=False)
-        self.gate = next(g for g in result.gates if g.attack == self.attack and g.metric == self.metric)
+        try:  # the session matched them already; checked again here, so that no item passes on a gate it did not find
+            gates = match_gates(self.policy, result.gates)
+        except AuditInvalidError as exc:
+            pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+        self.gate = next(g for g in gates if (g.attack, g.metric) == (self.attack, self.metric))
         self.user_properties += _measured_properties(result, self.gate, session.limit_for(self.policy), session.report_dir(self.policy))
         if self.gate.status == "error":
             pytest.fail(self._explain(self.gate.message), pytrace=False)
@@ -160,11 +179,13 @@ def _measured_properties(result: AuditResult, gate: GateResult, quick: int | Non
     """Return the gate's measurements as user properties (they land in JUnit XML)."""
     properties: list[tuple[str, object]] = [
         ("value", round(gate.value, 6)), ("ci_low", round(gate.ci[0], 6)), ("ci_high", round(gate.ci[1], 6)),
-        ("direction", gate.direction), ("decision", gate.decision), ("status", gate.status),
+        ("direction", gate.direction), ("decision", gate.decision), ("confidence", confidence_of(result)), ("status", gate.status),
         ("n_members", result.n_members), ("n_nonmembers", result.n_nonmembers),
         ("scores", "cached" if all(attack.cached for attack in result.attacks.values()) else "computed"),
         ("model_loaded", result.model_loaded),
     ]  # fmt: skip
+    # the estimate itself within the limit, and no regression: a failed gate then is NOT CERTIFIED, not a leak (the CLI's words)
+    properties.append(("within_limit", bool(gate.value <= gate.limit) and not (gate.baseline or {}).get("regressed")))
     if quick is not None:
         properties.append(("quick", quick))
     if report is not None:

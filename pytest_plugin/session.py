@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ import pytest
 
 from naa_guard.errors import DistributedError, NaaGuardError, OutputError
 from naa_guard.policy import Policy, load_policy
+from naa_guard.verdict.gatelist import match_gates
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult
@@ -138,24 +141,24 @@ class AuditSession:
 
     def _run(self, policy: Policy) -> AuditResult | NaaGuardError:
         from naa_guard.policy import preflight
-
-        try:
-            preflight(policy)  # missing folders and configs: reported before the engine's imports
-        except NaaGuardError as exc:
-            return exc
-        from naa_guard.audit import audit
-        from naa_guard.reports.write import check_output, write_reports
+        from naa_guard.reports.write import check_output
+        from naa_guard.verdict.baseline import baseline_path
 
         settings = self.settings
         target = self._choose_report_dir(policy)
         where = "--naa-report" if settings.report_dir is not None else f"{policy.source}: report.dir"
+        # as in the CLI: a requested report is part of the gate's output, checked first; never the report this run writes as baseline
+        outputs: list[Callable[[], object]] = [partial(check_output, target, folder=True, where=where)] if target is not None else []
+        outputs.append(partial(baseline_path, policy, settings.baseline, (target / "report.json" if target is not None else None,)))
+        try:  # every model-free problem at once, as the CLI reports them, before the engine's imports
+            preflight(policy, self.limit_for(policy) or policy.data.limit, counts=True, also=outputs)
+        except NaaGuardError as exc:
+            return exc
+        from naa_guard.audit import audit
+        from naa_guard.reports.write import write_reports
+
         self._cache_problems = []
         try:
-            from naa_guard.verdict.baseline import baseline_path
-
-            baseline_path(policy, settings.baseline, (target / "report.json" if target is not None else None,))  # never the report this run writes
-            if target is not None:  # as in the CLI: a requested report is part of the gate's output, checked first
-                check_output(target, folder=True, where=where)
             if settings.nproc > 1:  # a refusal, or every score stored: no torchrun started
                 result = self._regate_here(policy) or self._run_distributed(policy)
             else:
@@ -163,6 +166,7 @@ class AuditSession:
                     policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
                     progress=False, score_cache=self._score_cache(), chunk_store=self._chunk_store(), baseline=settings.baseline,
                 )  # fmt: skip
+            result.gates = match_gates(policy, result.gates)  # exactly the collected items' rows (a distributed result too), else every item errors
         except NaaGuardError as exc:
             return exc
         result.warnings += dict.fromkeys(self._cache_problems)  # in the report and the summary, like the CLI's

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from naa_guard.reports.rows import point_note, verdict_cell
 from pytest_plugin.collect import GATE_IDS
 from pytest_plugin.session import quick_note
 
@@ -48,7 +49,19 @@ class GateRow:
         if measured and props["metric"] == "epsilon_lb":
             ci = "(lower bound)"  # a confidence bound itself: no interval around it
         gate = GATE_IDS.get(str(props["metric"]), str(props["metric"]))
-        return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", SHOWN.get(self.verdict, self.verdict))
+        return (str(props["policy"]), str(props["attack"]), gate, value, ci, f"{float(props['limit']):.3f}", verdict_cell(SHOWN.get(self.verdict, self.verdict), self.point_note()))
+
+    def within_limit(self) -> bool:
+        """Return True when the gate's estimate is within its limit and it did not regress (a FAIL then only means NOT CERTIFIED)."""
+        return str(self.properties.get("within_limit", False)).lower() == "true"
+
+    def point_note(self) -> str | None:
+        """Return what a PASS under decision: point rests on (the estimate, the interval's upper end), as the CLI's table says it."""
+        props = self.properties
+        if "ci_high" not in props or "decision" not in props:
+            return None
+        confidence = float(props["confidence"]) if "confidence" in props else None
+        return point_note(str(props["metric"]), str(props["decision"]), float(props["ci_high"]), float(props["limit"]), confidence)
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -93,9 +106,18 @@ class GateSummary:
         return next(verdict for verdict in VERDICT_ORDER if verdict in present)
 
     def run_verdict(self) -> str:
-        """Return the run's verdict as shown: a run whose worst outcome is a skip is NOT VERIFIED, not PASS."""
+        """Return the run's verdict as shown: a run whose worst outcome is a skip is NOT VERIFIED, not PASS; a PASS on point estimates says so."""
         verdict = self.verdict()
-        return f"{NOT_VERIFIED} (gates skipped)" if verdict == "SKIP" else verdict
+        if verdict == "SKIP":
+            return f"{NOT_VERIFIED} (gates skipped)"
+        point = [note for row in self.rows.values() if row.verdict == "PASS" and (note := row.point_note())]
+        failed = [row for row in self.rows.values() if row.verdict == "FAIL"]
+        if verdict == "FAIL" and all(row.within_limit() for row in failed):  # as the CLI says it
+            return "NOT CERTIFIED (every failed estimate is within its limit, its upper CI bound is not)"
+        if verdict == "PASS" and point:
+            above = sum("not certified" in note for note in point)
+            return "PASS on point estimates (decision: point)" + (f"; {above} gate(s) not certified: upper CI bound above the limit" if above else "; every upper CI bound within its limit too")
+        return verdict
 
     def not_verified_lines(self) -> list[str]:
         """Return one line per skipped gate: it certifies nothing, whatever the exit code."""

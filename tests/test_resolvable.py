@@ -226,7 +226,8 @@ def test_pytest_reports_an_unresolvable_gate_as_a_collection_error_of_its_item(p
     result.stdout.fnmatch_lines([
         "*ERROR collecting shift.naa.yaml*",
         "PolicyError: *shift.naa.yaml: thresholds.auc: the AUC gate (limit 0.6) cannot be resolved with 40 members / 40 non-members as evaluated after limit 40: *",
-        "Fix: provide more samples (raise data.limit / --limit / --naa-quick), set thresholds.auc: null to drop the gate, or set thresholds.unresolvable: warn to gate on it anyway.",
+        "Fix (any one): evaluate more samples (raise --limit / --naa-quick (now 40) if the sets hold more, or add images); raise thresholds.auc to 0.68 *; "
+        "set thresholds.decision: point *; set thresholds.auc: null to drop the gate; set thresholds.unresolvable: warn to gate on it anyway *",
         "*ERROR collecting shift.naa.yaml*",
         "PolicyError: *thresholds.tpr_at_1pct_fpr: the TPR@1%FPR gate (limit 0.05) cannot be resolved with 40 members / 40 non-members*Needed: at least 1000 members and 1000 non-members; present: 40 members / 40 non-members.",
         "*short test summary info*",

@@ -1,19 +1,20 @@
-"""Pre-flight checks of a loaded policy: missing sample sources and model configs are reported
-before torch, diffusers or scikit-learn load.
+"""Pre-flight checks of a loaded policy: every problem found without a model, reported together.
+
+The caller's output paths and baseline, missing model configs and sample sources, sets that
+cannot be listed and gates the listed counts cannot resolve are reported before torch, diffusers or
+scikit-learn load, and all at once: one run shows every one of them, in the CLI and in pytest alike
+(both call :func:`preflight`, with their outputs and baseline first).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from naa_guard.errors import NaaGuardError
 from naa_guard.policy.schema import Policy
 
 
-def preflight(policy: Policy) -> None:
-    """Return None; raise the error an audit would meet first for a missing or unusable model folder or data path.
-
-    Reads folder listings and small JSON configs only: no torch, diffusers or scikit-learn, so a
-    wrong path is reported in well under a second instead of after the model libraries load.
-    """
-    from naa_guard.samples import check_source
+def _model_configs(policy: Policy) -> None:
     from naa_guard.targets import read_model_info
 
     if policy.model.single_file is not None:
@@ -24,7 +25,54 @@ def preflight(policy: Policy) -> None:
         read_model_info(policy.model.path, policy.model.unet_subfolder)
     if policy.model.reference not in (None, "base"):
         read_model_info(policy.model.reference, key="model.reference")  # type: ignore[arg-type]  # a Path here
-    for role in ("members", "nonmembers", "control"):
-        source = getattr(policy.data, role)
-        if source is not None:
-            check_source(source, role)
+
+
+def model_free_problems(
+    policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = (),
+) -> list[NaaGuardError]:  # fmt: skip
+    """Return every problem found without loading a model, in the order an audit would meet them.
+
+    ``also``: the caller's own checks, run first (its output paths, its baseline); ``model``: read
+    the model folder's configs; ``counts``: list the sets (no image decoded) and check that the
+    counts as evaluated after ``limit`` (per side, None: none) can resolve every gate.
+    """
+    from naa_guard.samples import check_source
+    from naa_guard.verdict.resolvable import check_policy_counts
+
+    problems: list[NaaGuardError] = []
+
+    def attempt(check: Callable[[], object]) -> bool:
+        try:
+            check()
+        except NaaGuardError as exc:
+            problems.append(exc)
+            return False
+        return True
+
+    for check in also:
+        attempt(check)
+    if model:
+        attempt(lambda: _model_configs(policy))
+    roles = [role for role in ("members", "nonmembers", "control") if getattr(policy.data, role) is not None]
+    found = [attempt(lambda role=role: check_source(getattr(policy.data, role), role)) for role in roles]  # type: ignore[misc]
+    if counts and all(found):  # listing a set that is not there would only repeat its problem
+        attempt(lambda: check_policy_counts(policy, limit))
+    return problems
+
+
+def preflight(policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = ()) -> None:
+    """Return None; raise every problem :func:`model_free_problems` finds, together in one error.
+
+    Reads folder listings and small JSON configs only (and with ``counts`` the sets' listings): no
+    torch, diffusers or scikit-learn, so a wrong path is reported in well under a second instead of
+    after the model libraries load. One problem is raised as it is; several as one error that lists
+    them all (of their type when they share one, else a NaaGuardError).
+    """
+    problems = model_free_problems(policy, limit, counts=counts, model=model, also=also)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        kinds = {type(problem) for problem in problems}
+        kind = kinds.pop() if len(kinds) == 1 else NaaGuardError  # e.g. all DataError; mixed: the common base
+        listed = "\n".join(f"{i}. {type(problem).__name__}: {problem}" for i, problem in enumerate(problems, 1))
+        raise kind(f"{policy.source or policy.name}: {len(problems)} problems, all found before any model loads; fix each of them:\n{listed}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, REGRESSION_RULE, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, worst_case_rows
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, REGRESSION_RULE, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, verdict_sentence, verdict_word, worst_case_rows
 from naa_guard.verdict.epsilon import DISCLAIMER
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ h1{margin:.2rem 0}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bot
 table{border-collapse:collapse;margin:.5rem 0}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{display:inline-block;padding:.3rem .9rem;border-radius:.4rem;font-weight:700;color:#fff}
-.PASS{background:#1a7f37}.FAIL,.REGRESSED{background:#cf222e}.ERROR{background:#9a6700}
+.PASS{background:#1a7f37}.FAIL,.REGRESSED,.NOT-CERTIFIED{background:#cf222e}.ERROR{background:#9a6700}
 td.PASS,td.FAIL,td.ERROR,td.REGRESSED{color:#fff;font-weight:600}
 .note{color:#57606a;font-size:.92rem}.message{white-space:pre-wrap;font-size:.85rem;color:#57606a}
 figure{margin:0}img.plot{max-width:100%;height:auto;border:1px solid #d0d7de}
@@ -65,7 +65,7 @@ def _table(header: list[str], rows: list[list[str]], *, verdict_column: int | No
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
-            css = escape(cell) if i == verdict_column else ("num" if numeric and (cell[:1].isdigit() or cell[:1] in "+-") else "")
+            css = escape(cell.split(" (")[0].replace(" ", "-")) if i == verdict_column else ("num" if numeric and (cell[:1].isdigit() or cell[:1] in "+-") else "")
             cells.append(f'<td class="{css}">{escape(cell)}</td>' if css else f"<td>{escape(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{table_id}"' if table_id else ""
@@ -73,7 +73,7 @@ def _table(header: list[str], rows: list[list[str]], *, verdict_column: int | No
 
 
 def _verdict(result: AuditResult) -> str:
-    return "PASS" if result.passed else ("ERROR" if result.errored else "FAIL")
+    return verdict_word(result)
 
 
 def _gates(result: AuditResult) -> list[str]:
@@ -166,7 +166,8 @@ def to_html(result: AuditResult, *, figures: Mapping[str, bytes] | None = None) 
     counts = f"{result.n_members} members / {result.n_nonmembers} non-members" + (f" (limit {result.limit} per side)" if result.limit else "")
     body = [
         f'<h1>naa-guard: {escape(result.name)}</h1>',
-        f'<p><span id="verdict" class="verdict {verdict}">{verdict}</span> {escape(counts)}; policy {escape(str(result.policy_path))}</p>',
+        f'<p><span id="verdict" class="verdict {verdict.replace(" ", "-")}">{verdict}</span> {escape(counts)}; policy {escape(str(result.policy_path))}</p>',
+        f'<p id="verdict-sentence">verdict: {escape(verdict_sentence(result))}</p>',
         *([f'<p id="conditioning">text conditioning: {escape(result.conditioning)}</p>'] if result.conditioning is not None else []),
         *_gates(result), *_privacy(result), *_regression(result), *(_figures(result, figures) if result.attacks else []),
         *_details(result), *_checks(result), *_gallery(result.exposed), *_environment(result),

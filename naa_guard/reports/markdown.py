@@ -7,7 +7,7 @@ import json
 from html import escape
 from typing import TYPE_CHECKING
 
-from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, candidate_rows, epsilon_line, regression_rows, split_note, table_header, table_rows, tuning_summary, worst_case_rows
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, candidate_rows, epsilon_line, regression_rows, split_note, table_header, table_rows, tuning_summary, verdict_sentence, verdict_word, worst_case_rows
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def to_markdown(result: AuditResult) -> str:
     """Return a Markdown summary: the gate table and one line per attack."""
     header = table_header(result)
-    lines = [f"### naa-guard: {_md(result.name)} — {'PASS' if result.passed else 'FAIL'}", ""]
+    lines = [f"### naa-guard: {_md(result.name)} — {verdict_word(result)}", "", f"verdict: {verdict_sentence(result)}", ""]
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + split_note(result))
     if result.conditioning is not None:
         lines.append(f"text conditioning: {_md(result.conditioning)}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from naa_guard.result import AttackResult, AuditResult
     from naa_guard.tuning import TuningResult
+    from naa_guard.verdict.gates import GateResult
 
 
 VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
@@ -17,19 +18,42 @@ VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
 METRIC_LABELS = {"auc": "leak AUC", "tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "asr": "ASR (oracle)"}
 
 
+def point_note(metric: str, decision: str, ci_high: float, limit: float, confidence: float | None = None) -> str | None:
+    """Return what a PASS under ``decision: point`` rests on: the point estimate, and the interval's upper end.
+
+    None for ``decision: upper_ci`` and for the epsilon gate (a confidence bound itself). Every
+    face (terminal table, pytest summary, report.md, report.html) shows it beside PASS.
+    """
+    if decision != "point" or metric == "epsilon_lb":
+        return None
+    level = f" {confidence:.0%}" if confidence is not None else ""
+    above = ", above the limit: not certified" if ci_high > limit else ""
+    return f"point estimate; upper{level} CI bound {ci_high:.3f}{above}"
+
+
+def verdict_cell(word: str, note: str | None) -> str:
+    """Return a gate's verdict as shown: PASS under decision: point carries its note, e.g. ``PASS (point estimate; ...)``."""
+    return f"{word} ({note})" if word == "PASS" and note else word
+
+
+def confidence_of(result: AuditResult) -> float:
+    """Return the confidence level of the audit's intervals (the policy's thresholds.confidence)."""
+    return next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
+
+
 def table_rows(result: AuditResult) -> list[list[str]]:
-    """Return one row per gate: attack, metric, value, CI, limit, verdict."""
+    """Return one row per gate: attack, metric, value, CI, limit, verdict (a PASS on a point estimate says so)."""
     rows = []
     for gate in result.gates:
         ci = "(a lower bound)" if gate.metric == "epsilon_lb" else f"{gate.ci[0]:.3f}-{gate.ci[1]:.3f}"
-        rows.append([gate.attack, gate.label, f"{gate.value:.3f}", ci, f"{gate.limit:.3f}", VERDICTS[gate.status]])
+        note = point_note(gate.metric, gate.decision, gate.ci[1], gate.limit, confidence_of(result))
+        rows.append([gate.attack, gate.label, f"{gate.value:.3f}", ci, f"{gate.limit:.3f}", verdict_cell(VERDICTS[gate.status], note)])
     return rows
 
 
 def table_header(result: AuditResult) -> list[str]:
     """Return the gate table's header; the CI column names the policy's confidence level."""
-    confidence = next((attack.leakage.confidence for attack in result.attacks.values()), 0.95)
-    return ["attack", "metric", "value", f"{round(100 * confidence)}% CI", "limit", "verdict"]
+    return ["attack", "metric", "value", f"{round(100 * confidence_of(result))}% CI", "limit", "verdict"]
 
 
 def worst_case_rows(result: AuditResult) -> list[list[str]]:
@@ -108,3 +132,46 @@ def align_columns(rows: list[list[str]]) -> list[str]:
     """Return the rows as lines of left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def verdict_word(result: AuditResult) -> str:
+    """Return the audit's verdict in one word: PASS, ERROR, FAIL, or NOT CERTIFIED (every failed estimate within its limit, an interval not)."""
+    if result.passed:
+        return "PASS"
+    if result.errored or not result.gates:
+        return "ERROR"
+    failed = [gate for gate in result.gates if gate.status == "fail"]
+    return "NOT CERTIFIED" if failed and not any(_leaks(gate) for gate in failed) else "FAIL"
+
+
+def _leaks(gate: GateResult) -> bool:
+    """Return True when a failed gate's estimate itself is beyond the limit (NaN: not within), or it regressed against the baseline."""
+    return not gate.value <= gate.limit or bool((gate.baseline or {}).get("regressed"))
+
+
+def verdict_sentence(result: AuditResult) -> str:
+    """Return the audit's verdict as a sentence that says no more than the gates do."""
+    word, level = verdict_word(result), f"{confidence_of(result):.0%}"
+    if word == "PASS":
+        point = [gate for gate in result.gates if point_note(gate.metric, gate.decision, gate.ci[1], gate.limit) is not None]
+        if not point:
+            return "PASSED"
+        above = [gate for gate in point if gate.ci[1] > gate.limit]
+        if above:
+            return f"PASSED on point estimates (decision: point): every estimate is within its limit, but the upper {level} CI bound of {len(above)} gate(s) is above it: not certified at {level} confidence"
+        return f"PASSED on point estimates (decision: point); every upper {level} CI bound is within its limit too"
+    if word == "ERROR":
+        return "ERROR: some gates cannot be decided"
+    failed = [gate for gate in result.gates if gate.status == "fail"]
+    uncertified = [gate for gate in failed if not _leaks(gate)]
+    if word == "NOT CERTIFIED":
+        return (
+            f"NOT CERTIFIED: every estimate is within the policy's limits, but the upper {level} CI bound of "
+            f"{len(uncertified)} gate(s) is above its limit, so the audit cannot certify the model at {level} confidence (more samples may settle it)"
+        )
+    exceeded = [gate for gate in failed if not gate.value <= gate.limit]
+    regressed = [gate for gate in failed if (gate.baseline or {}).get("regressed")]
+    parts = [f"{len(exceeded)} gate(s) above their limit"] if exceeded else []
+    parts += [f"{len(regressed)} gate(s) rose beyond thresholds.max_increase since the baseline"] if regressed else []
+    more = f"; {len(uncertified)} more NOT CERTIFIED (estimate within the limit, interval above it)" if uncertified else ""
+    return f"FAILED: the model leaks membership beyond the policy's limits ({'; '.join(parts)}){more}"

@@ -16,6 +16,7 @@ from naa_guard.reports.rows import (
     table_header,
     table_rows,
     tuning_summary,
+    verdict_sentence,
     worst_case_rows,
 )
 
@@ -57,6 +58,5 @@ def format_table(result: AuditResult) -> str:
         lines.append(f"  {line}")
     for warning in result.warnings:
         lines.append(f"  warning: {warning}")
-    verdict = "PASSED" if result.passed else ("ERROR: some gates cannot be decided" if result.errored else "FAILED: the model leaks membership beyond the policy's limits")
-    lines.append(f"verdict: {verdict}")
+    lines.append(f"verdict: {verdict_sentence(result)}")
     return "\n".join(lines)

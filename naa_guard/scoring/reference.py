@@ -19,6 +19,7 @@ import numpy as np
 from naa_guard.errors import PolicyError
 from naa_guard.scoring.models import ModelSource, model_source
 from naa_guard.targets.reference import check_reference
+from naa_guard.verdict.gatelist import CALIBRATED_SUFFIX, calibrated_name
 
 if TYPE_CHECKING:
     from naa_guard.attacks import Attack
@@ -26,13 +27,7 @@ if TYPE_CHECKING:
     from naa_guard.samples import SampleSet
     from naa_guard.scoring.scorer import Scorer
 
-# The calibrated result of attack "loss" is reported as "loss/ref".
-CALIBRATED_SUFFIX = "/ref"
-
-
-def calibrated_name(name: str) -> str:
-    """Return the name a calibrated attack result is reported under."""
-    return name + CALIBRATED_SUFFIX
+__all__ = ["CALIBRATED_SUFFIX", "CalibratedScorer", "calibrate", "calibrated_name", "reference_policy", "reference_source"]
 
 
 def reference_policy(policy: Policy) -> Policy | None:

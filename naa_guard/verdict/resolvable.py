@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from naa_guard.policy import Policy
 
 __all__ = [
-    "GATE_LABELS", "LARGEST_COUNT", "MIN_PER_SIDE", "Unresolvable", "check_policy_counts", "check_sample_counts", "describe_counts", "explain_unresolvable", "evaluated_counts", "needed_per_side", "null_auc_upper",
+    "GATE_LABELS", "LARGEST_COUNT", "MIN_PER_SIDE", "Unresolvable", "check_policy_counts", "check_sample_counts", "describe_counts", "explain_unresolvable", "evaluated_counts", "more_samples", "needed_per_side", "null_auc_upper",
     "null_tpr_upper", "perfect_separation_epsilon", "smallest_certifiable_auc", "too_few", "unresolvable_before_loading", "unresolvable_gates",
 ]  # fmt: skip
 
@@ -61,6 +61,8 @@ class Unresolvable:
     needed: int | None  # per side as evaluated (None: no count up to LARGEST_COUNT)
     nonmembers_only: bool  # True when only the non-members are short (a TPR gate's false positives)
     present: str  # e.g. "40 members / 40 non-members"
+    nearest_limit: float | None = None  # the nearest limit these counts resolve: the smallest certifiable (AUC, TPR), the largest that can fail (epsilon)
+    point_resolves: bool = False  # True when decision: point would resolve it (only the interval's upper end is out of reach)
 
     def describe_needed(self, tuned_fraction: float | None = None) -> str:
         """Return the count needed as a phrase; with a tuning split, also before the split."""
@@ -141,9 +143,8 @@ def _auc_problem(n_members: int, n_nonmembers: int, limit: float, confidence: fl
     return Unresolvable(
         "auc",
         f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its leak AUC of {upper:.3f} at these "
-        f"counts, above the limit {limit:.3f}, so no model could be certified (decision: upper_ci; the smallest AUC limit these "
-        f"counts can certify is {smallest_certifiable_auc(n_members, n_nonmembers, confidence):.2f})",
-        needed, False, "",
+        f"counts, above the limit {limit:.3f}, so even such a model is expected to fail this gate (decision: upper_ci)",
+        needed, False, "", smallest_certifiable_auc(n_members, n_nonmembers, confidence), True,
     )
 
 
@@ -159,11 +160,12 @@ def _tpr_problem(metric: str, n_members: int, n_nonmembers: int, limit: float, c
     upper = null_tpr_upper(n_members, n_nonmembers, x, confidence) if upper_ci else -math.inf
     if upper <= limit:
         return None
+    smallest = math.ceil(upper * 100.0) / 100.0
     return Unresolvable(
         metric,
         f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its TPR there of {upper:.3f} at these "
-        f"counts, above the limit {limit:.3f}, so no model could be certified (decision: upper_ci)",
-        needed, False, "",
+        f"counts, above the limit {limit:.3f}, so even such a model is expected to fail this gate (decision: upper_ci)",
+        needed, False, "", smallest if smallest <= 1.0 else None, True,
     )
 
 
@@ -176,7 +178,7 @@ def _epsilon_problem(n_members: int, n_nonmembers: int, limit: float, confidence
         "epsilon_lb",
         f"even perfectly separated scores give an epsilon lower bound of only {reach:.3f} at these counts (confidence "
         f"{confidence:g}, delta {delta:g}), so the limit {limit:.3f} can never fail",
-        needed, False, "",
+        needed, False, "", reach if reach > 0 else None, False,
     )
 
 
@@ -192,7 +194,7 @@ def unresolvable_gates(policy: Policy, n_members: int, n_nonmembers: int) -> lis
             found.append(_tpr_problem(metric, n_members, n_nonmembers, limit, thresholds.confidence, thresholds.decision == "upper_ci"))
         elif thresholds.decision == "upper_ci":
             found.append(_auc_problem(n_members, n_nonmembers, limit, thresholds.confidence))
-    return [Unresolvable(p.metric, p.reason, p.needed, p.nonmembers_only, present) for p in found if p is not None]
+    return [replace(p, present=present) for p in found if p is not None]
 
 
 def evaluated_counts(policy: Policy, limit: int | None) -> tuple[int, int, int | None, bool]:
@@ -229,16 +231,31 @@ def too_few(n_members: int, n_nonmembers: int, how: str) -> str | None:
     )
 
 
-def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False, n_control: int | None = None) -> list[str]:
+def more_samples(policy: Policy, limit: int | None, tuned: bool) -> str:
+    """Return the ways to evaluate more samples that apply: a set limit to raise, a tuning split to shrink, else more images."""
+    if limit is None:
+        ways = ["add images to the sets"]
+    elif policy.data.limit == limit:
+        ways = [f"raise data.limit (now {limit}) if the sets hold more, or add images"]
+    else:
+        ways = [f"raise --limit / --naa-quick (now {limit}) if the sets hold more, or add images"]
+    if tuned:
+        ways.append(f"lower tune.fraction (now {policy.tune.fraction:g})")
+    return " or ".join(ways)
+
+
+def check_sample_counts(
+    policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False, n_control: int | None = None, limit: int | None = None,
+) -> list[str]:  # fmt: skip
     """Return warnings; raise before any model or image loads when the counts as evaluated cannot resolve the policy's gates.
 
     ``how`` says how the counts came about (e.g. " after --naa-quick 5"); ``tuned``: the counts
-    are the evaluation part of a tuning split. Every gate these counts cannot resolve
+    are the evaluation part of a tuning split; ``limit`` the per-side limit that applied (None: none). Every gate these counts cannot resolve
     (:mod:`naa_guard.verdict.resolvable`) is a PolicyError naming the gate, the count needed, the count
     present and the fixes, or a warning under ``thresholds.unresolvable: warn``.
     """
     where = policy.source or policy.name
-    more = f"raise data.limit / --limit / --naa-quick{', or lower tune.fraction' if tuned else ''}"
+    more = more_samples(policy, limit, tuned)
     problem = too_few(n_members, n_nonmembers, how)
     if problem is not None:
         raise InsufficientSamplesError(f"{where}: {problem}. Fix: provide at least {MIN_PER_SIDE} members and {MIN_PER_SIDE} non-members ({more}).")
@@ -254,25 +271,41 @@ def check_sample_counts(policy: Policy, n_members: int, n_nonmembers: int, *, ho
             f"large lets the (epsilon, delta) bound ignore every member and report a leaking model as no evidence. "
             f"Fix: set thresholds.delta below {1.0 / n_members:.3g} (e.g. 1.0e-5), or thresholds.epsilon_lb: null."
         )
-    explained = explain_unresolvable(policy, n_members, n_nonmembers, how=how, tuned=tuned)
+    explained = explain_unresolvable(policy, n_members, n_nonmembers, how=how, tuned=tuned, limit=limit)
     if not explained or thresholds.unresolvable == "warn":
-        return [f"{line.splitlines()[0]} (gated anyway: thresholds.unresolvable: warn)" for line in explained.values()]
+        return [f"{line.splitlines()[0]} (gated anyway: thresholds.unresolvable: warn; its verdict is not certain either way)" for line in explained.values()]
     raise PolicyError(f"{where}: " + "\n".join(explained.values()))
 
 
-def explain_unresolvable(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False) -> dict[str, str]:
-    """Return, per gate these counts cannot resolve, its message: the gate, why, the count needed, the count present, the fixes."""
-    more = f"raise data.limit / --limit / --naa-quick{', or lower tune.fraction' if tuned else ''}"
+def explain_unresolvable(policy: Policy, n_members: int, n_nonmembers: int, *, how: str = "", tuned: bool = False, limit: int | None = None) -> dict[str, str]:
+    """Return, per gate these counts cannot resolve, its message: the gate, why, the count needed, the count present, the fixes that apply."""
     limits = policy.thresholds.limits()
     return {
         p.metric: (
             f"thresholds.{p.metric}: the {GATE_LABELS[p.metric]} gate (limit {limits[p.metric]:g}) cannot be resolved with {p.present} as "
             f"evaluated{how}: {p.reason}. Needed: {p.describe_needed(policy.tune.fraction if tuned else None)}; present: {p.present}.\n"
-            f"Fix: provide more samples ({more}), set thresholds.{p.metric}: null to drop the gate, or set "
-            f"thresholds.unresolvable: warn to gate on it anyway."
+            f"Fix (any one): {'; '.join(_fixes(policy, p, limit, tuned))}."
         )
         for p in unresolvable_gates(policy, n_members, n_nonmembers)
     }
+
+
+def _fixes(policy: Policy, problem: Unresolvable, limit: int | None, tuned: bool) -> list[str]:
+    """Return the fixes that apply to one unresolvable gate, each with what it costs."""
+    key, confidence = f"thresholds.{problem.metric}", policy.thresholds.confidence
+    fixes = [f"evaluate more samples ({more_samples(policy, limit, tuned)})"] if problem.needed is not None else []
+    if problem.nearest_limit is not None and problem.metric == "epsilon_lb":
+        fixes.append(f"set {key} below {problem.nearest_limit:.3f} (the most these counts can show)")
+    elif problem.nearest_limit is not None:
+        fixes.append(f"raise {key} to {problem.nearest_limit:.2f} (the smallest limit a model that does not leak is expected to pass at these counts)")
+    if problem.point_resolves:
+        fixes.append(
+            f"set thresholds.decision: point to gate on the estimate (what it gives up: a PASS no longer certifies at "
+            f"{confidence:.0%} confidence; an estimate within the limit passes even when its interval reaches above it)"
+        )
+    fixes.append(f"set {key}: null to drop the gate")
+    fixes.append("set thresholds.unresolvable: warn to gate on it anyway (its verdict then rests on counts that cannot resolve it)")
+    return fixes
 
 
 def unresolvable_before_loading(policy: Policy, limit: int | None) -> dict[str, str]:
@@ -289,7 +322,7 @@ def unresolvable_before_loading(policy: Policy, limit: int | None) -> dict[str, 
     if too_few(members, nonmembers, "") is not None:
         return {}  # every gate: the audit's own error says so
     how = describe_counts(limit, tuned, policy.tune.fraction)
-    return explain_unresolvable(policy, members, nonmembers, how=how, tuned=tuned)
+    return explain_unresolvable(policy, members, nonmembers, how=how, tuned=tuned, limit=limit)
 
 
 def describe_counts(limit: int | None, tuned: bool, fraction: float) -> str:
@@ -303,4 +336,4 @@ def check_policy_counts(policy: Policy, limit: int | None) -> list[str]:
     if too_few(members, nonmembers, "") is not None:
         return []  # the audit says so after its data checks, which name a broken image first
     how = describe_counts(limit, tuned, policy.tune.fraction)
-    return check_sample_counts(policy, members, nonmembers, how=how, tuned=tuned)
+    return check_sample_counts(policy, members, nonmembers, how=how, tuned=tuned, limit=limit)
