@@ -19,7 +19,7 @@ POLICY = """
     thresholds: {{auc: 0.55, tpr_at_1pct_fpr: null, epsilon_lb: 0.5}}
     runtime: {{device: cpu}}
     """
-MODEL = "TargetError: model folder * does not exist or is not a folder*"
+MODEL = "TargetError: model.path * does not exist or is not a folder*"
 UNRESOLVABLE = "*thresholds.auc: the AUC gate (limit 0.55) cannot be resolved with 40 members / 40 non-members*"
 CONTROL = "*DataError: The control source * does not exist*"
 
