@@ -47,7 +47,7 @@ from naa_guard.verdict.fingerprint import audit_fingerprint, environment
 from naa_guard.verdict.gatelist import match_gates
 from naa_guard.verdict.gates import evaluate_gates
 from naa_guard.verdict.leakage import evaluate
-from naa_guard.verdict.resolvable import check_sample_counts, describe_counts
+from naa_guard.verdict.resolvable import check_policy_counts, check_sample_counts, describe_counts
 from naa_guard.verdict.validity import ValidityReport, check_samples
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def audit(
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
     # Every problem found without a model (missing sources or configs, gates the listed counts cannot resolve), at once.
-    preflight(policy, limit if limit is not None else policy.data.limit, counts=True, model=target is None)
+    preflight(policy, limit if limit is not None else policy.data.limit, counts=check_policy_counts, model=target is None)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,

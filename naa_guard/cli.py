@@ -136,12 +136,13 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         scores_path = Path(args.scores) if args.scores else None
         report_dir = policy.report.dir if not args.no_reports else None
         from naa_guard.verdict.baseline import baseline_path
+        from naa_guard.verdict.resolvable import check_policy_counts
 
         outputs: list[Callable[[], object]] = [partial(check_output, path, folder=False, where=where) for path, where in ((json_path, "--json"), (scores_path, "--scores")) if path is not None]
         outputs += [partial(check_output, report_dir, folder=True, where=f"{policy.source}: report.dir")] if report_dir is not None else []
         outputs.append(partial(baseline_path, policy, Path(args.baseline) if args.baseline else None, (json_path,)))  # never the file this run writes
         # outputs, baseline, missing folders and configs, unlistable sets, unresolvable gates: all at once, before torch, diffusers and scikit-learn load
-        preflight(policy, args.limit if args.limit is not None else policy.data.limit, counts=True, also=outputs)
+        preflight(policy, args.limit if args.limit is not None else policy.data.limit, counts=check_policy_counts, also=outputs)
 
         from naa_guard.audit import audit
         from naa_guard.scoring.chunks import ChunkStore

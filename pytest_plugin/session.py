@@ -143,6 +143,7 @@ class AuditSession:
         from naa_guard.policy import preflight
         from naa_guard.reports.write import check_output
         from naa_guard.verdict.baseline import baseline_path
+        from naa_guard.verdict.resolvable import check_policy_counts
 
         settings = self.settings
         target = self._choose_report_dir(policy)
@@ -151,7 +152,7 @@ class AuditSession:
         outputs: list[Callable[[], object]] = [partial(check_output, target, folder=True, where=where)] if target is not None else []
         outputs.append(partial(baseline_path, policy, settings.baseline, (target / "report.json" if target is not None else None,)))
         try:  # every model-free problem at once, as the CLI reports them, before the engine's imports
-            preflight(policy, self.limit_for(policy) or policy.data.limit, counts=True, also=outputs)
+            preflight(policy, self.limit_for(policy) or policy.data.limit, counts=check_policy_counts, also=outputs)
         except NaaGuardError as exc:
             return exc
         from naa_guard.audit import audit

@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURES, write_policy
 
 from naa_guard.audit import audit, prepare_audit
-from naa_guard.samples.blanktext import is_blank
+from naa_guard.blanktext import is_blank
 from naa_guard.errors import DataError, PolicyError
 from naa_guard.policy import load_policy
 from naa_guard.samples import list_samples

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from naa_guard.attacks import ATTACKS
 from naa_guard.attacks.candidates import listable_schema
-from naa_guard.samples.blanktext import describe_blank, is_blank
+from naa_guard.blanktext import describe_blank, is_blank
 from naa_guard.errors import PolicyError
 from naa_guard.policy.messages import describe
 from naa_guard.policy.schema import AttackParamsError, Policy

@@ -13,6 +13,11 @@ from collections.abc import Callable, Sequence
 from naa_guard.errors import NaaGuardError
 from naa_guard.policy.schema import Policy
 
+# The verdict stage's check that the listed counts can resolve every gate
+# (naa_guard.verdict.resolvable.check_policy_counts), handed in by the faces: the policy stage
+# sits below the verdicts and never imports them.
+CountCheck = Callable[[Policy, "int | None"], object]
+
 
 def _model_configs(policy: Policy) -> None:
     from naa_guard.targets import read_model_info
@@ -28,16 +33,16 @@ def _model_configs(policy: Policy) -> None:
 
 
 def model_free_problems(
-    policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = (),
+    policy: Policy, limit: int | None = None, *, counts: CountCheck | None = None, model: bool = True, also: Sequence[Callable[[], object]] = (),
 ) -> list[NaaGuardError]:  # fmt: skip
     """Return every problem found without loading a model, in the order an audit would meet them.
 
     ``also``: the caller's own checks, run first (its output paths, its baseline); ``model``: read
-    the model folder's configs; ``counts``: list the sets (no image decoded) and check that the
-    counts as evaluated after ``limit`` (per side, None: none) can resolve every gate.
+    the model folder's configs; ``counts``: the check, called with the policy and ``limit`` (per side,
+    None: none), that lists the sets (no image decoded) and that the counts as evaluated can
+    resolve every gate (:func:`naa_guard.verdict.resolvable.check_policy_counts`).
     """
     from naa_guard.samples import check_source
-    from naa_guard.verdict.resolvable import check_policy_counts
 
     problems: list[NaaGuardError] = []
 
@@ -56,11 +61,11 @@ def model_free_problems(
     roles = [role for role in ("members", "nonmembers", "control") if getattr(policy.data, role) is not None]
     found = [attempt(lambda role=role: check_source(getattr(policy.data, role), role)) for role in roles]  # type: ignore[misc]
     if counts and all(found):  # listing a set that is not there would only repeat its problem
-        attempt(lambda: check_policy_counts(policy, limit))
+        attempt(lambda: counts(policy, limit))
     return problems
 
 
-def preflight(policy: Policy, limit: int | None = None, *, counts: bool = False, model: bool = True, also: Sequence[Callable[[], object]] = ()) -> None:
+def preflight(policy: Policy, limit: int | None = None, *, counts: CountCheck | None = None, model: bool = True, also: Sequence[Callable[[], object]] = ()) -> None:
     """Return None; raise every problem :func:`model_free_problems` finds, together in one error.
 
     Reads folder listings and small JSON configs only (and with ``counts`` the sets' listings): no

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from naa_guard.attacks import ATTACKS, AttackParams
 from naa_guard.attacks.candidates import AttackCandidates, CandidateListError, candidate_settings, describe_candidate
-from naa_guard.samples.blanktext import describe_blank, is_blank
+from naa_guard.blanktext import describe_blank, is_blank
 from naa_guard.policy.messages import describe
 
 POLICY_VERSION = 1

@@ -12,7 +12,7 @@ so every place a training script reads captions from is read here:
   ``0001.txt`` or ``0001.caption``.
 
 One rule in every source: a blank caption (nothing left once whitespace and invisible format /
-control characters are removed, :func:`naa_guard.samples.blanktext.is_blank`) is a missing caption; a
+control characters are removed, :func:`naa_guard.blanktext.is_blank`) is a missing caption; a
 caption stored as a list (a JSON array, a dataset's list column) is its first entry, as diffusers'
 train_text_to_image takes it outside training (:func:`caption_value`). Anything that
 leaves naa-guard unsure which caption an image was trained with is a DataError, never a guess:
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from naa_guard.samples.blanktext import is_blank
+from naa_guard.blanktext import is_blank
 from naa_guard.errors import DataError
 from naa_guard.userfiles import non_regular_kind, outside, read_regular_text
 

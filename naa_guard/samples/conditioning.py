@@ -16,7 +16,7 @@
 An unconditional (pixel) model takes no text: a policy that asks for captions or a prompt for one
 is an error, and its samples carry no caption.
 
-A blank text (:func:`naa_guard.samples.blanktext.is_blank`) is a missing one, in every source and in
+A blank text (:func:`naa_guard.blanktext.is_blank`) is a missing one, in every source and in
 ``data.prompt``. The check then goes deeper than the string (:func:`check_encoder_conditioning`):
 a caption or prompt that the model's text encoder receives as the empty caption (see
 :mod:`naa_guard.targets.emptytext`) carries nothing either. ``caption`` / ``prompt`` then refuse;

@@ -19,7 +19,7 @@ import numpy as np
 from naa_guard.errors import PolicyError
 from naa_guard.scoring.models import ModelSource, model_source
 from naa_guard.targets.reference import check_reference
-from naa_guard.verdict.gatelist import CALIBRATED_SUFFIX, calibrated_name
+from naa_guard.policy.resultnames import CALIBRATED_SUFFIX, calibrated_name
 
 if TYPE_CHECKING:
     from naa_guard.attacks import Attack

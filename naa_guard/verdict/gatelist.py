@@ -20,21 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from naa_guard.errors import AuditInvalidError
+from naa_guard.policy.resultnames import calibrated_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from naa_guard.policy import Policy
     from naa_guard.verdict.gates import GateResult
-
-# The calibrated result of attack "loss" is reported as "loss/ref".
-CALIBRATED_SUFFIX = "/ref"
-
-
-def calibrated_name(name: str) -> str:
-    """Return the name a calibrated attack result is reported under."""
-    return name + CALIBRATED_SUFFIX
-
 
 @dataclass(frozen=True)
 class GatedRow:
