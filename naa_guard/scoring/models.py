@@ -14,15 +14,20 @@ if TYPE_CHECKING:
     from naa_guard.policy import Policy
 
 
-def load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
-    """Return the policy's model (diffusers folder or custom loader), probed with one test batch.
+def load_model(policy: Policy, info: AnyModelInfo | None, timings: dict[str, float] | None = None) -> Target:
+    """Return the policy's model (diffusers folder or custom loader), probed with one test image (one query).
+
+    ``timings`` (when given) receives the seconds of ``load`` and ``probe``.
 
     A half ``runtime.dtype`` is first checked to run on the device (``targets/precision.py``).
     With ``runtime.compile: true`` the UNet (a target's ``unet`` attribute) goes through
     ``torch.compile``; a target without one runs as it is.
     """
+    import time
+
     import torch
 
+    started = time.perf_counter()
     runtime = policy.runtime
     device = resolve_device(runtime.device)
     check_dtype_supported(device, runtime.dtype)  # a half dtype this torch cannot run here: said before anything loads
@@ -33,7 +38,10 @@ def load_model(policy: Policy, info: AnyModelInfo | None) -> Target:
     else:
         target = load_target(info, allow_pickle=policy.model.allow_pickle, device=runtime.device, dtype=runtime.dtype)
         where = str(info.unet_dir)
-    probe_target(target, where)
+    loaded = time.perf_counter() - started
+    probe = probe_target(target, where)
+    if timings is not None:
+        timings.update(load=loaded, probe=probe)
     if runtime.compile and hasattr(target, "unet"):
         target.unet = torch.compile(target.unet)
     return target
@@ -45,6 +53,7 @@ class ModelSource:
     def __init__(self, policy: Policy, info: AnyModelInfo | None, target: Target | None = None) -> None:
         self.policy, self.info, self._target = policy, info, as_target(target) if target is not None else None
         self.loaded = False  # whether this process loaded the model (not handed a target)
+        self.timings: dict[str, float] = {}  # seconds of loading and of the probe, once loaded here
 
     @property
     def ready(self) -> Target | None:
@@ -54,7 +63,7 @@ class ModelSource:
     def target(self) -> Target:
         """Return the target, loading (and probing) the policy's model on first use."""
         if self._target is None:
-            self._target, self.loaded = load_model(self.policy, self.info), True
+            self._target, self.loaded = load_model(self.policy, self.info, self.timings), True
         return self._target
 
 
