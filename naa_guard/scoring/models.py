@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from naa_guard.samples.digests import expect_file_lists
 from naa_guard.targets import AnyModelInfo, Target, as_target, load_target, probe_target, read_model_info, resolve_device
 from naa_guard.targets.custom import load_custom_target
 from naa_guard.targets.precision import check_dtype_supported
@@ -76,4 +77,6 @@ def model_source(policy: Policy, target: Target | None = None) -> ModelSource:
         info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder)
     else:
         info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale) if model.loader is None else None
+    if info is not None and callable(getattr(info, "encoder_files", None)):  # the scores' key and the encodings' key: one read of the files
+        expect_file_lists(info.identity_files(), info.encoder_files())  # type: ignore[union-attr]
     return ModelSource(policy, info, target)
