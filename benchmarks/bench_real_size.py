@@ -24,10 +24,11 @@ against the goal ``1.5 x weights + 2 GB``. The bare forward ceiling is ``unet(x,
 inference_mode at ``model_batch(--batch)`` rows and at the padded rows the audit's calls compute,
 measured in the same run; the attacks' seconds per image per query are printed beside it.
 
-``--score-n K`` (K < N; at least 20, the gate's minimum) keeps the encode phase and its memory at
-``--n`` per side (``prepare_audit``: hashing, sample pass, checks) and runs the whole audit, attacks
-included, on the first K per side (``limit``), so that a CPU can time the UNet queries of a real-size
-model in minutes. Each number says which count it is for. Prints figures; asserts nothing.
+``--score-batches B`` keeps the hashing, the sample pass with its encodings and the checks at ``--n``
+per side (``prepare_audit``, encodings into a chunk store), then scores B batches of members per
+attack from the stored encodings through the audit's own ``score_chunk`` (no metrics, no gate), so
+that a CPU times the UNet queries of a real-size model in minutes while the memory is the
+``--n``-per-side audit's. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class PhaseMemory:
                 self.note()
                 self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
                 self.phase = outer
+                if phase == "encode":
+                    print(f"encoded a chunk in {time.perf_counter() - began:.1f}s; RSS peak so far {self.peaks[phase] / GIB:.2f} GiB", flush=True)
 
         return wrapper
 
@@ -161,15 +164,16 @@ def instrument(memory: PhaseMemory) -> None:
     runner.score_chunk = memory.timed("attacks", runner.score_chunk)  # type: ignore[assignment]
 
 
-def ceiling(target: Any, rows: int, geometry: dict[str, Any], repeats: int) -> float:
+def ceiling(target: Any, rows: int, args: argparse.Namespace, repeats: int) -> float:
     """Return seconds per row of a bare UNet forward on ``rows`` random latents (float32, inference_mode)."""
     import torch
 
     latent = target.sample_size // 8
     x = torch.randn((rows, 4, latent, latent), device=target.device)
     timestep = torch.full((rows,), 80, device=target.device, dtype=torch.long)
-    text = torch.randn((rows, geometry["tokens"], geometry["hidden"]), device=target.device)
-    added = {"text_embeds": torch.randn((rows, 1280), device=target.device), "time_ids": torch.ones((rows, 6), device=target.device)} if geometry.get("sdxl") else None
+    hidden = {"sdxl": 2048, "tiny": 32}.get(args.shape, 768)
+    text = torch.randn((rows, 77, hidden), device=target.device)
+    added = {"text_embeds": torch.randn((rows, 1280), device=target.device), "time_ids": torch.ones((rows, 6), device=target.device)} if args.shape == "sdxl" else None
     sync = torch.cuda.synchronize if target.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         if target.device.type == "cuda":  # kernels chosen, memory allocated (a CPU call costs seconds at real size)
@@ -186,11 +190,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", choices=("sd15", "sdxl", "tiny"), default="sd15")
     parser.add_argument("--n", type=int, default=64, help="images per side for hashing, encoding and memory")
-    parser.add_argument("--score-n", type=int, default=None, help="images per side the attacks score (default: --n)")
+    parser.add_argument("--score-batches", type=int, default=None, help="score only this many batches of members per attack (no gate); default: the whole audit")
     parser.add_argument("--batch", type=int, default=4, help="runtime.batch_size")
     parser.add_argument("--attacks", default="sima")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ceiling-repeats", type=int, default=1)
+    parser.add_argument("--ceiling-rows", default="batch,padded", help="bare UNet forward at: batch (model_batch(--batch) rows), padded (the rows of an audit call)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the pipeline and sets (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep --work's pipeline for the next run (built once)")
     parser.add_argument("--build-only", type=Path, default=None, help=argparse.SUPPRESS)
@@ -203,8 +208,6 @@ def main() -> None:
 
     import torch
 
-    from naa_guard.audit import audit, prepare_audit
-    from naa_guard.scoring.encodings import forget_temporary_encodings
     from naa_guard.scoring.models import load_model
     from naa_guard.scoring.runner import model_batch
     from naa_guard.targets import PAD_MULTIPLE, read_model_info, resolve_device
@@ -222,68 +225,92 @@ def main() -> None:
             print(f"built {args.shape} in {time.perf_counter() - build:.0f}s", flush=True)
         info = read_model_info(model)
         weights = sum(f.stat().st_size for f in info.identity_files() if f.suffix == ".safetensors")
-        image = info.sample_size
-        sets = write_sets(work, args.n, image)
+        sets = write_sets(work, args.n, info.sample_size)
         policy = make_policy(model, sets, args)
-        geometry = {"tokens": 77, "hidden": 2048 if args.shape == "sdxl" else (32 if args.shape == "tiny" else 768), "sdxl": args.shape == "sdxl"}
-        score_n = args.score_n or args.n
         step = model_batch(args.batch)
         padded = step + (-step % PAD_MULTIPLE)
-        print(f"device {device} ({where}); torch {torch.__version__}; {args.shape}: {image}px, {weights / GIB:.2f} GiB of weights; "
-              f"{args.n} v {args.n} encoded, {score_n} v {score_n} scored; batch {args.batch} ({padded} rows per UNet call); attacks {args.attacks}", flush=True)  # fmt: skip
-        memory.note()
+        scored = f"{args.score_batches} batch(es) of members scored per attack" if args.score_batches else f"{args.n} v {args.n} scored"
+        print(f"device {device} ({where}); torch {torch.__version__}; {args.shape}: {info.sample_size}px, {weights / GIB:.2f} GiB of weights; "
+              f"{args.n} v {args.n} encoded, {scored}; batch {args.batch} ({padded} rows per UNet call); attacks {args.attacks}", flush=True)  # fmt: skip
         memory.phase = "idle"
         base_rss = memory.rss()
-        gc_collect()
         instrument(memory)
         timings: dict[str, float] = {}
         memory.phase = "loading"
         target = load_model(policy, info, timings)
         memory.note()
         memory.seconds.update(loading=timings["load"], probe=timings["probe"])
+        print(f"loaded in {timings['load']:.1f}s, probe {timings['probe']:.1f}s, RSS {memory.rss() / GIB:.2f} GiB", flush=True)
+        memory.phase = "ceiling"
+        rows = {"batch": step, "padded": padded}
+        began = time.perf_counter()
+        per_row = {rows[name]: ceiling(target, rows[name], args, args.ceiling_repeats) for name in args.ceiling_rows.split(",")}
+        memory.seconds["ceiling"] = time.perf_counter() - began
+        print("bare UNet forward: " + ", ".join(f"{seconds:.3f}s per row at {count} rows" for count, seconds in per_row.items()), flush=True)
         memory.phase = "audit"
         began = time.perf_counter()
-        if score_n < args.n:
-            prepare_audit(policy, target=target, progress=False)  # hashing, sample pass and its encodings at --n per side
-            forget_temporary_encodings()
-            memory.seconds["prepare at --n"] = time.perf_counter() - began
-            began = time.perf_counter()
-        result = audit(policy, target=target, progress=False, limit=score_n if score_n < args.n else None)
+        per_query = run_audit(policy, target, args) if not args.score_batches else score_batches(policy, target, args, work)
         audit_seconds = time.perf_counter() - began
-        memory.phase = "ceiling"
-        per_row = {rows: ceiling(target, rows, geometry, args.ceiling_repeats) for rows in sorted({step, padded})}
-        memory.note()
     finally:
         memory.stop()
         if args.work is None or not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     goal = 1.5 * weights + 2 * GIB
-    print(f"\nphases (seconds; peak RSS GiB while in the phase; the audit's own hashing / encode / attack time is inside 'audit'):")
-    attack_total = 0.0
-    for name, attack in result.attacks.items():
-        attack_total += attack.seconds
-        queries = attack.queries_per_sample * 2 * score_n
-        print(f"  attack {name:14s} {attack.seconds:9.1f}s  {attack.seconds / queries:8.3f}s per image per query ({queries} image-queries)")
-    for phase in ("hashing", "loading", "probe", "encode", "attacks"):
-        peak_text = f"peak {memory.peaks.get(phase, 0) / GIB:6.2f} GiB" if phase != "probe" else "(peak within loading's)"
-        print(f"  {phase:21s} {memory.seconds.get(phase, 0.0):9.1f}s  {peak_text}")
-    if "prepare at --n" in memory.seconds:
-        print(f"  prepare at --n        {memory.seconds['prepare at --n']:9.1f}s  (hashing, sample pass with encodings, checks at {args.n} per side)")
-    other = audit_seconds - sum(memory.seconds.get(p, 0.0) for p in ("encode", "attacks")) - (0 if score_n < args.n else memory.seconds.get("hashing", 0.0))
-    print(f"  checks+metrics+gate   {other:9.1f}s  (audit call {audit_seconds:.1f}s less its encode, scoring{'' if score_n < args.n else ' and hashing'})")
-    print(f"  bare UNet forward     " + ", ".join(f"{seconds:.3f}s per row at {rows} rows" for rows, seconds in per_row.items()))
-    print(f"peak RSS {peak / GIB:.2f} GiB (ru_maxrss; {base_rss / GIB:.2f} GiB after building/writing, before loading); weights {weights / GIB:.2f} GiB; "
+    print("\nphases (seconds; peak RSS while in the phase):")
+    for phase in ("hashing", "loading", "probe", "ceiling", "encode", "attacks"):
+        peak_text = f"peak {memory.peaks.get(phase, 0) / GIB:6.2f} GiB" if phase != "probe" else "(its peak is within loading's)"
+        print(f"  {phase:10s} {memory.seconds.get(phase, 0.0):9.1f}s  {peak_text}")
+    other = audit_seconds - sum(memory.seconds.get(p, 0.0) for p in ("hashing", "encode", "attacks"))
+    print(f"  the rest   {other:9.1f}s  (listing, overlap / shift checks{', metrics, bootstrap, gate' if not args.score_batches else ''}: the audit part's {audit_seconds:.1f}s less hashing, encode and scoring)")
+    for name, (seconds, queries) in per_query.items():
+        print(f"  attack {name}: {seconds:.1f}s for {queries} image-queries, {seconds / queries:.3f}s per image per query")
+    print(f"peak RSS {peak / GIB:.2f} GiB (ru_maxrss; {base_rss / GIB:.2f} GiB before loading); weights {weights / GIB:.2f} GiB; "
           f"goal 1.5 x weights + 2 GiB = {goal / GIB:.2f} GiB: {'within' if peak <= goal else 'OVER'}")  # fmt: skip
-    print(f"SUMMARY {args.shape} {image}px {where}: per image per query {attack_total / max(1, sum(a.queries_per_sample for a in result.attacks.values()) * 2 * score_n):.3f}s "
-          f"vs bare forward {per_row[step]:.3f}s/row at {step} rows ({per_row[padded]:.3f}s/row at {padded}); peak RSS {peak / GIB:.2f} GiB at {args.n} per side; "
-          f"total {time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
+    total = sum(seconds for seconds, _ in per_query.values()) / max(1, sum(queries for _, queries in per_query.values()))
+    bare = ", ".join(f"{seconds:.3f}s/row at {count} rows" for count, seconds in per_row.items())
+    print(f"SUMMARY {args.shape} {info.sample_size}px {where} batch {args.batch}: {total:.3f}s per image per query vs bare forward {bare}; "
+          f"peak RSS {peak / GIB:.2f} GiB at {args.n} per side (goal {goal / GIB:.2f}); total {time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
 
 
-def gc_collect() -> None:
-    import gc
+def run_audit(policy: Any, target: Any, args: argparse.Namespace) -> dict[str, tuple[float, int]]:
+    """Run the whole audit; return each attack's (seconds, image-queries)."""
+    from naa_guard.audit import audit
 
-    gc.collect()
+    result = audit(policy, target=target, progress=False)
+    return {name: (attack.seconds, attack.queries_per_sample * 2 * args.n) for name, attack in result.attacks.items()}
+
+
+def score_batches(policy: Any, target: Any, args: argparse.Namespace, work: Path) -> dict[str, tuple[float, int]]:
+    """Check and encode the sets at --n per side (prepare_audit, encodings into a chunk store); then score
+    ``--score-batches`` batches of members per attack from the stored encodings (the audit's own score_chunk,
+    no gate). Return each attack's (seconds, image-queries)."""
+    from naa_guard.attacks import ATTACKS
+    from naa_guard.audit import prepare_audit
+    from naa_guard.samples import reuse_file_digests
+    from naa_guard.scoring import runner
+    from naa_guard.scoring.chunks import ChunkStore
+    from naa_guard.scoring.encodings import ChunkEncodings, chunk_encodings
+    from naa_guard.scoring.runner import CHUNK_SAMPLES, chunk_size, model_batch
+
+    store = ChunkStore(work / "chunks")
+    with reuse_file_digests():
+        prepared = prepare_audit(policy, target=target, progress=False, chunk_store=store)
+        sets = {"members": prepared.members, "nonmembers": prepared.nonmembers}
+        plan = prepared.scorer.encoding_plan(sets)
+    step = model_batch(args.batch)
+    stop = min(len(prepared.members), chunk_size(step, CHUNK_SAMPLES))
+    encodings = chunk_encodings(plan, target, prepared.members, "members", 0, stop, step)  # stored by the sample pass: read, not encoded
+    count = min(len(encodings), args.score_batches * step)
+    part = ChunkEncodings(encodings.latents[:count], encodings.texts, encodings.text_rows[:count])
+    timed = {}
+    for name, params in prepared.policy.attacks.items():
+        attack = ATTACKS[name](params)
+        began = time.perf_counter()
+        runner.score_chunk(attack, target, prepared.members, "members", 0, count, batch_size=args.batch, seed=0, encodings=part)
+        timed[name] = (time.perf_counter() - began, attack.queries_per_sample * count)
+        print(f"attack {name}: {count} members x {attack.queries_per_sample} queries in {timed[name][0]:.1f}s", flush=True)
+    return timed
 
 
 if __name__ == "__main__":
