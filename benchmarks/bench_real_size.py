@@ -202,7 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore", FutureWarning)
     if args.build_only is not None:
-        build_sdxl(args.build_only, "cpu") if args.shape == "sdxl" else build_pipeline(args.build_only, tiny=args.shape == "tiny", device="cpu")
+        device = "cuda" if args.device.startswith("cuda") else "cpu"  # random init on the GPU: seconds instead of minutes
+        build_sdxl(args.build_only, device) if args.shape == "sdxl" else build_pipeline(args.build_only, tiny=args.shape == "tiny", device=device)
         return
     started = time.perf_counter()
 
@@ -221,7 +222,7 @@ def main() -> None:
     try:
         if not (model / "model_index.json").is_file():  # built in a child process: its memory is not the audit's
             build = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build-only", str(model), "--shape", args.shape], check=True)
+            subprocess.run([sys.executable, __file__, "--build-only", str(model), "--shape", args.shape, "--device", args.device], check=True)
             print(f"built {args.shape} in {time.perf_counter() - build:.0f}s", flush=True)
         info = read_model_info(model)
         weights = sum(f.stat().st_size for f in info.identity_files() if f.suffix == ".safetensors")
@@ -267,6 +268,8 @@ def main() -> None:
         print(f"  attack {name}: {seconds:.1f}s for {queries} image-queries, {seconds / queries:.3f}s per image per query")
     print(f"peak RSS {peak / GIB:.2f} GiB (ru_maxrss; {base_rss / GIB:.2f} GiB before loading); weights {weights / GIB:.2f} GiB; "
           f"goal 1.5 x weights + 2 GiB = {goal / GIB:.2f} GiB: {'within' if peak <= goal else 'OVER'}")  # fmt: skip
+    if device.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / GIB:.2f} GiB allocated ({torch.cuda.max_memory_reserved(device) / GIB:.2f} GiB reserved)")
     total = sum(seconds for seconds, _ in per_query.values()) / max(1, sum(queries for _, queries in per_query.values()))
     bare = ", ".join(f"{seconds:.3f}s/row at {count} rows" for count, seconds in per_row.items())
     print(f"SUMMARY {args.shape} {info.sample_size}px {where} batch {args.batch}: {total:.3f}s per image per query vs bare forward {bare}; "
