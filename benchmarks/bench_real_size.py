@@ -24,11 +24,12 @@ against the goal ``1.5 x weights + 2 GB``. The bare forward ceiling is ``unet(x,
 inference_mode at ``model_batch(--batch)`` rows and at the padded rows the audit's calls compute,
 measured in the same run; the attacks' seconds per image per query are printed beside it.
 
-``--score-batches B`` keeps the hashing, the sample pass with its encodings and the checks at ``--n``
-per side (``prepare_audit``, encodings into a chunk store), then scores B batches of members per
-attack from the stored encodings through the audit's own ``score_chunk`` (no metrics, no gate), so
-that a CPU times the UNet queries of a real-size model in minutes while the memory is the
-``--n``-per-side audit's. Prints figures; asserts nothing.
+``--score-batches B`` first encodes B batches of members (``encode_chunk``) and scores them with
+each attack (the audit's ``score_chunk``; no metrics, no gate), then runs what an audit does before
+its first attack at ``--n`` per side (``prepare_audit``: hashing, the sample pass with every chunk's
+encodings, the checks), so that a CPU times the UNet queries of a real-size model in minutes while
+the memory is that of the ``--n``-per-side sample pass. The VAE's progress and the RSS high-water
+mark are printed every ``--n / 8`` images. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -235,6 +236,9 @@ def main() -> None:
               f"{args.n} v {args.n} encoded, {scored}; batch {args.batch} ({padded} rows per UNet call); attacks {args.attacks}", flush=True)  # fmt: skip
         memory.phase = "idle"
         base_rss = memory.rss()
+        import naa_guard.scoring.encodings as encodings_module
+
+        plain_encode = encodings_module.encode_chunk
         instrument(memory)
         timings: dict[str, float] = {}
         memory.phase = "loading"
@@ -248,9 +252,19 @@ def main() -> None:
         per_row = {rows[name]: ceiling(target, rows[name], args, args.ceiling_repeats) for name in args.ceiling_rows.split(",")}
         memory.seconds["ceiling"] = time.perf_counter() - began
         print("bare UNet forward: " + ", ".join(f"{seconds:.3f}s per row at {count} rows" for count, seconds in per_row.items()), flush=True)
+        per_image_encode = None
+        if args.score_batches:  # the attacks timed on a few batches first, then the memory of the whole sample pass
+            memory.phase = "first batches"
+            began = time.perf_counter()
+            per_query, per_image_encode = first_batches(policy, target, args, sets[0], plain_encode)
+            memory.seconds["first batches"] = time.perf_counter() - began
+        watch_vae(target, memory, max(8, args.n // 8))
         memory.phase = "audit"
         began = time.perf_counter()
-        per_query = run_audit(policy, target, args) if not args.score_batches else score_batches(policy, target, args, work)
+        if args.score_batches:
+            check_and_encode(policy, target)
+        else:
+            per_query = run_audit(policy, target, args)
         audit_seconds = time.perf_counter() - began
     finally:
         memory.stop()
@@ -259,11 +273,13 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     goal = 1.5 * weights + 2 * GIB
     print("\nphases (seconds; peak RSS while in the phase):")
-    for phase in ("hashing", "loading", "probe", "ceiling", "encode", "attacks"):
+    for phase in ("hashing", "loading", "probe", "ceiling", "first batches", "encode", "attacks"):
         peak_text = f"peak {memory.peaks.get(phase, 0) / GIB:6.2f} GiB" if phase != "probe" else "(its peak is within loading's)"
-        print(f"  {phase:10s} {memory.seconds.get(phase, 0.0):9.1f}s  {peak_text}")
+        print(f"  {phase:13s} {memory.seconds.get(phase, 0.0):9.1f}s  {peak_text}")
     other = audit_seconds - sum(memory.seconds.get(p, 0.0) for p in ("hashing", "encode", "attacks"))
-    print(f"  the rest   {other:9.1f}s  (listing, overlap / shift checks{', metrics, bootstrap, gate' if not args.score_batches else ''}: the audit part's {audit_seconds:.1f}s less hashing, encode and scoring)")
+    print(f"  the rest      {other:9.1f}s  (listing, overlap / shift checks{', metrics, bootstrap, gate' if not args.score_batches else ''}: the audit part's {audit_seconds:.1f}s less hashing, encode and scoring)")
+    if per_image_encode is not None:
+        print(f"  encode of the first batches: {per_image_encode:.2f}s per image (VAE and text encoder)")
     for name, (seconds, queries) in per_query.items():
         print(f"  attack {name}: {seconds:.1f}s for {queries} image-queries, {seconds / queries:.3f}s per image per query")
     print(f"peak RSS {peak / GIB:.2f} GiB (ru_maxrss; {base_rss / GIB:.2f} GiB before loading); weights {weights / GIB:.2f} GiB; "
@@ -284,36 +300,56 @@ def run_audit(policy: Any, target: Any, args: argparse.Namespace) -> dict[str, t
     return {name: (attack.seconds, attack.queries_per_sample * 2 * args.n) for name, attack in result.attacks.items()}
 
 
-def score_batches(policy: Any, target: Any, args: argparse.Namespace, work: Path) -> dict[str, tuple[float, int]]:
-    """Check and encode the sets at --n per side (prepare_audit, encodings into a chunk store); then score
-    ``--score-batches`` batches of members per attack from the stored encodings (the audit's own score_chunk,
-    no gate). Return each attack's (seconds, image-queries)."""
+def first_batches(policy: Any, target: Any, args: argparse.Namespace, members_path: Path, encode: Any) -> tuple[dict[str, tuple[float, int]], float]:
+    """Encode the first ``--score-batches`` batches of members (``encode_chunk``) and score them with each attack
+    (the audit's ``score_chunk`` over those encodings; no metrics, no gate). Return each attack's (seconds,
+    image-queries) and the encode seconds per image."""
     from naa_guard.attacks import ATTACKS
-    from naa_guard.audit import prepare_audit
-    from naa_guard.samples import reuse_file_digests
+    from naa_guard.samples import list_samples
     from naa_guard.scoring import runner
-    from naa_guard.scoring.chunks import ChunkStore
-    from naa_guard.scoring.encodings import ChunkEncodings, chunk_encodings
-    from naa_guard.scoring.runner import CHUNK_SAMPLES, chunk_size, model_batch
+    from naa_guard.scoring.runner import model_batch
 
-    store = ChunkStore(work / "chunks")
-    with reuse_file_digests():
-        prepared = prepare_audit(policy, target=target, progress=False, chunk_store=store)
-        sets = {"members": prepared.members, "nonmembers": prepared.nonmembers}
-        plan = prepared.scorer.encoding_plan(sets)
     step = model_batch(args.batch)
-    stop = min(len(prepared.members), chunk_size(step, CHUNK_SAMPLES))
-    encodings = chunk_encodings(plan, target, prepared.members, "members", 0, stop, step)  # stored by the sample pass: read, not encoded
-    count = min(len(encodings), args.score_batches * step)
-    part = ChunkEncodings(encodings.latents[:count], encodings.texts, encodings.text_rows[:count])
+    members = list_samples(members_path, size=target.sample_size, channels=3, limit=args.score_batches * step, seed=0)
+    count = len(members)
+    began = time.perf_counter()
+    encodings = encode(target, members.decode(0, count), (PROMPT,) * count, step, members.names[:count])
+    per_image = (time.perf_counter() - began) / count
+    print(f"encoded {count} images (VAE one per call, text) in {per_image * count:.1f}s: {per_image:.2f}s per image", flush=True)
     timed = {}
-    for name, params in prepared.policy.attacks.items():
+    for name, params in policy.attacks.items():
         attack = ATTACKS[name](params)
         began = time.perf_counter()
-        runner.score_chunk(attack, target, prepared.members, "members", 0, count, batch_size=args.batch, seed=0, encodings=part)
+        runner.score_chunk(attack, target, members, "members", 0, count, batch_size=args.batch, seed=0, encodings=encodings)
         timed[name] = (time.perf_counter() - began, attack.queries_per_sample * count)
         print(f"attack {name}: {count} members x {attack.queries_per_sample} queries in {timed[name][0]:.1f}s", flush=True)
-    return timed
+    return timed, per_image
+
+
+def check_and_encode(policy: Any, target: Any) -> None:
+    """What an audit does before its first attack, at --n per side: hashing, the sample pass with every chunk's encodings, the checks."""
+    from naa_guard.audit import prepare_audit
+    from naa_guard.samples import reuse_file_digests
+    from naa_guard.scoring.encodings import forget_temporary_encodings
+
+    with reuse_file_digests():
+        prepare_audit(policy, target=target, progress=False)
+    forget_temporary_encodings()
+
+
+def watch_vae(target: Any, memory: PhaseMemory, every: int) -> None:
+    """Print the images encoded so far and the RSS high-water mark every ``every`` images (the VAE's own calls)."""
+    encode, seen, began = target.vae.encode, [0], time.perf_counter()
+
+    def spy(pixels: Any, *args: Any, **kwargs: Any) -> Any:
+        out = encode(pixels, *args, **kwargs)
+        before, seen[0] = seen[0], seen[0] + int(pixels.shape[0])
+        if seen[0] // every > before // every:
+            high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            print(f"  VAE: {seen[0]} images encoded, {time.perf_counter() - began:.0f}s, RSS {memory.rss() / GIB:.2f} GiB, high-water {high / GIB:.2f} GiB", flush=True)
+        return out
+
+    target.vae.encode = spy
 
 
 if __name__ == "__main__":
