@@ -7,7 +7,8 @@ The attacks run in the VAE's latent space, conditioned on each sample's text (SP
   captions to the text encoder's hidden states (SDXL: both encoders' penultimate hidden states
   concatenated, the second's pooled embedding and ``add_time_ids``). The audit stores them per
   chunk (:mod:`naa_guard.scoring.encodings`), so further attacks, tuning candidates, sweeps and
-  new processes reuse them; the target itself keeps none;
+  new processes reuse them; the target itself keeps none. The VAE takes one image per call
+  (``ENCODE_BATCH``), so its memory is one image's whatever the batch, chunk or set;
 - ``predict_noise`` calls the UNet with that condition (no classifier-free guidance) and turns
   v- and sample-predictions into epsilon with the scheduler's own ``alphas_cumprod``.
 
