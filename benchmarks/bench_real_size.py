@@ -276,7 +276,8 @@ def main() -> None:
     for phase in ("hashing", "loading", "probe", "ceiling", "first batches", "encode", "attacks"):
         peak_text = f"peak {memory.peaks.get(phase, 0) / GIB:6.2f} GiB" if phase != "probe" else "(its peak is within loading's)"
         print(f"  {phase:13s} {memory.seconds.get(phase, 0.0):9.1f}s  {peak_text}")
-    other = audit_seconds - sum(memory.seconds.get(p, 0.0) for p in ("hashing", "encode", "attacks"))
+    inside = ("hashing", "encode") if args.score_batches else ("hashing", "encode", "attacks")  # --score-batches: the attacks ran before the audit part
+    other = audit_seconds - sum(memory.seconds.get(p, 0.0) for p in inside)
     print(f"  the rest      {other:9.1f}s  (listing, overlap / shift checks{', metrics, bootstrap, gate' if not args.score_batches else ''}: the audit part's {audit_seconds:.1f}s less hashing, encode and scoring)")
     if per_image_encode is not None:
         print(f"  encode of the first batches: {per_image_encode:.2f}s per image (VAE and text encoder)")
