@@ -9,7 +9,10 @@
 #    one-rank NCCL group (NCCL refuses two ranks on one GPU) against the single-process audit.
 # 2. benchmarks/bench_latent_gpu.py: an SD 1.5-sized random pipeline; the NAA audit's speed against
 #    the raw UNet forward ceiling in float32 and bfloat16 (goals 0.95 and 0.90).
-# Expected well under 6 minutes in all; each step has its own timeout. The log goes to $OUT/gpu.log.
+# 3. benchmarks/bench_real_size.py: SD 1.5 (512 px) and SDXL (1024 px)-shaped random pipelines, a sima
+#    audit at 64 per side, batch 4: seconds per phase, peak RSS, time per image per query against the
+#    bare UNet forward (issue 25). NAA_REAL_SIZE_SHAPES picks the shapes (default "sd15 sdxl").
+# Expected well under 10 minutes in all; each step has its own timeout. The log goes to $OUT/gpu.log.
 set -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-/tmp/naa-guard-gpu}
@@ -32,5 +35,9 @@ BENCH_ARGS=${NAA_GPU_SESSION_ARGS:---n 64 --batch 32 --rounds 2 --budget-s 200}
   timeout 150 python3 benchmarks/nccl_check.py --device "$DEVICE"; echo "nccl_check exit $?"
   echo "== bench_latent_gpu"
   timeout 330 python3 benchmarks/bench_latent_gpu.py --device "$DEVICE" $BENCH_ARGS; echo "bench_latent_gpu exit $?"
+  for shape in ${NAA_REAL_SIZE_SHAPES:-sd15 sdxl}; do  # a CPU check: NAA_REAL_SIZE_SHAPES=tiny
+    echo "== bench_real_size $shape"
+    timeout 240 python3 benchmarks/bench_real_size.py --device "$DEVICE" --shape "$shape" --n 64 --batch 4 --attacks sima; echo "bench_real_size $shape exit $?"
+  done
   date -u
 } 2>&1 | tee "$OUT/gpu.log"

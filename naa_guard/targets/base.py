@@ -10,7 +10,9 @@ the *images* the data loader prepares (for a latent model, the pixels the VAE ta
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +31,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # family whose per-sample results match, so CPU scores are identical whatever runtime.batch_size
 # is. On CUDA, cuDNN picks kernels per shape and scores differ by about 1e-3 (H200, measured).
 PAD_MULTIPLE = 16
+# Set by the probe (see unpadded_model_calls): its one test image goes through the model alone.
+_UNPADDED: ContextVar[bool] = ContextVar("naa_guard_unpadded", default=False)
 # Set while a model loads: diffusers and huggingface_hub then never try the network, even for a
 # folder that looks like a hub id or a config that names a remote file.
 OFFLINE_VARIABLES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -122,6 +126,24 @@ def offline_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def padding_rows(count: int) -> int:
+    """Return the zero rows a model call of ``count`` samples is padded with (to a multiple of PAD_MULTIPLE; none in the probe)."""
+    return 0 if _UNPADDED.get() else -count % PAD_MULTIPLE
+
+
+@contextmanager
+def unpadded_model_calls() -> Iterator[None]:
+    """Within the block the targets call their networks on exactly the rows given (the probe: one image, no padding).
+
+    Padding only makes scores independent of the batch size; the probe's output is never scored.
+    """
+    token = _UNPADDED.set(True)
+    try:
+        yield
+    finally:
+        _UNPADDED.reset(token)
+
+
 def raise_if_non_finite(out: torch.Tensor, t: int) -> None:
     """Return None; raise NonFiniteScoreError (with the bad batch rows) for NaN or inf predictions."""
     import torch
@@ -137,12 +159,14 @@ def raise_if_non_finite(out: torch.Tensor, t: int) -> None:
         raise error
 
 
-def probe_target(target: Target, where: str) -> None:
-    """Return None; raise TargetError if the model cannot take a batch of its own declared geometry.
+def probe_target(target: Target, where: str) -> float:
+    """Return the probe's seconds; raise TargetError if the model cannot take a batch of its own declared geometry.
 
-    One zero image is encoded and its noise predicted at timestep 0, before any scoring, so that a
-    model whose ``sample_size`` / ``in_channels`` do not fit its layers fails with a clear message
-    instead of mid-audit. The target's call counters are restored: they measure the attacks' cost.
+    One zero image is encoded and its noise predicted at timestep 0, unpadded (one image through
+    the VAE and one UNet query: the cost of a query, not of a batch), before any scoring, so that
+    a model whose ``sample_size`` / ``in_channels`` do not fit its layers fails with a clear
+    message instead of mid-audit. The target's call counters are restored: they measure the
+    attacks' cost.
     """
     import torch
 
@@ -150,11 +174,13 @@ def probe_target(target: Target, where: str) -> None:
     shape = (1, target.in_channels, target.sample_size, target.sample_size)
     geometry = f"in_channels {target.in_channels}, sample_size {target.sample_size}"
     x0: Any = None
+    started = time.perf_counter()
     try:
-        x0, cond = target.encode(torch.zeros(shape, device=target.device), [""])
-        out = target.predict_noise(x0, 0, cond)
+        with unpadded_model_calls():
+            x0, cond = target.encode(torch.zeros(shape, device=target.device), [""])
+            out = target.predict_noise(x0, 0, cond)
     except NonFiniteScoreError:
-        return  # the forward pass itself worked; scoring reports the bad outputs with attack and sample names
+        return time.perf_counter() - started  # the forward pass itself worked; scoring reports the bad outputs with attack and sample names
     except TargetError:
         raise
     except Exception as exc:  # a shape mismatch surfaces as RuntimeError, ValueError, ... from inside the network
@@ -167,6 +193,7 @@ def probe_target(target: Target, where: str) -> None:
     finally:
         for name, value in counters.items():
             setattr(target, name, value)
+    seconds = time.perf_counter() - started
     expected = tuple(getattr(x0, "shape", ()))
     if tuple(getattr(out, "shape", ())) != expected:
         raise TargetError(
@@ -174,6 +201,7 @@ def probe_target(target: Target, where: str) -> None:
             f"{tuple(getattr(out, 'shape', ()))}; the attacks need a noise prediction of the input's shape. "
             f"Models that also predict the variance (out_channels = 2 x in_channels) are not supported yet."
         )
+    return seconds
 
 
 def check_component_weights(folder: Path, allow_pickle: bool, safe_names: tuple[str, ...] = SAFE_WEIGHTS) -> tuple[bool, str | None]:

@@ -7,7 +7,8 @@ The attacks run in the VAE's latent space, conditioned on each sample's text (SP
   captions to the text encoder's hidden states (SDXL: both encoders' penultimate hidden states
   concatenated, the second's pooled embedding and ``add_time_ids``). The audit stores them per
   chunk (:mod:`naa_guard.scoring.encodings`), so further attacks, tuning candidates, sweeps and
-  new processes reuse them; the target itself keeps none;
+  new processes reuse them; the target itself keeps none. The VAE takes one image per call
+  (``ENCODE_BATCH``), so its memory is one image's whatever the batch, chunk or set;
 - ``predict_noise`` calls the UNet with that condition (no classifier-free guidance) and turns
   v- and sample-predictions into epsilon with the scheduler's own ``alphas_cumprod``.
 
@@ -24,7 +25,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import NonFiniteScoreError, TargetError
-from naa_guard.targets.base import PAD_MULTIPLE, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class
+from naa_guard.targets.base import offline_environment, padding_rows, raise_if_non_finite, read_json, resolve_device, scheduler_class
 from naa_guard.targets.components import load_component
 from naa_guard.targets.latent_info import EXTRA_HINT, LatentModelInfo
 
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# Images per VAE encoder call. One image at a time, unpadded: the VAE's activations are the largest
+# tensors of a latent audit (about 0.6 GB per 512x512 image on the CPU, four times that at 1024 px),
+# so its memory is one image's whatever runtime.batch_size, the chunk or the set; and every image is
+# encoded in a call of the same shape, so its latent never depends on its neighbours or the batch
+# size (scores stay independent of runtime.batch_size). The VAE runs once per image, the UNet once
+# per image and query, so the smaller encoder batch costs little time. No tiling: a tiled encode
+# blends overlapping tiles and gives other latents than the whole image's.
+ENCODE_BATCH = 1
 
 
 def _import_sd_libraries() -> Any:
@@ -119,15 +128,19 @@ class LatentTarget:
         return {name: values[rows].to(self.device) for name, values in table.items()}
 
     def _encode_images(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Return each image's scaled latent mean, the VAE called on ENCODE_BATCH images at a time (no padding)."""
         import torch
 
-        count = pixels.shape[0]
-        padded = torch.cat([pixels, pixels.new_zeros((-count % PAD_MULTIPLE, *pixels.shape[1:]))])
+        count, means = pixels.shape[0], []
         with torch.inference_mode():
-            mean = self.vae.encode(padded.to(self.device)).latent_dist.mean[:count].float()
+            for first in range(0, count, ENCODE_BATCH):
+                batch = pixels[first : first + ENCODE_BATCH].to(self.device)
+                means.append(self.vae.encode(batch).latent_dist.mean.float().cpu())
+                del batch
+        mean = torch.cat(means)
         if self.shift_factor is not None:
             mean = mean - self.shift_factor
-        latents = (mean * self.scaling_factor).cpu()
+        latents = mean * self.scaling_factor
         bad = ~torch.isfinite(latents.flatten(start_dim=1)).all(dim=1)
         if bad.any():
             error = NonFiniteScoreError(f"the VAE encoded {int(bad.sum())} image(s) to NaN or infinite latents. Check the VAE weights, or use runtime.dtype: float32.")
@@ -139,7 +152,7 @@ class LatentTarget:
         import torch
 
         count = len(texts)
-        batch = texts + [""] * (-count % PAD_MULTIPLE)
+        batch = texts + [""] * padding_rows(count)
         hidden_states, pooled = [], None
         with torch.inference_mode():
             for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
@@ -165,7 +178,7 @@ class LatentTarget:
         if not isinstance(cond, dict):
             raise TargetError("a latent text-to-image model needs the condition its encode() returned; got none.")
         count = x.shape[0]
-        padding = -count % PAD_MULTIPLE
+        padding = padding_rows(count)
 
         def pad(tensor: torch.Tensor) -> torch.Tensor:
             tensor = tensor.to(self.dtype)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.base import PAD_MULTIPLE, check_component_weights, offline_environment, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
+from naa_guard.targets.base import check_component_weights, offline_environment, padding_rows, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
 from naa_guard.targets.modelcheck import (
     check_alphas_cumprod,
     check_config_types,
@@ -128,7 +128,7 @@ class DiffusersTarget:
         import torch
 
         count = x.shape[0]
-        padded = -count % PAD_MULTIPLE
+        padded = padding_rows(count)
         model_input = x.to(self.dtype)
         if padded:
             model_input = torch.cat([model_input, model_input.new_zeros((padded, *x.shape[1:]))])
