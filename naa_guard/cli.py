@@ -237,6 +237,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from naa_guard.reports.card import write_card
+
+    print(f"wrote the Privacy audit section of {args.report} into {write_card(Path(args.report), Path(args.card))}")
+    return EXIT_PASS
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from naa_guard.policy import policy_schema
 
@@ -293,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweeps.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
     sweeps.add_argument("--quiet", action="store_true", help="no progress bar")
     sweeps.set_defaults(handler=_cmd_sweep)
+
+    card = commands.add_parser("card", help="write a report.json's Privacy audit section and metadata into a model card (re-running replaces it)")
+    card.add_argument("report", help="the report.json an audit wrote")
+    card.add_argument("--card", default="README.md", help="the model card to write into (default: ./README.md; created when missing)")
+    card.set_defaults(handler=_cmd_card)
 
     schema = commands.add_parser("schema", help="print the JSON schema of policy files")
     schema.set_defaults(handler=_cmd_schema)
