@@ -119,13 +119,17 @@ def _raise_limit(data: dict[str, Any]) -> None:
         gate["limit"] = 0.5  # still below the upper ends: the PASS does not follow from the figures
 
 
+def _drop_a_row(data: dict[str, Any]) -> None:
+    data["gates"] = [gate for gate in data["gates"] if gate["metric"] != "auc"]  # still FAIL, but a row the policy gates is gone
+
+
 def _lower_figures(data: dict[str, Any]) -> None:
     data["attacks"]["naa"]["metrics"]["metrics"]["auc"]["value"] = 0.5
 
 
 @pytest.mark.parametrize(
-    "edit", [_pass_all, _drop_failing, _raise_limit, _lower_figures, lambda d: d.pop("fingerprint"), lambda d: d["gates"].append(copy.deepcopy(d["gates"][0])), lambda d: d.update(gates=[])],
-    ids=["statuses-flipped", "failing-row-dropped", "pass-beyond-limit", "figures-edited", "not-a-report", "row-twice", "no-gates"],
+    "edit", [_pass_all, _drop_failing, _drop_a_row, _raise_limit, _lower_figures, lambda d: d.pop("fingerprint"), lambda d: d["gates"].append(copy.deepcopy(d["gates"][0])), lambda d: d.update(gates=[])],
+    ids=["statuses-flipped", "failing-row-dropped", "row-of-the-policy-dropped", "pass-beyond-limit", "figures-edited", "not-a-report", "row-twice", "no-gates"],
 )
 def test_a_report_that_does_not_check_out_writes_no_section(report: Path, tmp_path: Path, edit: Any, capsys: pytest.CaptureFixture[str]) -> None:
     card = tmp_path / "README.md"

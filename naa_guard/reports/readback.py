@@ -11,17 +11,20 @@ be read, is not a naa-guard report, or its figures do not recompute from its sto
 - a gate says PASS only when its compared number (the interval's upper end under ``upper_ci``,
   the estimate under ``point``, the bound for ``epsilon_lb``) is within its limit and no
   regression was found;
-- ``passed`` is true exactly when there is a gate and every gate passed.
+- ``passed`` is true exactly when there is a gate and every gate passed;
+- when the audited policy file is still where the report says, unchanged (its sha256 is the
+  report's ``environment.policy_sha256``), the gates are exactly its gated rows and limits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from naa_guard.errors import BaselineError, ReportError
+from naa_guard.errors import BaselineError, PolicyError, ReportError
 from naa_guard.verdict.baseline import COMPARED_METRICS, RECOMPUTE_TOLERANCE, load_baseline
 
 GATE_METRICS = (*COMPARED_METRICS, "epsilon_lb")
@@ -101,9 +104,32 @@ def gate_problems(report: dict[str, Any]) -> list[str]:
     problems += [f"no {metric} gate for {attack}" for attack in report["attacks"] for metric in sorted(metrics) if (attack, metric) not in keys]
     settings = ((report.get("fingerprint") or {}).get("attack_settings") or {}).get("attacks") or {}
     problems += [f"attack {name} of the audit's settings has no result" for name in settings if name not in report["attacks"]]
+    problems += policy_problems(report)
     expected = all(gate["status"] == "pass" for gate in gates)
     if report.get("passed") is not expected:
         problems.append(f"passed is {report.get('passed')!r} but the gates say {expected!r}")
+    return problems
+
+
+def policy_problems(report: dict[str, Any]) -> list[str]:
+    """Return how the gates differ from the audited policy's gated rows and limits; none when that policy file is gone or changed."""
+    path, digest = report.get("policy"), (report.get("environment") or {}).get("policy_sha256")
+    if not isinstance(path, str) or not isinstance(digest, str) or not Path(path).is_file():
+        return []
+    if hashlib.sha256(Path(path).read_bytes()).hexdigest() != digest:
+        return []
+    from naa_guard.policy import load_policy
+    from naa_guard.verdict.gatelist import gated_rows
+
+    try:
+        rows = gated_rows(load_policy(Path(path)))
+    except PolicyError:
+        return []
+    limits = {row.key: row.limit for row in rows}
+    found = {(gate["attack"], gate["metric"]): gate["limit"] for gate in report["gates"]}
+    problems = [f"no gate for {attack} {metric}, which the policy {path} gates" for attack, metric in limits if (attack, metric) not in found]
+    problems += [f"a gate for {attack} {metric}, which the policy {path} does not list" for attack, metric in found if (attack, metric) not in limits]
+    problems += [f"{key[0]} {key[1]}: limit {found[key]!r} but the policy {path} says {limit!r}" for key, limit in limits.items() if key in found and not math.isclose(float(found[key]), limit)]
     return problems
 
 
