@@ -146,3 +146,11 @@ def test_damaged_markers_are_refused_not_guessed(report: Path, tmp_path: Path) -
     card.write_text(CARD + START + "\nhalf a section\n", encoding="utf-8")
     assert main(["card", str(report), "--card", str(card)]) == 2
     assert card.read_text(encoding="utf-8") == CARD + START + "\nhalf a section\n"
+
+
+@pytest.mark.parametrize("front", ["---\nlicense: [unclosed\n---\n# x\n", "---\n- a list\n---\n# x\n"], ids=["broken-yaml", "not-a-mapping"])
+def test_a_card_with_damaged_front_matter_is_refused_and_left_alone(report: Path, tmp_path: Path, front: str, capsys: pytest.CaptureFixture[str]) -> None:
+    card = tmp_path / "README.md"
+    card.write_text(front, encoding="utf-8")
+    assert main(["card", str(report), "--card", str(card)]) == 2
+    assert "cannot read it as a model card" in capsys.readouterr().err and card.read_text(encoding="utf-8") == front

@@ -108,11 +108,13 @@ def write_card(report_path: Path, card_path: Path) -> Path:
     kind = non_regular_kind(card_path)
     if kind is not None:
         raise OutputError(f"--card {card_path} is {kind}, not a regular file. Fix: give the model card's README.md.")
+    import yaml
+
     try:
         original = card_path.read_text(encoding="utf-8") if card_path.exists() else ""
         card = ModelCard(original, ignore_metadata_errors=False)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OutputError(f"--card {card_path}: cannot read it as a model card ({exc}). Fix: repair its YAML front matter, or give another card.") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise OutputError(f"--card {card_path}: cannot read it as a model card ({' '.join(str(exc).split())}). Fix: repair its YAML front matter, or give another card.") from None
     date = report_date(report, Path(report_path))
     card.data[METADATA_KEY] = metadata(report, date)
     card.text = splice(card.text, section(report, date), card_path)
