@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ mlflow = pytest.importorskip("mlflow")
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     uri = (tmp_path / "mlruns").as_uri()
     for name, value in {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
         monkeypatch.setenv(name, value)
@@ -60,11 +62,22 @@ def test_audit_mlflow_logs_a_new_run_read_back_through_the_client(store: str, tm
     _check_run(runs[0].info.run_id, json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8")))
 
 
-def test_audit_mlflow_logs_into_the_active_run(store: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def report_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One audit's report folder (written without MLflow), shared by the tests that log it."""
+    folder = tmp_path_factory.mktemp("audited")
+    assert main(["audit", str(_policy_with_reports(folder)), "--quiet"]) == 1
+    return folder / "report"
+
+
+def test_a_report_folder_is_logged_into_the_active_run(store: str, report_folder: Path) -> None:
+    from naa_guard.reports.mlflowlog import log_report_dir
+
     with mlflow.start_run() as active:
-        assert main(["audit", str(demo_policy(tmp_path)), "--mlflow", "--quiet", "--json", str(tmp_path / "out.json")]) == 1
+        assert log_report_dir(report_folder) == active.info.run_id
+        assert mlflow.active_run().info.run_id == active.info.run_id  # left open: it is the caller's run
     assert [run.info.run_id for run in mlflow.search_runs(search_all_experiments=True, output_format="list")] == [active.info.run_id]
-    _check_run(active.info.run_id, json.loads((tmp_path / "out.json").read_text(encoding="utf-8")))
+    _check_run(active.info.run_id, json.loads((report_folder / "report.json").read_text(encoding="utf-8")))
 
 
 def test_pytest_naa_mlflow_logs_each_policy(store: str, tmp_path: Path) -> None:
@@ -79,11 +92,11 @@ def test_pytest_naa_mlflow_logs_each_policy(store: str, tmp_path: Path) -> None:
     _check_run(runs[0].info.run_id, json.loads((tmp_path / "rep" / "demo" / "report.json").read_text(encoding="utf-8")))
 
 
-def test_an_edited_report_is_not_logged(store: str, tmp_path: Path) -> None:
+def test_an_edited_report_is_not_logged(store: str, report_folder: Path, tmp_path: Path) -> None:
     from naa_guard.reports.mlflowlog import log_report_dir
 
-    assert main(["audit", str(_policy_with_reports(tmp_path)), "--quiet"]) == 1
-    path = tmp_path / "report" / "report.json"
+    shutil.copytree(report_folder, tmp_path / "edited")
+    path = tmp_path / "edited" / "report.json"
     report = json.loads(path.read_text(encoding="utf-8"))
     for gate in report["gates"]:
         gate.update(status="pass", passed=True)
