@@ -14,6 +14,7 @@ from naa_guard.errors import (
     OutputError,
     PolicyError,
     RankAborted,
+    ReportError,
     TargetError,
 )
 from naa_guard.policy import Policy, load_policy
@@ -33,6 +34,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "RankAborted",
+    "ReportError",
     "TargetError",
     "__version__",
     "audit",

@@ -118,7 +118,7 @@ def _audit_arguments(args: argparse.Namespace) -> list[str]:
     for flag, value in options.items():
         if value is not None:
             forwarded += [flag, str(Path(value).resolve()) if flag in ("--json", "--scores", "--cache", "--baseline") else str(value)]
-    return forwarded + (["--quiet"] if args.quiet else []) + (["--no-reports"] if args.no_reports else [])
+    return forwarded + (["--quiet"] if args.quiet else []) + (["--no-reports"] if args.no_reports else []) + (["--mlflow"] if getattr(args, "mlflow", False) else [])
 
 
 def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank: int = 0) -> int:
@@ -141,6 +141,10 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         outputs: list[Callable[[], object]] = [partial(check_output, path, folder=False, where=where) for path, where in ((json_path, "--json"), (scores_path, "--scores")) if path is not None]
         outputs += [partial(check_output, report_dir, folder=True, where=f"{policy.source}: report.dir")] if report_dir is not None else []
         outputs.append(partial(baseline_path, policy, Path(args.baseline) if args.baseline else None, (json_path,)))  # never the file this run writes
+        if getattr(args, "mlflow", False):
+            from naa_guard.reports.mlflowlog import require_mlflow
+
+            outputs.append(require_mlflow)
         # outputs, baseline, missing folders and configs, unlistable sets, unresolvable gates: all at once, before torch, diffusers and scikit-learn load
         preflight(policy, args.limit if args.limit is not None else policy.data.limit, counts=check_policy_counts, also=outputs)
 
@@ -159,6 +163,10 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         )  # fmt: skip
         result.gates = match_gates(policy, result.gates)  # the table and the exit code render the policy's gated rows, no other
         written = _write_outputs(result, json_path, report_dir, scores_path)
+        if getattr(args, "mlflow", False):  # from the report written: its checked gated rows, before the verdict is printed
+            from naa_guard.reports.mlflowlog import log_result
+
+            written.append(f"MLflow run: {log_result(result, report_dir)}")
     except NaaGuardError as exc:
         print(f"naa-guard: {type(exc).__name__}: {exc}", file=sys.stderr)
         if args.result_file:
@@ -238,6 +246,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from naa_guard.reports.card import write_card
+
+    print(f"wrote the Privacy audit section of {args.report} into {write_card(Path(args.report), Path(args.card))}")
+    return EXIT_PASS
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from naa_guard.policy import policy_schema
 
@@ -261,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", metavar="DIR", help="keep scores under DIR chunk by chunk: a killed run resumes, an unchanged model re-gates without loading")
     run.add_argument("--chunk-size", type=int, metavar="N", help="images decoded, saved and shared out at a time, rounded to whole batches (default 256)")
     run.add_argument("--nproc", type=int, default=1, metavar="N", help="score on N local processes under torchrun (one per GPU, or CPU processes)")
+    run.add_argument("--mlflow", action="store_true", help="log params, gated metrics, the verdict and the reports into the active MLflow run, or a new one under MLFLOW_TRACKING_URI")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-reports", action="store_true", help=argparse.SUPPRESS)  # the pytest plugin writes its own
     run.add_argument("--result-file", help=argparse.SUPPRESS)  # rank 0's outcome, for the process that launched torchrun
@@ -294,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweeps.add_argument("--limit", type=int, help="score a seeded subsample of N per side")
     sweeps.add_argument("--quiet", action="store_true", help="no progress bar")
     sweeps.set_defaults(handler=_cmd_sweep)
+
+    card = commands.add_parser("card", help="write a report.json's Privacy audit section and metadata into a model card (re-running replaces it)")
+    card.add_argument("report", help="the report.json an audit wrote")
+    card.add_argument("--card", default="README.md", help="the model card to write into (default: ./README.md; created when missing)")
+    card.set_defaults(handler=_cmd_card)
 
     schema = commands.add_parser("schema", help="print the JSON schema of policy files")
     schema.set_defaults(handler=_cmd_schema)

@@ -11,6 +11,7 @@ Every error a user can meet is a :class:`NaaGuardError`; its message says what w
     ├── AuditInvalidError         the audit ran but its verdict cannot be trusted
     │   └── NonFiniteScoreError   the model produced NaN or infinite predictions or scores
     ├── BaselineError             the baseline report is unreadable or measures something else
+    ├── ReportError               a report.json to publish (card, MLflow, CI action) is damaged or inconsistent
     ├── EnvironmentUnavailableError  the policy asks for hardware this machine lacks (e.g. cuda)
     ├── OutputError               a report or JSON file cannot be written where it was asked for
     └── DistributedError          a rank of a distributed audit failed, died or could not join
@@ -31,6 +32,7 @@ __all__ = [
     "OutputError",
     "PolicyError",
     "RankAborted",
+    "ReportError",
     "TargetError",
 ]
 
@@ -65,6 +67,10 @@ class NonFiniteScoreError(AuditInvalidError):
 
 class BaselineError(NaaGuardError):
     """Raised when a baseline report cannot be read, or differs in model layout, samples or attack settings."""
+
+
+class ReportError(NaaGuardError):
+    """Raised when a report.json given to ``naa-guard card``, MLflow or the CI action is damaged, not naa-guard's, or inconsistent."""
 
 
 class EnvironmentUnavailableError(NaaGuardError):

@@ -59,6 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--naa-nproc", type=_positive_int, metavar="N", help="score each policy on N processes: a torchrun subprocess (one rank per GPU, else CPU processes)")
     group.addoption("--naa-strict", action="store_true", help="a missing environment (e.g. no CUDA) is an error instead of a skip (the default where $CI is set)")
     group.addoption("--naa-no-strict", action="store_true", help="a missing environment is a skip even where $CI is set (the gate is reported NOT VERIFIED)")
+    group.addoption("--naa-mlflow", action="store_true", help="log each policy's params, gated metrics, verdict and reports into MLflow: a nested run under the active run, or a new run under MLFLOW_TRACKING_URI")
     group.addoption("--naa-baseline", metavar="PATH", help="a previous report.json to compare every policy with (overrides the policy's baseline; gate: thresholds.max_increase)")
     parser.addini("naa_policy_patterns", "file name patterns of policy files", type="args", default=list(DEFAULT_PATTERNS))
     parser.addini("naa_report_dir", "like --naa-report, relative to the ini file", default="")

@@ -43,6 +43,7 @@ class Settings:
     baseline: Path | None = None
     strict_reason: str = "--naa-strict"  # what made the run strict, for the error message
     nproc: int = 1
+    mlflow: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             use_cache=not config.getoption("naa_no_cache"),
             baseline=(config.invocation_params.dir / config.getoption("naa_baseline")).resolve() if config.getoption("naa_baseline") else None,
             nproc=config.getoption("naa_nproc") or 1,
+            mlflow=bool(config.getoption("naa_mlflow")),
         )
 
 
@@ -151,6 +153,10 @@ class AuditSession:
         # as in the CLI: a requested report is part of the gate's output, checked first; never the report this run writes as baseline
         outputs: list[Callable[[], object]] = [partial(check_output, target, folder=True, where=where)] if target is not None else []
         outputs.append(partial(baseline_path, policy, settings.baseline, (target / "report.json" if target is not None else None,)))
+        if settings.mlflow:
+            from naa_guard.reports.mlflowlog import require_mlflow
+
+            outputs.append(require_mlflow)
         try:  # every model-free problem at once, as the CLI reports them, before the engine's imports
             preflight(policy, self.limit_for(policy) or policy.data.limit, counts=check_policy_counts, also=outputs)
         except NaaGuardError as exc:
@@ -177,6 +183,13 @@ class AuditSession:
             except OSError as exc:  # as in the CLI: no verdict without the report that was asked for
                 return OutputError(f"{where} {target}: cannot write the report: {exc.strerror or exc} ({exc.filename or target}). Fix: choose a writable path; no verdict is given without its report.")
             self._report_dirs[Path(policy.source or policy.name).resolve()] = target
+        if settings.mlflow:  # as a requested report: no verdict without it
+            from naa_guard.reports.mlflowlog import log_result
+
+            try:
+                log_result(result, target, nested=True)
+            except NaaGuardError as exc:
+                return exc
         return result
 
     def warnings(self, policy: Policy) -> list[str]:
