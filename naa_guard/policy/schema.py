@@ -45,6 +45,16 @@ def _non_empty(value: Any) -> Any:
     return value
 
 
+def _local_source(value: Any, info: ValidationInfo) -> Any:
+    """Refuse a URL as a sample source (naa-guard reads local files only), before it becomes a path."""
+    from naa_guard.samples.shards import url_problem  # light: re, tarfile, PIL
+
+    problem = url_problem(value, str(info.field_name)) if isinstance(value, str) else None
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
     base = (info.context or {}).get("base_dir")
     if path is None or base is None or path.is_absolute():
@@ -129,7 +139,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """The member and non-member sample sets."""
 
-    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, or local Hugging Face dataset (.parquet, save_to_disk folder) of training images")
+    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, local Hugging Face dataset (.parquet, save_to_disk folder), or webdataset shards (a .tar, a folder of .tar shards, a brace pattern like shards-{000..009}.tar) of training images; local files only")
     nonmembers: Path = Field(**_PATH, description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
     control: Path | None = Field(None, **_PATH, description="optional null control: more held-out images the model never saw, same forms")
@@ -146,20 +156,21 @@ class DataSection(_Section):
         ".txt / .caption sidecar), data.prompt, or the empty caption; auto = prompt when given, else the captions; no captions "
         "is an error unless empty is asked for (the weak, caption-free audit)",
     )
-    caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
+    caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests, metadata files and datasets when it is none of the usual names; webdataset shards: the caption field, or key of the json field (default: the txt field)")
     allow_outside: bool = Field(
         False, description="let a manifest list images outside its own folder, and an image folder's symlinked images, metadata files and sidecars lead outside it (refused by default)"
     )
     split: str | dict[Literal["members", "nonmembers", "control"], str] | None = Field(
         None, description="Hugging Face dataset sources: the split to read, one name or one per side (e.g. {members: train, nonmembers: test}); needed when a dataset has several",
     )
-    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset sources: the image column when the features do not name exactly one Image feature")
+    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset / parquet sources: the image column when not exactly one column holds images; webdataset shards: the image field (default: the first of jpg, jpeg, png, webp)")
 
     def split_for(self, role: str) -> str | None:
         """Return the dataset split asked for the set ``role`` (None: the source's only split)."""
         return self.split.get(role) if isinstance(self.split, dict) else self.split  # type: ignore[call-overload]
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
+    _no_urls = field_validator("members", "nonmembers", "control", mode="before")(_local_source)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
 
     @field_validator("prompt")

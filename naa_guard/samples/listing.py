@@ -18,6 +18,7 @@ from naa_guard.samples.folder import IMAGE_EXTENSIONS, ImageFiles, list_folder
 from naa_guard.samples.hfdataset import hub_name_hint, is_dataset, list_dataset
 from naa_guard.samples.manifest import MANIFEST_SUFFIXES, list_manifest
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
+from naa_guard.samples.shards import has_braces, is_shards, list_shards, url_problem
 
 
 def list_samples(
@@ -43,17 +44,18 @@ def list_samples(
     dataset (parquet, save_to_disk) takes ``split`` and ``image_column`` (:mod:`naa_guard.samples.hfdataset`).
     """
     _check_arguments(size, channels, limit, role)
+    problem = url_problem(source, role)
+    if problem is not None:
+        raise DataError(problem)
     path = Path(source)
     check_source(path, role)
     notes = Notes(role, size, fit)
+    if is_shards(path):
+        _no_split(split, path, role)
+        return list_shards(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, image_field=image_column, caption_name=caption_column)
     if is_dataset(path):
         return list_dataset(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, split=split, image_column=image_column, caption_name=caption_column)
-    if split is not None:  # a split names part of a dataset; any other source would ignore it without a word
-        raise DataError(
-            f"data.split asks the {role} set for split '{split}', but the {role} source {path} is not a Hugging Face dataset "
-            "(a .parquet file, a folder of parquet shards or a save_to_disk folder), and it has no splits. Fix: remove data.split, "
-            f"or give it per side for the dataset sides only (e.g. {{members: train}}), or point data.{role} at the dataset's split."
-        )
+    _no_split(split, path, role)
     is_folder, suffix = path.is_dir(), path.suffix.lower()
     if not is_folder and suffix in ARRAY_SUFFIXES:
         return list_array_file(path, size, channels, limit, seed, role, notes)
@@ -101,6 +103,15 @@ def check_source(source: str | Path, role: str) -> None:
     any model code loads. A named pipe or a device would block a read forever.
     """
     path = Path(source)
+    problem = url_problem(source, role)
+    if problem is not None:
+        raise DataError(problem)
+    if has_braces(path) and not path.exists():  # a brace pattern of webdataset shards: each file must exist and be regular
+        from naa_guard.samples.shards import shard_files
+
+        for shard in shard_files(path, role):
+            check_source(shard, role)
+        return
     if not path.exists():
         raise DataError(
             f"The {role} source {path} does not exist (looked for {path.absolute()}). "
@@ -111,6 +122,16 @@ def check_source(source: str | Path, role: str) -> None:
         raise DataError(
             f"The {role} source {path} is neither a folder nor a regular file (a named pipe, socket or device); "
             "reading it could block forever. Fix: point the source at an image folder, an array file or a manifest."
+        )
+
+
+def _no_split(split: str | None, path: Path, role: str) -> None:
+    """Return None; raise DataError when a split is asked of a source that has none."""
+    if split is not None:  # a split names part of a dataset; any other source would ignore it without a word
+        raise DataError(
+            f"data.split asks the {role} set for split '{split}', but the {role} source {path} is not a Hugging Face dataset "
+            "(a .parquet file, a folder of parquet shards or a save_to_disk folder), and it has no splits. Fix: remove data.split, "
+            f"or give it per side for the dataset sides only (e.g. {{members: train}}), or point data.{role} at the dataset's split."
         )
 
 
