@@ -165,6 +165,14 @@ class DataSection(_Section):
     )
     image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset / parquet sources: the image column when not exactly one column holds images; webdataset shards: the image field (default: the first of jpg, jpeg, png, webp)")
 
+    keys: dict[Literal["members", "nonmembers", "control"], Annotated[Path, Field(strict=False)]] | None = Field(
+        None,
+        description="the training subset of a corpus: per side, a key list that selects the samples of that side's source by key "
+        "(e.g. {members: train_keys.txt, nonmembers: heldout_keys.txt}); a text file of one key per line, or a CSV / parquet with a "
+        "'key' column; keys are webdataset keys, a dataset's key column, or file paths without suffix; a key in two sides' lists "
+        "or naming no sample is an error; applied before data.limit",
+    )
+
     def split_for(self, role: str) -> str | None:
         """Return the dataset split asked for the set ``role`` (None: the source's only split)."""
         return self.split.get(role) if isinstance(self.split, dict) else self.split  # type: ignore[call-overload]
@@ -172,6 +180,28 @@ class DataSection(_Section):
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
     _no_urls = field_validator("members", "nonmembers", "control", mode="before")(_local_source)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _keys_per_side(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            raise ValueError(
+                "give one key list per side, e.g. {members: train_keys.txt, nonmembers: heldout_keys.txt}: "
+                "one list for both sides would select the same samples as members and non-members"
+            )
+        if isinstance(value, dict):
+            for role, file in value.items():
+                _non_empty(file)
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _resolve_keys(cls, value: dict[str, Path] | None, info: ValidationInfo) -> dict[str, Path] | None:
+        return None if value is None else {role: _resolve(file, info) for role, file in value.items()}  # type: ignore[misc]
+
+    def keys_for(self, role: str) -> Path | None:
+        """Return the key list of the set ``role`` (None: every sample of its source)."""
+        return self.keys.get(role) if self.keys else None  # type: ignore[call-overload]
 
     @field_validator("prompt")
     @classmethod
@@ -190,6 +220,8 @@ class DataSection(_Section):
             raise ValueError("conditioning is 'prompt' but data.prompt is not set; give the prompt every image was trained with")
         if self.prompt is not None and self.conditioning in ("caption", "empty"):
             raise ValueError(f"data.prompt is set but conditioning is {self.conditioning!r}, which ignores it; remove data.prompt or use conditioning: prompt")
+        if self.keys and "control" in self.keys and self.control is None:
+            raise ValueError("data.keys gives a control key list but data.control is not set; remove keys.control or set data.control")
         return self
 
 

@@ -16,6 +16,7 @@ from naa_guard.errors import DataError
 from naa_guard.samples.arrays import ARRAY_SUFFIXES, list_array_file
 from naa_guard.samples.folder import IMAGE_EXTENSIONS, ImageFiles, list_folder
 from naa_guard.samples.hfdataset import hub_name_hint, is_dataset, list_dataset
+from naa_guard.samples.keys import select_keys
 from naa_guard.samples.manifest import MANIFEST_SUFFIXES, list_manifest
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
 from naa_guard.samples.shards import has_braces, is_shards, list_shards, url_problem
@@ -34,6 +35,7 @@ def list_samples(
     caption_column: str | None = None,
     split: str | None = None,
     image_column: str | None = None,
+    keys: Path | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode).
 
@@ -42,8 +44,15 @@ def list_samples(
     a manifest's caption column, or a folder's metadata files and sidecars (:mod:`naa_guard.samples.captions`);
     ``caption_column`` names the column when it is neither ``caption`` nor ``text``. A Hugging Face
     dataset (parquet, save_to_disk) takes ``split`` and ``image_column`` (:mod:`naa_guard.samples.hfdataset`).
+    ``keys`` (``data.keys``) is a key list that selects samples before the seeded ``limit`` (:mod:`naa_guard.samples.keys`).
     """
     _check_arguments(size, channels, limit, role)
+    if keys is not None:
+        listed = list_samples(
+            source, size=size, channels=channels, seed=seed, role=role, allow_outside=allow_outside, fit=fit,
+            caption_column=caption_column, split=split, image_column=image_column,
+        )  # fmt: skip
+        return select_keys(listed, Path(keys), limit, seed, role)
     problem = url_problem(source, role)
     if problem is not None:
         raise DataError(problem)

@@ -274,10 +274,3 @@ def _shard_name(shard: Path, source: Path) -> str:
         return shard.relative_to(source).as_posix()
     return shard.name
 
-
-def sample_keys(samples: SampleSet) -> tuple[str, ...]:
-    """Return each sample's key (webdataset's key; for other sources, the name) in the set's order."""
-    reader: Any = samples.reader
-    if isinstance(reader, _ShardReader):
-        return tuple(reader.keys[int(row)] for row in samples.rows)
-    return samples.names
