@@ -184,3 +184,22 @@ def test_a_shard_sample_without_a_caption_is_missing_under_caption_conditioning(
     policy = sd_policy(tmp_path, tmp_path / "members", SD / "nonmembers.csv")
     with pytest.raises(DataError, match=r"shard-000000.tar:000\) have none"):
         audit(load_policy(policy), target=sd_target, progress=False)
+
+
+def test_init_recognises_shards_and_metadata_free_parquet_and_writes_what_it_found(tmp_path: Path, pngs: Path) -> None:
+    from naa_guard.init_policy import write_initial_policy
+
+    shards = {side: write_shards(tmp_path / side, [(f.stem, {"png": f.read_bytes(), "txt": b"a photo"}) for f in sorted((pngs / side).glob("*.png"))], 10) for side in ("members", "nonmembers")}
+    text = write_initial_policy(pngs / "model", shards["members"], shards["nonmembers"], tmp_path / "p.naa.yaml").read_text()
+    assert "webdataset shards (3 shard(s)), images from the jpg/jpeg/png/webp field, captions from the txt field, 24 samples, sizes 8x8" in text, text
+    assert "fit: <" not in text  # the sizes were read from the shards' images
+    load_policy(tmp_path / "p.naa.yaml")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("datasets")
+    import pyarrow as pa
+
+    for side in ("members", "nonmembers"):
+        files = sorted((pngs / side).glob("*.png"))
+        pq.write_table(pa.table({"key": [f.stem for f in files], "jpg": [f.read_bytes() for f in files], "caption": ["a photo"] * len(files)}), tmp_path / f"{side}.parquet")
+    text = write_initial_policy(pngs / "model", tmp_path / "members.parquet", tmp_path / "nonmembers.parquet", tmp_path / "q.naa.yaml").read_text()
+    assert "images from column 'jpg'" in text and "captions from 'caption'" in text, text
