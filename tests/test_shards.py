@@ -203,3 +203,9 @@ def test_init_recognises_shards_and_metadata_free_parquet_and_writes_what_it_fou
         pq.write_table(pa.table({"key": [f.stem for f in files], "jpg": [f.read_bytes() for f in files], "caption": ["a photo"] * len(files)}), tmp_path / f"{side}.parquet")
     text = write_initial_policy(pngs / "model", tmp_path / "members.parquet", tmp_path / "nonmembers.parquet", tmp_path / "q.naa.yaml").read_text()
     assert "images from column 'jpg'" in text and "captions from 'caption'" in text, text
+
+
+def test_a_caption_that_is_not_utf8_is_an_error_not_a_guess(tmp_path: Path, pngs: Path) -> None:
+    write_shards(tmp_path / "s", [("a", {"png": (pngs / "members" / "000.png").read_bytes(), "txt": b"caf\xe9"})], per_shard=1)
+    with pytest.raises(DataError, match="txt field is not UTF-8"):
+        list_samples(tmp_path / "s", size=8, channels=1)

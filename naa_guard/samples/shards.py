@@ -208,17 +208,25 @@ class _ShardNotes(Notes):
         return (self.origin, *super().lines(total))
 
 
+def _text(sample: _Sample, name: str, where: str) -> str | None:
+    raw = sample.texts.get(name)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: its {name} field is not UTF-8 text ({exc}); a caption read with replaced characters is not the one trained with. {_FIX_SHARD}") from None
+
+
 def _caption(sample: _Sample, caption_name: str | None, where: str) -> str | None:
     if caption_name is None:
-        raw = sample.texts.get("txt")
-        return None if raw is None else caption_value(raw.decode("utf-8", errors="replace"), f"{where} (field txt)")
+        return caption_value(_text(sample, "txt", where), f"{where} (field txt)")
     if caption_name.lower() in sample.fields:
-        raw = sample.texts.get(caption_name.lower())
-        return None if raw is None else caption_value(raw.decode("utf-8", errors="replace"), f"{where} (field {caption_name})")
+        return caption_value(_text(sample, caption_name.lower(), where), f"{where} (field {caption_name})")
     if "json" not in sample.texts:
         return None
     try:
-        record = json.loads(sample.texts["json"].decode("utf-8"))
+        record = json.loads(_text(sample, "json", where) or "")
     except ValueError as exc:
         raise DataError(f"{where}: its json field is not valid JSON ({exc}). {_FIX_SHARD}") from None
     value = record.get(caption_name) if isinstance(record, dict) else None
