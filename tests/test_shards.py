@@ -209,3 +209,30 @@ def test_a_caption_that_is_not_utf8_is_an_error_not_a_guess(tmp_path: Path, pngs
     write_shards(tmp_path / "s", [("a", {"png": (pngs / "members" / "000.png").read_bytes(), "txt": b"caf\xe9"})], per_shard=1)
     with pytest.raises(DataError, match="txt field is not UTF-8"):
         list_samples(tmp_path / "s", size=8, channels=1)
+
+
+def test_two_processes_audit_shards_as_one_does_and_name_each_sample_shard_colon_key(tmp_path: Path, pngs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from tolerance import assert_scores_close
+
+    from naa_guard.cli import main
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    for side in ("members", "nonmembers"):
+        write_shards(tmp_path / side, pngs_as_samples(sorted((pngs / side).glob("*.png"))), per_shard=7)
+    (tmp_path / "model").symlink_to(pngs / "model")
+    policy = tiny_policy(tmp_path, tmp_path / "members", tmp_path / "nonmembers")
+    one = main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "one.csv"), "--batch-size", "5"])
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    two = subprocess.run(
+        [sys.executable, "-m", "naa_guard", "audit", str(policy), "--quiet", "--nproc", "2", "--chunk-size", "8", "--batch-size", "5", "--scores", str(tmp_path / "two.csv")],
+        capture_output=True, text=True, cwd=repo, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == one, two.stdout + two.stderr
+    rows = [[line.split(",") for line in (tmp_path / f"{name}.csv").read_text().splitlines()[1:]] for name in ("one", "two")]
+    assert [row[:-1] for row in rows[0]] == [row[:-1] for row in rows[1]]
+    assert rows[0][0][3] == f"{tmp_path / 'members' / 'shard-000000.tar'}:000"
+    assert_scores_close([float(row[-1]) for row in rows[1]], [float(row[-1]) for row in rows[0]])
