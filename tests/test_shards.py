@@ -16,7 +16,7 @@ from fakes import KnownImagesTarget
 from PIL import Image
 
 from naa_guard.audit import audit
-from naa_guard.errors import DataError, PolicyError
+from naa_guard.errors import AuditInvalidError, DataError, PolicyError
 from naa_guard.policy import load_policy
 from naa_guard.samples import list_samples
 
@@ -105,6 +105,25 @@ def test_shard_samples_are_keyed_as_webdataset_does_and_named_shard_colon_key(tm
     assert listed.captions == ("first", "second", None)
     assert not (tmp_path / "evil").exists() and sorted(p.name for p in (tmp_path / "s").iterdir()) == ["shard-000000.tar"]
     np.testing.assert_array_equal(listed.images[0], listed.images[1])
+    assert listed.notes[0].endswith("images from the png (1) / jpg (1) / webp (1) field, captions from the txt field")
+
+
+def test_a_sample_with_two_image_fields_needs_data_image_column(tmp_path: Path, pngs: Path) -> None:
+    png, other = (pngs / "members" / "000.png").read_bytes(), (pngs / "members" / "001.png").read_bytes()
+    write_shards(tmp_path / "s", [("a", {"jpg": other, "png": png})], per_shard=1)
+    with pytest.raises(DataError, match=r"2 image fields \(jpg, png\).*data.image_column"):
+        list_samples(tmp_path / "s", size=8, channels=1)
+    chosen = list_samples(tmp_path / "s", size=8, channels=1, image_column="png")
+    np.testing.assert_array_equal(chosen.images, list_samples(pngs / "members", size=8, channels=1).images[:1])
+
+
+def test_the_same_image_in_both_sides_shards_is_an_overlap_error(tmp_path: Path, pngs: Path) -> None:
+    members = pngs_as_samples(sorted((pngs / "members").glob("*.png")))
+    write_shards(tmp_path / "members", members, per_shard=10)
+    write_shards(tmp_path / "nonmembers", pngs_as_samples(sorted((pngs / "nonmembers").glob("*.png")))[:-1] + [("dup", members[5][1])], per_shard=10)
+    (tmp_path / "model").symlink_to(pngs / "model")
+    with pytest.raises(AuditInvalidError, match="shard-000000.tar:005"):
+        audit(load_policy(tiny_policy(tmp_path, tmp_path / "members", tmp_path / "nonmembers")), target=leaking_target(pngs), progress=False)
 
 
 def test_shard_captions_from_a_json_field_and_a_limit_subsample(tmp_path: Path, pngs: Path) -> None:
@@ -191,7 +210,7 @@ def test_init_recognises_shards_and_metadata_free_parquet_and_writes_what_it_fou
 
     shards = {side: write_shards(tmp_path / side, [(f.stem, {"png": f.read_bytes(), "txt": b"a photo"}) for f in sorted((pngs / side).glob("*.png"))], 10) for side in ("members", "nonmembers")}
     text = write_initial_policy(pngs / "model", shards["members"], shards["nonmembers"], tmp_path / "p.naa.yaml").read_text()
-    assert "webdataset shards (3 shard(s)), images from the jpg/jpeg/png/webp field, captions from the txt field, 24 samples, sizes 8x8" in text, text
+    assert "webdataset shards (3 shard(s)), images from the png field, captions from the txt field, 24 samples, sizes 8x8" in text, text
     assert "fit: <" not in text  # the sizes were read from the shards' images
     load_policy(tmp_path / "p.naa.yaml")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -248,17 +248,25 @@ def list_shards(
     sizes: list[int] = []
     keys: list[str] = []
     captions: list[str | None] = []
+    used: dict[str, int] = {}  # image field -> samples, for the report
     for number, shard in enumerate(shards):
         found = _scan(shard, role, text_fields)
         for sample in found:
             where = f"Sample {shard}:{sample.key} of the {role} set"
-            image = next((name for name in wanted if name in sample.fields), None)
+            present = [name for name in wanted if name in sample.fields]
+            if len(present) > 1:
+                raise DataError(
+                    f"{where} holds {len(present)} image fields ({', '.join(present)}); naa-guard cannot tell which one the model was trained on. "
+                    "Fix: set data.image_column to the field your training read (e.g. png), or keep one image per sample."
+                )
+            image = present[0] if present else None
             if image is None:
                 raise DataError(
                     f"{where} has no image field: it holds {', '.join(sorted(sample.fields))}, expected one of {', '.join(wanted)}"
                     f"{' (data.image_column)' if image_field else ''}. Fix: drop the incomplete sample from the shard, or set data.image_column to the field that holds the images."
                 )
             offset, nbytes = sample.fields[image]
+            used[image] = used.get(image, 0) + 1
             shard_of.append(number)
             offsets.append(offset)
             sizes.append(nbytes)
@@ -269,7 +277,7 @@ def list_shards(
     indices = choose(len(keys), limit, seed)
     names = tuple(f"{_shard_name(shards[shard_of[i]], path)}:{keys[i]}" for i in indices)
     caption_source = f"the {caption_name} field or json key" if caption_name else "the txt field"
-    log = _ShardNotes(notes, f"the {role} set is {len(keys)} sample(s) in {len(shards)} webdataset shard(s) at {path}; images from the {'/'.join(wanted)} field, captions from {caption_source}")
+    log = _ShardNotes(notes, f"the {role} set is {len(keys)} sample(s) in {len(shards)} webdataset shard(s) at {path}; images from the {' / '.join(f'{name} ({count})' if len(used) > 1 else name for name, count in used.items())} field, captions from {caption_source}")
     reader = _ShardReader(
         shards, np.asarray(shard_of, dtype=np.int32)[indices], np.asarray(offsets, dtype=np.int64)[indices], np.asarray(sizes, dtype=np.int64)[indices],
         tuple(keys[i] for i in indices), size, channels, role, log,
