@@ -83,6 +83,10 @@ def _hidden(file: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
+def _is_shard_name(file: Path, root: Path) -> bool:
+    return file.name.lower().endswith(SHARD_SUFFIX) and not file.is_dir() and not _hidden(file, root)
+
+
 def shard_files(path: Path, role: str) -> list[Path]:
     """Return the shards of a source: the .tar file, the .tar files under a folder (sorted), or a brace pattern's files."""
     if has_braces(path):
@@ -95,7 +99,7 @@ def shard_files(path: Path, role: str) -> list[Path]:
             )
         return files
     if path.is_dir():
-        return sorted((p for p in path.rglob(f"*{SHARD_SUFFIX}") if not _hidden(p, path)), key=lambda p: p.as_posix())
+        return sorted((p for p in path.rglob("*") if _is_shard_name(p, path)), key=lambda p: p.as_posix())
     return [path]
 
 
@@ -107,13 +111,13 @@ def is_shards(path: Path) -> bool:
         return path.suffix.lower() == SHARD_SUFFIX
     if not path.is_dir():
         return False
-    shards = [p for p in path.rglob("*") if p.name.lower().endswith(SHARD_SUFFIX) and not _hidden(p, path)]
-    if not shards:
+    shards = next((p for p in path.rglob("*") if _is_shard_name(p, path)), None)  # stops at the first
+    if shards is None:
         return False
-    images = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, path)]
-    if images:
+    images = next((p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(p, path)), None)
+    if images is not None:
         raise DataError(
-            f"The folder {path} holds both webdataset shards (e.g. {shards[0].name}) and image files (e.g. {images[0].name}); "
+            f"The folder {path} holds both webdataset shards (e.g. {shards.name}) and image files (e.g. {images.name}); "
             "naa-guard cannot tell which ones are the set. Fix: keep the shards and the images in separate folders, and point the source at one."
         )
     return True
