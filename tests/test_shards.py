@@ -132,6 +132,8 @@ def test_shard_captions_from_a_json_field_and_a_limit_subsample(tmp_path: Path, 
     write_shards(tmp_path / "s", samples, per_shard=5)
     full = list_samples(tmp_path / "s", size=8, channels=1, caption_column="caption")
     assert full.captions[3] == "c003"
+    with pytest.raises(DataError, match="no sample of the members shards .* holds a caption there"):
+        list_samples(tmp_path / "s", size=8, channels=1, caption_column="captoin")
     limited = list_samples(tmp_path / "s", size=8, channels=1, caption_column="caption", limit=6, seed=4)
     folder = list_samples(pngs / "members", size=8, channels=1, limit=6, seed=4)
     np.testing.assert_array_equal(limited.indices, folder.indices)

@@ -275,6 +275,12 @@ def list_shards(
             sizes.append(nbytes)
             keys.append(sample.key)
             captions.append(_caption(sample, caption_name, where))
+    if caption_name is not None and keys and all(caption is None for caption in captions):  # a typo would audit caption-free
+        raise DataError(
+            f"data.caption_column is '{caption_name}', but no sample of the {role} shards at {path} holds a caption there (neither a "
+            f"'{caption_name}' field nor a '{caption_name}' key of its json, or only blank ones). Fix: set data.caption_column to the "
+            "field or json key your training read the captions from, or remove it to read the txt field."
+        )
     if not keys:
         raise DataError(f"The {role} shards at {path} ({len(shards)} file(s)) hold no samples. Fix: point data.{role} at shards that hold the images.")
     indices = choose(len(keys), limit, seed)
