@@ -24,6 +24,7 @@ from naa_guard.errors import PolicyError
 from naa_guard.policy import Policy, Runtime, preflight
 from naa_guard.result import AttackResult, AuditResult
 from naa_guard.samples import SampleSet, list_samples, reuse_file_digests
+from naa_guard.samples.keys import check_key_overlap
 from naa_guard.samples.conditioning import apply_conditioning, check_encoder_conditioning, choose_conditioning, conditioning_warnings, describe_conditioning
 from naa_guard.scoring.encodings import EncodingPlan, forgets_temporary_encodings
 from naa_guard.scoring.keyedfiles import store_warnings
@@ -169,9 +170,11 @@ def prepare_audit(
     size, channels = geometry.sample_size, geometry.in_channels
     data = policy.data
     listing = partial(list_samples, size=size, channels=channels, limit=limit, fit=data.fit, caption_column=data.caption_column, allow_outside=data.allow_outside, image_column=data.image_column)
-    members = listing(data.members, seed=seed, role="members", split=data.split_for("members"))
-    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers", split=data.split_for("nonmembers"))
-    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control", split=data.split_for("control"))
+    if data.keys:  # a key in two sides' lists: an overlap error before any image is listed or scored
+        check_key_overlap(data.keys)
+    members = listing(data.members, seed=seed, role="members", split=data.split_for("members"), keys=data.keys_for("members"))
+    nonmembers = listing(data.nonmembers, seed=seed + 1, role="nonmembers", split=data.split_for("nonmembers"), keys=data.keys_for("nonmembers"))
+    control = None if data.control is None else listing(data.control, seed=seed + 2, role="control", split=data.split_for("control"), keys=data.keys_for("control"))
     listed = {"members": members, "nonmembers": nonmembers, **({"control": control} if control else {})}
     mode = choose_conditioning(policy.data.conditioning, policy.data.prompt, listed, getattr(geometry, "takes_text", False))
     if mode in ("caption", "prompt"):  # deeper than the string: texts the text encoder receives as the empty caption

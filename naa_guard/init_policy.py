@@ -11,6 +11,7 @@ others are written as ``null`` with the count they would need.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -115,7 +116,10 @@ def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
 def inspect_set(source: Path, role: str, model: ModelSummary, split: str | None = None) -> SetSummary:
     """Return the set's form, count, image sizes and captions; load a few samples as the audit would."""
     from naa_guard.samples.hfdataset import is_dataset
+    from naa_guard.samples.shards import is_shards
 
+    if is_shards(source):
+        return inspect_shards(source, role, model)
     if is_dataset(source):
         return inspect_dataset(source, role, model, split)
     # The audit's own checks; the fit only lets a set of another size be probed: the written
@@ -354,7 +358,32 @@ def inspect_dataset(source: Path, role: str, model: ModelSummary, split: str | N
     listed.decode(0, min(4, len(listed)))  # a few rows decoded as the audit would: undecodable rows fail here
     chosen = listed.names[0].split("[")[0]
     captions = sum(caption is not None for caption in listed.captions)
-    return SetSummary(source, f"Hugging Face dataset, split '{chosen}',", len(listed), (), captions, split=chosen)
+    found = _found_columns(listed.notes)
+    return SetSummary(source, f"Hugging Face dataset, split '{chosen}'{', ' + found if found else ''}", len(listed), (), captions, split=chosen)
+
+
+def inspect_shards(source: Path, role: str, model: ModelSummary) -> SetSummary:
+    """Return a webdataset source's summary: its samples, the sizes of a few images, the image field and caption source."""
+    from PIL import Image
+
+    listed = list_samples(source, size=model.sample_size, channels=model.in_channels, role=role, fit="resize")
+    listed.decode(0, min(4, len(listed)))  # a few samples decoded as the audit would: undecodable ones fail here
+    reader: Any = listed.reader
+    sizes = set()
+    for row in range(min(16, len(listed))):
+        with open_regular(reader.shards[int(reader.shard[row])], DataError, f"The {role} shard", "Fix: point the source at regular .tar files.") as handle:
+            handle.seek(int(reader.offset[row]))
+            with Image.open(io.BytesIO(handle.read(int(reader.nbytes[row])))) as image:
+                sizes.add(f"{image.width}x{image.height}")
+    captions = sum(caption is not None for caption in listed.captions)
+    return SetSummary(source, f"webdataset shards ({len(listed.files)} shard(s)), {_found_columns(listed.notes)}", len(listed), tuple(sorted(sizes)), captions)
+
+
+def _found_columns(notes: tuple[str, ...]) -> str:
+    """Return where the listing found the images and captions ("images from ..., captions from ..."), from its first note."""
+    head = notes[0] if notes else ""
+    found = head[head.find("images from ") :] if "images from " in head else ""
+    return found[:-1] if found.endswith(")") and found.count("(") < found.count(")") else found
 
 
 def split_lines(members: SetSummary, nonmembers: SetSummary) -> list[str]:

@@ -101,7 +101,9 @@ def test_a_blank_caption_in_a_dataset_is_missing_and_columns_can_be_named(tmp_pa
         {"picture": datasets.Image(), "prompt": datasets.Value("string"), "text": datasets.Value("string")})).to_parquet(str(tmp_path / "d.parquet"))
     listed = list_samples(tmp_path / "d.parquet", size=32, channels=3, caption_column="prompt", image_column="picture")
     assert listed.captions == ("a cat", None, None)
-    assert list_samples(tmp_path / "d.parquet", size=32, channels=3).captions == ("x", "y", "z")  # default: the text column
+    assert list_samples(tmp_path / "d.parquet", size=32, channels=3, caption_column="text").captions == ("x", "y", "z")
+    with pytest.raises(DataError, match="both a 'text' and a 'prompt' column"):  # two of the usual names: no guess
+        list_samples(tmp_path / "d.parquet", size=32, channels=3)
     with pytest.raises(DataError, match="no column 'pic'.*data.image_column"):
         list_samples(tmp_path / "d.parquet", size=32, channels=3, image_column="pic")
 

@@ -60,6 +60,10 @@ def model_free_problems(
         attempt(lambda: _model_configs(policy))
     roles = [role for role in ("members", "nonmembers", "control") if getattr(policy.data, role) is not None]
     found = [attempt(lambda role=role: check_source(getattr(policy.data, role), role)) for role in roles]  # type: ignore[misc]
+    if policy.data.keys:
+        from naa_guard.samples.keys import check_key_overlap
+
+        attempt(lambda: check_key_overlap(policy.data.keys))  # type: ignore[arg-type]
     if counts and all(found):  # listing a set that is not there would only repeat its problem
         attempt(lambda: counts(policy, limit))
     return problems

@@ -45,6 +45,16 @@ def _non_empty(value: Any) -> Any:
     return value
 
 
+def _local_source(value: Any, info: ValidationInfo) -> Any:
+    """Refuse a URL as a sample source (naa-guard reads local files only), before it becomes a path."""
+    from naa_guard.samples.shards import url_problem  # light: re, tarfile, PIL
+
+    problem = url_problem(value, str(info.field_name)) if isinstance(value, str) else None
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
     base = (info.context or {}).get("base_dir")
     if path is None or base is None or path.is_absolute():
@@ -129,7 +139,7 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """The member and non-member sample sets."""
 
-    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, or local Hugging Face dataset (.parquet, save_to_disk folder) of training images")
+    members: Path = Field(**_PATH, description="image folder, .npz/.npy, .csv/.jsonl manifest, local Hugging Face dataset (.parquet, save_to_disk folder), or webdataset shards (a .tar, a folder of .tar shards, a brace pattern like shards-{000..009}.tar) of training images; local files only")
     nonmembers: Path = Field(**_PATH, description="same forms: held-out images from the same distribution")
     limit: int | None = Field(None, ge=1, description="per side, seeded subsample")
     control: Path | None = Field(None, **_PATH, description="optional null control: more held-out images the model never saw, same forms")
@@ -146,21 +156,52 @@ class DataSection(_Section):
         ".txt / .caption sidecar), data.prompt, or the empty caption; auto = prompt when given, else the captions; no captions "
         "is an error unless empty is asked for (the weak, caption-free audit)",
     )
-    caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests and metadata files when it is neither 'caption' nor 'text'")
+    caption_column: str | None = Field(None, min_length=1, description="the caption column of manifests, metadata files and datasets when it is none of the usual names; webdataset shards: the caption field, or key of the json field (default: the txt field)")
     allow_outside: bool = Field(
         False, description="let a manifest list images outside its own folder, and an image folder's symlinked images, metadata files and sidecars lead outside it (refused by default)"
     )
     split: str | dict[Literal["members", "nonmembers", "control"], str] | None = Field(
         None, description="Hugging Face dataset sources: the split to read, one name or one per side (e.g. {members: train, nonmembers: test}); needed when a dataset has several",
     )
-    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset sources: the image column when the features do not name exactly one Image feature")
+    image_column: str | None = Field(None, min_length=1, description="Hugging Face dataset / parquet sources: the image column when not exactly one column holds images; webdataset shards: the image field (default: the first of jpg, jpeg, png, webp)")
+
+    keys: dict[Literal["members", "nonmembers", "control"], Annotated[Path, Field(strict=False)]] | None = Field(
+        None,
+        description="the training subset of a corpus: per side, a key list that selects the samples of that side's source by key "
+        "(e.g. {members: train_keys.txt, nonmembers: heldout_keys.txt}); a text file of one key per line, or a CSV / parquet with a "
+        "'key' column; keys are webdataset keys, a dataset's key column, or file paths without suffix; a key in two sides' lists "
+        "or naming no sample is an error; applied before data.limit",
+    )
 
     def split_for(self, role: str) -> str | None:
         """Return the dataset split asked for the set ``role`` (None: the source's only split)."""
         return self.split.get(role) if isinstance(self.split, dict) else self.split  # type: ignore[call-overload]
 
     _paths_given = field_validator("members", "nonmembers", "control", mode="before")(_non_empty)
+    _no_urls = field_validator("members", "nonmembers", "control", mode="before")(_local_source)
     _resolve_paths = field_validator("members", "nonmembers", "control")(_resolve)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _keys_per_side(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            raise ValueError(
+                "give one key list per side, e.g. {members: train_keys.txt, nonmembers: heldout_keys.txt}: "
+                "one list for both sides would select the same samples as members and non-members"
+            )
+        if isinstance(value, dict):
+            for role, file in value.items():
+                _non_empty(file)
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _resolve_keys(cls, value: dict[str, Path] | None, info: ValidationInfo) -> dict[str, Path] | None:
+        return None if value is None else {role: _resolve(file, info) for role, file in value.items()}  # type: ignore[misc]
+
+    def keys_for(self, role: str) -> Path | None:
+        """Return the key list of the set ``role`` (None: every sample of its source)."""
+        return self.keys.get(role) if self.keys else None  # type: ignore[call-overload]
 
     @field_validator("prompt")
     @classmethod
@@ -179,6 +220,8 @@ class DataSection(_Section):
             raise ValueError("conditioning is 'prompt' but data.prompt is not set; give the prompt every image was trained with")
         if self.prompt is not None and self.conditioning in ("caption", "empty"):
             raise ValueError(f"data.prompt is set but conditioning is {self.conditioning!r}, which ignores it; remove data.prompt or use conditioning: prompt")
+        if self.keys and "control" in self.keys and self.control is None:
+            raise ValueError("data.keys gives a control key list but data.control is not set; remove keys.control or set data.control")
         return self
 
 

@@ -41,7 +41,7 @@ from naa_guard.userfiles import non_regular_kind, outside, read_regular_text
 
 __all__ = ["CAPTION_COLUMNS", "METADATA_NAMES", "SIDECAR_SUFFIXES", "FolderCaptions", "caption_column", "caption_value", "clean_caption", "folder_captions"]
 
-CAPTION_COLUMNS: tuple[str, ...] = ("caption", "text")  # recognised without data.caption_column
+CAPTION_COLUMNS: tuple[str, ...] = ("caption", "text", "txt", "prompt")  # recognised without data.caption_column (img2dataset, LAION, diffusers)
 METADATA_NAMES: tuple[str, ...] = ("metadata.jsonl", "metadata.csv")
 SIDECAR_SUFFIXES: tuple[str, ...] = (".txt", ".caption")
 _EXAMPLES = 5
@@ -76,10 +76,10 @@ def caption_value(value: object, where: str) -> str | None:
 
 
 def caption_column(columns: Iterable[str], chosen: str | None, where: str) -> str | None:
-    """Return the column that holds the captions among ``columns``: ``chosen``, else caption / text; None if none.
+    """Return the column that holds the captions among ``columns``: ``chosen``, else the one of caption / text / txt / prompt; None if none.
 
     ``where`` names the file for the messages. A chosen column that is absent is an error (a typo
-    would otherwise audit caption-free), and so are both ``caption`` and ``text`` without a choice.
+    would otherwise audit caption-free), and so are two of the usual names without a choice.
     """
     present = set(columns)
     if chosen is not None:
@@ -92,7 +92,7 @@ def caption_column(columns: Iterable[str], chosen: str | None, where: str) -> st
     found = [column for column in CAPTION_COLUMNS if column in present]
     if len(found) > 1:
         raise DataError(
-            f"{where} has both a 'caption' and a 'text' column; naa-guard cannot tell which one the model was trained with. "
+            f"{where} has {'both ' if len(found) == 2 else ''}{' and '.join(f'a {name!r}' for name in found)} column; naa-guard cannot tell which one the model was trained with. "
             "Fix: set data.caption_column in the policy to the column your training script read (diffusers' --caption_column)."
         )
     return found[0] if found else None

@@ -16,8 +16,10 @@ from naa_guard.errors import DataError
 from naa_guard.samples.arrays import ARRAY_SUFFIXES, list_array_file
 from naa_guard.samples.folder import IMAGE_EXTENSIONS, ImageFiles, list_folder
 from naa_guard.samples.hfdataset import hub_name_hint, is_dataset, list_dataset
+from naa_guard.samples.keys import select_keys
 from naa_guard.samples.manifest import MANIFEST_SUFFIXES, list_manifest
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
+from naa_guard.samples.shards import has_braces, is_shards, list_shards, url_problem
 
 
 def list_samples(
@@ -33,6 +35,7 @@ def list_samples(
     caption_column: str | None = None,
     split: str | None = None,
     image_column: str | None = None,
+    keys: Path | None = None,
 ) -> SampleSet:
     """Return the sample set at `source`, listed and checked but not decoded (see SampleSet.decode).
 
@@ -41,19 +44,27 @@ def list_samples(
     a manifest's caption column, or a folder's metadata files and sidecars (:mod:`naa_guard.samples.captions`);
     ``caption_column`` names the column when it is neither ``caption`` nor ``text``. A Hugging Face
     dataset (parquet, save_to_disk) takes ``split`` and ``image_column`` (:mod:`naa_guard.samples.hfdataset`).
+    ``keys`` (``data.keys``) is a key list that selects samples before the seeded ``limit`` (:mod:`naa_guard.samples.keys`).
     """
     _check_arguments(size, channels, limit, role)
+    if keys is not None:
+        listed = list_samples(
+            source, size=size, channels=channels, seed=seed, role=role, allow_outside=allow_outside, fit=fit,
+            caption_column=caption_column, split=split, image_column=image_column,
+        )  # fmt: skip
+        return select_keys(listed, Path(keys), limit, seed, role)
+    problem = url_problem(source, role)
+    if problem is not None:
+        raise DataError(problem)
     path = Path(source)
     check_source(path, role)
     notes = Notes(role, size, fit)
+    if is_shards(path):
+        _no_split(split, path, role)
+        return list_shards(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, image_field=image_column, caption_name=caption_column)
     if is_dataset(path):
         return list_dataset(path, size=size, channels=channels, limit=limit, seed=seed, role=role, notes=notes, split=split, image_column=image_column, caption_name=caption_column)
-    if split is not None:  # a split names part of a dataset; any other source would ignore it without a word
-        raise DataError(
-            f"data.split asks the {role} set for split '{split}', but the {role} source {path} is not a Hugging Face dataset "
-            "(a .parquet file, a folder of parquet shards or a save_to_disk folder), and it has no splits. Fix: remove data.split, "
-            f"or give it per side for the dataset sides only (e.g. {{members: train}}), or point data.{role} at the dataset's split."
-        )
+    _no_split(split, path, role)
     is_folder, suffix = path.is_dir(), path.suffix.lower()
     if not is_folder and suffix in ARRAY_SUFFIXES:
         return list_array_file(path, size, channels, limit, seed, role, notes)
@@ -101,6 +112,15 @@ def check_source(source: str | Path, role: str) -> None:
     any model code loads. A named pipe or a device would block a read forever.
     """
     path = Path(source)
+    problem = url_problem(source, role)
+    if problem is not None:
+        raise DataError(problem)
+    if has_braces(path) and not path.exists():  # a brace pattern of webdataset shards: each file must exist and be regular
+        from naa_guard.samples.shards import shard_files
+
+        for shard in shard_files(path, role):
+            check_source(shard, role)
+        return
     if not path.exists():
         raise DataError(
             f"The {role} source {path} does not exist (looked for {path.absolute()}). "
@@ -111,6 +131,16 @@ def check_source(source: str | Path, role: str) -> None:
         raise DataError(
             f"The {role} source {path} is neither a folder nor a regular file (a named pipe, socket or device); "
             "reading it could block forever. Fix: point the source at an image folder, an array file or a manifest."
+        )
+
+
+def _no_split(split: str | None, path: Path, role: str) -> None:
+    """Return None; raise DataError when a split is asked of a source that has none."""
+    if split is not None:  # a split names part of a dataset; any other source would ignore it without a word
+        raise DataError(
+            f"data.split asks the {role} set for split '{split}', but the {role} source {path} is not a Hugging Face dataset "
+            "(a .parquet file, a folder of parquet shards or a save_to_disk folder), and it has no splits. Fix: remove data.split, "
+            f"or give it per side for the dataset sides only (e.g. {{members: train}}), or point data.{role} at the dataset's split."
         )
 
 

@@ -209,7 +209,7 @@ def evaluated_counts(policy: Policy, limit: int | None) -> tuple[int, int, int |
     def count(source: object, role: str) -> int:
         # listed exactly as the audit lists them (its caption and outside-file rules), never decoded
         data = policy.data
-        return len(list_samples(source, size=1, channels=1, limit=limit, role=role, caption_column=data.caption_column, allow_outside=data.allow_outside, split=data.split_for(role), image_column=data.image_column))  # type: ignore[arg-type]
+        return len(list_samples(source, size=1, channels=1, limit=limit, role=role, caption_column=data.caption_column, allow_outside=data.allow_outside, split=data.split_for(role), image_column=data.image_column, keys=data.keys_for(role)))  # type: ignore[arg-type]
 
     members, nonmembers = count(policy.data.members, "members"), count(policy.data.nonmembers, "nonmembers")
     control = None if policy.data.control is None else count(policy.data.control, "control")
