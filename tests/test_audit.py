@@ -94,12 +94,12 @@ def test_unresolvable_tpr_gate_is_an_error_not_a_pass(tiny_setup: Path) -> None:
 
 
 def test_an_audit_reads_each_model_and_sample_file_once_for_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three attacks' cache keys and the baseline fingerprint hash the same files: each list is read once."""
+    """Three attacks' cache keys and the baseline fingerprint hash the same files: each file is read once."""
     import naa_guard.samples.digests
 
-    reads: list[tuple[Path, ...]] = []
-    real = naa_guard.samples.digests._digest_files
-    monkeypatch.setattr(naa_guard.samples.digests, "_digest_files", lambda paths: reads.append(paths) or real(paths))
+    reads: list[Path] = []
+    real = naa_guard.samples.digests._feed
+    monkeypatch.setattr(naa_guard.samples.digests, "_feed", lambda file, digests: reads.append(file) or real(file, digests))
     policy = load_policy(make_tiny_setup(tmp_path, attacks="{naa: {}, loss: {}, pia: {}}"))
     audit(policy, progress=False, score_cache=DictCache())
-    assert reads and len(reads) == len(set(reads)), [len(r) for r in reads]
+    assert reads and len(reads) == len(set(reads)), sorted(str(file) for file in reads)
