@@ -392,7 +392,3 @@ def split_lines(members: SetSummary, nonmembers: SetSummary) -> list[str]:
     if not sides:
         return []
     return [f"  split: {{{', '.join(f'{role}: {json.dumps(name)}' for role, name in sides.items())}}}   # the dataset split each side is read from"]
-
-
-def _relative(path: Path, policy_dir: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), policy_dir.resolve())).as_posix()

@@ -7,6 +7,7 @@ unless ``data.fit`` says how to prepare it (:mod:`naa_guard.samples.fit`).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,23 @@ def prepare(img: Image.Image, size: int, channels: int, notes: Notes, where: str
         notes.fitted.add(name)
     pixels = np.asarray(img, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def decode_bytes(data: bytes, size: int, channels: int, notes: Notes, where: str, name: str, fix: str) -> np.ndarray:
+    """Return encoded image bytes (a dataset row, a shard member) decoded and prepared like an image file.
+
+    ``fix`` ends the message when the bytes are no image: how to repair that sample at its source.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode.startswith(("I", "F")):
+                raise DataError(f"{where} has the high-bit-depth mode '{img.mode}'; expected 8 bits per channel. Fix: store 8-bit images.")
+            return prepare(img, size, channels, notes, where, name)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises many types for bad bytes
+        raise DataError(f"Cannot decode the image of {where} ({type(exc).__name__}: {exc}). Fix: {fix}.") from exc
 
 
 def stack(images: Sequence[np.ndarray]) -> np.ndarray:

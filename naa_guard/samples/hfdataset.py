@@ -25,7 +25,6 @@ that hold only a path (no embedded bytes) are an error: the audit reads what the
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Mapping
@@ -34,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from naa_guard.errors import DataError
 from naa_guard.samples.captions import CAPTION_COLUMNS, caption_column, caption_value
-from naa_guard.samples.decode import prepare, stack
+from naa_guard.samples.decode import decode_bytes, stack
 from naa_guard.samples.folder import IMAGE_EXTENSIONS
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
 from naa_guard.userfiles import first_unreadable
@@ -364,13 +362,4 @@ class _DatasetReader:
                 f"{where} holds {held}, not the image bytes; naa-guard audits the images a dataset holds. "
                 "Fix: embed the images (datasets writes them into to_parquet / save_to_disk files), or point the key at the image folder."
             )
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                if img.mode.startswith(("I", "F")):
-                    raise DataError(f"{where} has the high-bit-depth mode '{img.mode}'; expected 8 bits per channel. Fix: store 8-bit images.")
-                return prepare(img, self.size, self.channels, self.notes, where, self.origin(row))
-        except DataError:
-            raise
-        except Exception as exc:  # PIL raises many types for bad bytes
-            raise DataError(f"Cannot decode the image of {where} ({type(exc).__name__}: {exc}). Fix: re-encode or drop that row.") from exc
+        return decode_bytes(data, self.size, self.channels, self.notes, where, self.origin(row), "re-encode or drop that row")

@@ -16,7 +16,6 @@ sample ``SHARD:KEY``.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
@@ -24,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from naa_guard.errors import DataError
 from naa_guard.samples.captions import caption_value
-from naa_guard.samples.decode import prepare, stack
+from naa_guard.samples.decode import decode_bytes, stack
 from naa_guard.samples.folder import IMAGE_EXTENSIONS
 from naa_guard.samples.sampleset import Notes, SampleSet, choose
 from naa_guard.userfiles import open_regular
@@ -188,16 +186,7 @@ class _ShardReader:
         where = f"Sample {self.origin(row)} of the {self.role} set"
         if len(data) != int(self.nbytes[row]):
             raise DataError(f"{where}: its shard ended before the image's {int(self.nbytes[row])} bytes (read {len(data)}); the shard changed or is truncated. {_FIX_SHARD}")
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                if img.mode.startswith(("I", "F")):
-                    raise DataError(f"{where} has the high-bit-depth mode '{img.mode}'; expected 8 bits per channel. Fix: store 8-bit images.")
-                return prepare(img, self.size, self.channels, self.notes, where, self.origin(row))
-        except DataError:
-            raise
-        except Exception as exc:  # PIL raises many types for bad bytes
-            raise DataError(f"Cannot decode the image of {where} ({type(exc).__name__}: {exc}). Fix: re-encode the image or drop that sample from the shard.") from exc
+        return decode_bytes(data, self.size, self.channels, self.notes, where, self.origin(row), "re-encode the image or drop that sample from the shard")
 
 
 class _ShardNotes(Notes):
