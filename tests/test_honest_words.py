@@ -12,6 +12,7 @@ from naa_guard.errors import PolicyError
 from naa_guard.policy import parse_policy
 from naa_guard.reports.html import to_html
 from naa_guard.reports.markdown import to_markdown
+from naa_guard.reports.rows import table_header
 from naa_guard.reports.text import format_table
 from naa_guard.result import AuditResult
 from naa_guard.verdict.gates import GateResult, evaluate_gates
@@ -111,3 +112,14 @@ def test_under_unresolvable_warn_an_expectation_is_not_stated_as_a_certainty() -
     assert len(warnings) == 1
     assert "no model could be certified" not in warnings[0] and "is expected to fail this gate" in warnings[0], warnings[0]
     assert unresolvable_before_loading(_policy(auc=0.55, unresolvable="warn"), None) == {}
+
+
+def test_a_confidence_of_999_per_mille_is_written_99_9_percent_never_100() -> None:
+    policy = _policy(auc=0.62, confidence=0.999)
+    leakage = evaluate(MEMBERS, NONMEMBERS, confidence=0.999, seed=0)
+    for decision in ("upper_ci", "point"):
+        (gate,) = evaluate_gates(policy.model_copy(update={"thresholds": policy.thresholds.model_copy(update={"decision": decision})}), "loss", leakage)
+        assert "99.9% CI" in gate.message and "100%" not in gate.message, gate.message
+    result = _result(evaluate_gates(policy, "loss", leakage))
+    result.attacks = {"loss": type("Measured", (), {"leakage": leakage})()}  # the table header reads the attacks' confidence
+    assert table_header(result)[3] == "99.9% CI"

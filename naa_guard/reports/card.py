@@ -22,6 +22,7 @@ from naa_guard.reports.readback import read_report, verdict_word, worst_figures
 from naa_guard.reports.rows import METRIC_LABELS
 from naa_guard.userfiles import non_regular_kind
 from naa_guard.version import __version__
+from naa_guard.verdict.wording import percent
 
 START = "<!-- naa-guard:privacy-audit:start (written by `naa-guard card`; edits here are replaced) -->"
 END = "<!-- naa-guard:privacy-audit:end -->"
@@ -53,7 +54,7 @@ def _confidence(report: dict[str, Any]) -> float:
 
 def section(report: dict[str, Any], date: str) -> str:
     """Return the Markdown of the Privacy audit section (markers included) for a checked report."""
-    level = f"{_confidence(report):.0%}"
+    level = percent(_confidence(report))
     verdict = verdict_word(report)
     lines = [START, "## Privacy audit", "", f"**Verdict: {verdict}** — membership-inference audit by naa-guard {report.get('naa_guard_version')}, {date}.", ""]
     lines += ["| attack | metric | value | " + level + " CI | limit | decision | verdict |", "|---|---|---|---|---|---|---|"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from naa_guard.verdict.wording import percent
+
 if TYPE_CHECKING:
     from naa_guard.result import AttackResult, AuditResult
     from naa_guard.tuning import TuningResult
@@ -26,7 +28,7 @@ def point_note(metric: str, decision: str, ci_high: float, limit: float, confide
     """
     if decision != "point" or metric == "epsilon_lb":
         return None
-    level = f" {confidence:.0%}" if confidence is not None else ""
+    level = f" {percent(confidence)}" if confidence is not None else ""
     above = ", above the limit: not certified" if ci_high > limit else ""
     return f"point estimate; upper{level} CI bound {ci_high:.3f}{above}"
 
@@ -53,7 +55,7 @@ def table_rows(result: AuditResult) -> list[list[str]]:
 
 def table_header(result: AuditResult) -> list[str]:
     """Return the gate table's header; the CI column names the policy's confidence level."""
-    return ["attack", "metric", "value", f"{round(100 * confidence_of(result))}% CI", "limit", "verdict"]
+    return ["attack", "metric", "value", f"{percent(confidence_of(result))} CI", "limit", "verdict"]
 
 
 def worst_case_rows(result: AuditResult) -> list[list[str]]:
@@ -92,7 +94,7 @@ def epsilon_line(name: str, attack: AttackResult) -> str | None:
     bound = attack.epsilon
     if bound is None:
         return None
-    method = f"delta {bound.delta:g}, {bound.confidence:.0%} one-sided Clopper-Pearson, Bonferroni over {bound.tests} thresholds"
+    method = f"delta {bound.delta:g}, {percent(bound.confidence)} one-sided Clopper-Pearson, Bonferroni over {bound.tests} thresholds"
     if bound.value == 0.0:
         return f"{name}: epsilon lower bound 0.000: no threshold shows evidence beyond sampling noise ({method})"
     return f"{name}: epsilon lower bound {bound.value:.3f} ({method}; at FPR {bound.fpr:.3f} / FNR {bound.fnr:.3f}, {bound.direction})"
@@ -151,7 +153,7 @@ def _leaks(gate: GateResult) -> bool:
 
 def verdict_sentence(result: AuditResult) -> str:
     """Return the audit's verdict as a sentence that says no more than the gates do."""
-    word, level = verdict_word(result), f"{confidence_of(result):.0%}"
+    word, level = verdict_word(result), f"{percent(confidence_of(result))}"
     if word == "PASS":
         point = [gate for gate in result.gates if point_note(gate.metric, gate.decision, gate.ci[1], gate.limit) is not None]
         if not point:

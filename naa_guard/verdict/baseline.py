@@ -35,6 +35,7 @@ from naa_guard.userfiles import non_regular_kind
 from naa_guard.verdict.gates import GATE_LABELS
 from naa_guard.verdict.leakage import evaluate, paired_bootstrap
 from naa_guard.verdict.metrics import FPR_LEVELS
+from naa_guard.verdict.wording import percent
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -243,7 +244,7 @@ def compare(
             label, what = GATE_LABELS[gate.metric], "upper end of the change's interval" if decision == "upper_ci" else "change (point estimate)"
             message = (
                 f"{gate.attack} {label} rose from {then.value:.3f} (baseline, CI {then.ci[0]:.3f}-{then.ci[1]:.3f}) to {gate.value:.3f} "
-                f"(now, CI {gate.ci[0]:.3f}-{gate.ci[1]:.3f}) on the same samples: change {change:+.3f} (paired {confidence:.0%} CI "
+                f"(now, CI {gate.ci[0]:.3f}-{gate.ci[1]:.3f}) on the same samples: change {change:+.3f} (paired {percent(confidence)} CI "
                 f"{low:+.3f} to {high:+.3f}); the {what} {gated:+.3f} exceeds thresholds.max_increase {max_increase:.3f}\n"
                 f"baseline: {path}\n{gate.message}"
             )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from naa_guard.verdict.leakage import LeakageReport, MetricValue
 from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
 from naa_guard.verdict.resolvable import GATE_LABELS, MIN_PER_SIDE, too_few
+from naa_guard.verdict.wording import percent
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -97,7 +98,7 @@ def epsilon_gate(name: str, epsilon: EpsilonBound | None, limit: float) -> GateR
         return GateResult(name, "epsilon_lb", float("nan"), (float("nan"), float("nan")), limit, "point", "-", "error",
                           f"{name} epsilon lower bound was not computed, so thresholds.epsilon_lb cannot be decided.")  # fmt: skip
     what = (
-        f"{name} epsilon lower bound {epsilon.value:.3f} (one-sided {epsilon.confidence:.0%} Clopper-Pearson, "
+        f"{name} epsilon lower bound {epsilon.value:.3f} (one-sided {percent(epsilon.confidence)} Clopper-Pearson, "
         f"Bonferroni over {epsilon.tests} thresholds, delta {epsilon.delta:g}; heuristic: fixed member set, not a formal DP audit)"
     )
     status, verb = ("fail", "exceeds") if epsilon.value > limit else ("pass", "within")
@@ -120,12 +121,12 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
             continue
         measured = leakage.metrics[metric]
         compared = measured.ci[1] if thresholds.decision == "upper_ci" else measured.value
-        ci_text = f"{thresholds.confidence:.0%} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
+        ci_text = f"{percent(thresholds.confidence)} CI {measured.ci[0]:.3f}-{measured.ci[1]:.3f}"
         # How far the AUC can be trusted, on a line of its own so the headline stays short.
         width = f"\n{GATE_LABELS[metric]} CI width {measured.ci[1] - measured.ci[0]:.3f}" if metric == "auc" else ""
         counts = f"{leakage.n_members} members / {leakage.n_nonmembers} non-members"
         what = f"{name} {GATE_LABELS[metric]} {measured.value:.3f} ({ci_text}, {counts}, {_direction_words(measured.direction)})"
-        basis = f" (upper {thresholds.confidence:.0%} CI bound {measured.ci[1]:.3f})" if thresholds.decision == "upper_ci" else ""
+        basis = f" (upper {percent(thresholds.confidence)} CI bound {measured.ci[1]:.3f})" if thresholds.decision == "upper_ci" else ""
         warning = None
         if metric in FPR_LEVELS and not measured.resolvable:
             warning = (
@@ -144,11 +145,11 @@ def evaluate_gates(policy: Policy, name: str, leakage: LeakageReport, epsilon: E
         elif measured.value > limit:
             status, message = "fail", f"{what} exceeds limit {limit:.3f}{width}"
         elif compared > limit:  # upper_ci: the estimate is within, its interval is not
-            status, message = "fail", f"{what}: NOT CERTIFIED at {thresholds.confidence:.0%}: {_settle(measured.value, measured.ci[1], limit, leakage)}{width}"
+            status, message = "fail", f"{what}: NOT CERTIFIED at {percent(thresholds.confidence)}: {_settle(measured.value, measured.ci[1], limit, leakage)}{width}"
         elif compared <= limit:
             message = f"{what} within limit {limit:.3f}{basis}{width}"
             if thresholds.decision == "point":
-                message = f"{what} within limit {limit:.3f} (point estimate; the upper {thresholds.confidence:.0%} CI bound is {measured.ci[1]:.3f}{', above the limit: not certified at this confidence' if measured.ci[1] > limit else ''}){width}"
+                message = f"{what} within limit {limit:.3f} (point estimate; the upper {percent(thresholds.confidence)} CI bound is {measured.ci[1]:.3f}{', above the limit: not certified at this confidence' if measured.ci[1] > limit else ''}){width}"
             status = "pass"
         else:  # unreachable for finite numbers; kept so that no path reaches "pass" by default
             status, message = "error", f"{what}: cannot compare {compared!r} with the limit {limit!r}"

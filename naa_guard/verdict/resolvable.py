@@ -33,6 +33,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from naa_guard.errors import InsufficientSamplesError, NaaGuardError, PolicyError
+from naa_guard.verdict.wording import percent
 
 if TYPE_CHECKING:
     from naa_guard.policy import Policy
@@ -142,7 +143,7 @@ def _auc_problem(n_members: int, n_nonmembers: int, limit: float, confidence: fl
     needed = needed_per_side(lambda n: null_auc_upper(n, n, confidence) <= limit, start=MIN_PER_SIDE)
     return Unresolvable(
         "auc",
-        f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its leak AUC of {upper:.3f} at these "
+        f"a model that does not leak at all has an expected upper {percent(confidence)} bound of its leak AUC of {upper:.3f} at these "
         f"counts, above the limit {limit:.3f}, so even such a model is expected to fail this gate (decision: upper_ci)",
         needed, False, "", smallest_certifiable_auc(n_members, n_nonmembers, confidence), True,
     )
@@ -163,7 +164,7 @@ def _tpr_problem(metric: str, n_members: int, n_nonmembers: int, limit: float, c
     smallest = math.ceil(upper * 100.0) / 100.0
     return Unresolvable(
         metric,
-        f"a model that does not leak at all has an expected upper {confidence:.0%} bound of its TPR there of {upper:.3f} at these "
+        f"a model that does not leak at all has an expected upper {percent(confidence)} bound of its TPR there of {upper:.3f} at these "
         f"counts, above the limit {limit:.3f}, so even such a model is expected to fail this gate (decision: upper_ci)",
         needed, False, "", smallest if smallest <= 1.0 else None, True,
     )
@@ -301,7 +302,7 @@ def _fixes(policy: Policy, problem: Unresolvable, limit: int | None, tuned: bool
     if problem.point_resolves:
         fixes.append(
             f"set thresholds.decision: point to gate on the estimate (what it gives up: a PASS no longer certifies at "
-            f"{confidence:.0%} confidence; an estimate within the limit passes even when its interval reaches above it)"
+            f"{percent(confidence)} confidence; an estimate within the limit passes even when its interval reaches above it)"
         )
     fixes.append(f"set {key}: null to drop the gate")
     fixes.append("set thresholds.unresolvable: warn to gate on it anyway (its verdict then rests on counts that cannot resolve it)")
