@@ -1,0 +1,130 @@
+"""A flow-matching transformer pipeline folder (Stable Diffusion 3 / 3.5) read without loading it.
+
+SPEC section 3b: the denoiser is an ``SD3Transformer2DModel`` trained by rectified flow
+(``x_s = (1 - s) z0 + s e``, velocity prediction), conditioned on two CLIP encoders (and T5, which
+naa-guard does not load yet: a pipeline whose ``model_index.json`` names ``text_encoder_3`` is
+refused, since dropping it would condition the model differently from its training). Flux and
+other transformer pipelines are refused in :mod:`~naa_guard.targets.detect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naa_guard.errors import TargetError
+from naa_guard.targets.base import read_json
+from naa_guard.targets.latent_info import LatentModelInfo, find_lora
+
+SD3_PIPELINE = "StableDiffusion3Pipeline"
+SD3_TRANSFORMER = "SD3Transformer2DModel"
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+ISSUE = "naa-guard issue 26"
+# Every timestep t of an attack means s = t / FLOW_STEPS on the flow path (SD3's time input is 1000 s).
+FLOW_STEPS = 1000
+PARAMETRIZATION = "flow matching: x_s = (1 - s) z0 + s e, velocity v = e - z0; e_hat = x_s + (1 - s) v_hat, z0_hat = x_s - s v_hat; attack timestep t means s = t / 1000"
+
+
+@dataclass(frozen=True)
+class FlowModelInfo(LatentModelInfo):
+    """What can be read from an SD3 pipeline folder; ``unet_config`` holds the transformer's config."""
+
+    family: str = "sd3"
+
+    @property
+    def unet_dir(self) -> Path:
+        """Return the transformer's folder (named in messages)."""
+        return self.components["transformer"]
+
+    def encoder_files(self) -> list[Path]:
+        """Return the files the encodings depend on: the VAE, text encoders and tokenizers."""
+        encoders = [folder for name, folder in self.components.items() if name not in ("transformer", "scheduler")]
+        return [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()]
+
+    def identity_material(self) -> dict[str, Any]:
+        """Return what besides the files changes the scores: the family and its parametrization."""
+        return {"lora_scale": None, "family": self.family, "parametrization": PARAMETRIZATION}
+
+
+def _int(config: dict[str, Any], key: str, file: Path) -> int:
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TargetError(f"{file}: {key} is {value!r}; expected a positive int. Re-save the transformer with save_pretrained.")
+    return value
+
+
+def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> FlowModelInfo:
+    """Return an SD3 pipeline folder's components and geometry after checking its configs agree."""
+    index_file = root / "model_index.json"
+    if lora is not None:
+        raise TargetError(f"{root}: model.lora on an SD3 pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
+    t5 = index.get("text_encoder_3")
+    if isinstance(t5, list) and any(part is not None for part in t5):
+        raise TargetError(
+            f"{index_file}: this SD3 pipeline has a T5 text encoder (text_encoder_3 {t5!r}); naa-guard conditions SD3 on its two "
+            f"CLIP encoders only for now ({ISSUE}), and auditing without the T5 the model was trained with would understate its leak. "
+            f"Audit a pipeline saved without T5 (text_encoder_3: [null, null]) only if it was trained that way."
+        )
+    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    folders = {name: root / name for name in names}
+    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise TargetError(
+            f"{root}: this SD3 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
+            f"It needs {', '.join(f'{name}/' for name in names)}; save the whole pipeline with save_pretrained."
+        )
+    for name in ("vae", "transformer", "text_encoder", "text_encoder_2"):
+        if not (folders[name] / "config.json").is_file():
+            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    scheduler_file = folders["scheduler"] / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        raise TargetError(f"{folders['scheduler']}: no scheduler_config.json. Save the scheduler with save_pretrained.")
+    scheduler = read_json(scheduler_file)
+    if scheduler.get("_class_name") not in FLOW_SCHEDULERS:
+        raise TargetError(f"{scheduler_file}: scheduler {scheduler.get('_class_name')!r}; an SD3 pipeline is trained by flow matching and needs {', '.join(FLOW_SCHEDULERS)}.")
+    if scheduler.get("num_train_timesteps", FLOW_STEPS) != FLOW_STEPS:
+        raise TargetError(f"{scheduler_file}: num_train_timesteps is {scheduler.get('num_train_timesteps')!r}; the SD3 transformer's time input is 1000 s, so expected {FLOW_STEPS}.")
+    transformer_file, vae_file = folders["transformer"] / "config.json", folders["vae"] / "config.json"
+    config, vae_config = read_json(transformer_file), read_json(vae_file)
+    if config.get("_class_name") != SD3_TRANSFORMER:
+        raise TargetError(f"{transformer_file}: transformer class {config.get('_class_name')!r}; a {SD3_PIPELINE} needs an {SD3_TRANSFORMER}.")
+    if vae_config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise TargetError(f"{vae_file}: VAE class {vae_config.get('_class_name')!r} is not supported; naa-guard encodes with an AutoencoderKL.")
+    if vae_config.get("latents_mean") is not None or vae_config.get("latents_std") is not None:
+        raise TargetError(f"{vae_file}: this VAE normalises latents per channel (latents_mean / latents_std), which naa-guard does not apply; refusing rather than encoding differently from training.")
+    latent_size, channels, patch = (_int(config, key, transformer_file) for key in ("sample_size", "in_channels", "patch_size"))
+    out_channels = config.get("out_channels") or channels
+    latent_channels = vae_config.get("latent_channels", 4)
+    if channels != latent_channels or out_channels != channels:
+        raise TargetError(f"{transformer_file}: in_channels {channels} / out_channels {out_channels} do not match the VAE's latent_channels {latent_channels} ({vae_file}); the transformer must predict a velocity of the latent's shape.")
+    if latent_size % patch:
+        raise TargetError(f"{transformer_file}: sample_size {latent_size} is not a multiple of patch_size {patch}. Re-save the transformer with save_pretrained.")
+    _check_text_widths(config, transformer_file, folders)
+    for tokenizer in ("tokenizer", "tokenizer_2"):
+        if not any(folders[tokenizer].glob("*.json")):
+            raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
+    image_channels = vae_config.get("in_channels", 3)
+    if image_channels not in (1, 3):
+        raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
+    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(None), 1.0)
+
+
+def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Path]) -> None:
+    """Return None; raise TargetError when the CLIP encoders' states do not fit the transformer's inputs."""
+    hidden, pooled = 0, 0
+    for name in ("text_encoder", "text_encoder_2"):
+        encoder = read_json(folders[name] / "config.json")
+        if (encoder.get("architectures") or [None])[0] != "CLIPTextModelWithProjection":
+            raise TargetError(f"{folders[name] / 'config.json'}: an SD3 text encoder must be a CLIPTextModelWithProjection (its pooled projection conditions the transformer); found {encoder.get('architectures')!r}.")
+        hidden += int(encoder.get("hidden_size", 512))
+        pooled += int(encoder.get("projection_dim", 512))
+    joint, projection = config.get("joint_attention_dim"), config.get("pooled_projection_dim")
+    if not isinstance(joint, int) or hidden > joint or projection != pooled:
+        raise TargetError(
+            f"{file}: joint_attention_dim {joint!r} / pooled_projection_dim {projection!r} do not fit the CLIP encoders' hidden states "
+            f"({hidden} wide together, at most joint_attention_dim) and pooled embeddings ({pooled} wide together, must equal "
+            f"pooled_projection_dim). The transformer and the text encoders come from different pipelines."
+        )

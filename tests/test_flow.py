@@ -1,0 +1,225 @@
+"""SD3 (flow matching, SPEC section 3b): the target, the one conversion every attack goes through, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_policy
+from tests.tiny_flow import make_tiny_sd3
+from tests.tiny_sd import write_set
+from tests.tolerance import assert_scores_close
+from naa_guard.attacks import get_attack
+from naa_guard.attacks.common import sample_keys, seeded_noise
+from naa_guard.cli import main
+from naa_guard.errors import TargetError
+from naa_guard.targets import load_target, read_model_info
+from naa_guard.targets.base import probe_target
+from naa_guard.targets.flow import FlowTarget
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CAPTIONS = ["a red disc at the left on white", "a blue bar at the top on black", "", "a green square at the centre on teal"]
+
+
+@pytest.fixture(scope="module")
+def sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sd3") / "model"
+    make_tiny_sd3(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def target(sd3: Path) -> FlowTarget:
+    loaded = load_target(read_model_info(sd3), allow_pickle=False, device="cpu", dtype="float32")
+    probe_target(loaded, "tiny sd3")
+    assert isinstance(loaded, FlowTarget)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def batch(target: FlowTarget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    images = torch.rand(len(CAPTIONS), 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return target.encode(images, CAPTIONS)
+
+
+def velocity(target: FlowTarget, x_s: torch.Tensor, s: float, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The transformer called by hand as StableDiffusion3Pipeline calls it: time input 1000 s, no T5 = 256 zero tokens."""
+    states = torch.cat([cond["encoder_hidden_states"], torch.zeros(x_s.shape[0], 256, 80)], dim=1)
+    timestep = torch.full((x_s.shape[0],), 1000.0 * s)
+    with torch.inference_mode():
+        return target.transformer(hidden_states=x_s, timestep=timestep, encoder_hidden_states=states, pooled_projections=cond["pooled_projections"]).sample.float()
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert_scores_close(got.numpy(), want.numpy(), relative=1e-4)
+
+
+def test_the_condition_is_the_pipelines_own_encode_prompt(sd3: Path, target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    from diffusers import StableDiffusion3Pipeline
+
+    pipeline = StableDiffusion3Pipeline.from_pretrained(sd3, text_encoder_3=None, tokenizer_3=None)
+    embeds, _, pooled, _ = pipeline.encode_prompt(CAPTIONS, CAPTIONS, CAPTIONS, do_classifier_free_guidance=False)
+    x0, cond = batch
+    ours = torch.cat([cond["encoder_hidden_states"], torch.zeros(len(CAPTIONS), 256, 80)], dim=1)
+    assert torch.equal(ours, embeds.detach()) and torch.equal(cond["pooled_projections"], pooled.detach())
+    vae = pipeline.vae
+    assert x0.shape == (len(CAPTIONS), 4, 8, 8) and vae.config.shift_factor == 0.1 and vae.config.scaling_factor == 1.5
+
+
+def test_the_time_input_is_1000_s_and_the_estimate_is_x_s_plus_1_minus_s_v(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    s = 0.3
+    x_s = (1 - s) * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    close(target.predict_noise_clean(x_s, 300, cond), x_s + (1 - s) * velocity(target, x_s, s, cond))
+    # an off-by-1000 time input gives another velocity: the convention is pinned, not incidental
+    assert not torch.allclose(velocity(target, x_s, s, cond), velocity(target, x_s, s / 1000, cond), atol=1e-3)
+    assert float(target.alphas_cumprod[0]) == 1.0 and len(target.alphas_cumprod) == 1000
+
+
+def build_attack(name: str, params: dict):  # type: ignore[no-untyped-def,type-arg]
+    cls = get_attack(name)
+    return cls(cls.Params(**params))
+
+
+def attack_scores(target: FlowTarget, name: str, params: dict, x0: torch.Tensor, cond) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return build_attack(name, params).score(target, x0, sample_keys("members", list(range(x0.shape[0]))), 7, cond)
+
+
+def test_loss_is_the_flow_matching_loss(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    e = seeded_noise(sample_keys("members", list(range(x0.shape[0]))), tuple(x0.shape[1:]), 7, "loss.noise", x0.device)
+    s = 0.2
+    v = velocity(target, (1 - s) * x0 + s * e, s, cond)
+    want = -((v - (e - x0)).double() ** 2).flatten(1).sum(1)
+    close(attack_scores(target, "loss", {"t": 200}, x0, cond), want)
+
+
+def test_sima_feeds_the_clean_latent(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    s = 0.05
+    e_hat = x0 + (1 - s) * velocity(target, x0, s, cond)
+    close(attack_scores(target, "sima", {"t": 50}, x0, cond), -(e_hat.double().abs() ** 4).flatten(1).sum(1))
+
+
+def test_pia_uses_the_deterministic_noise(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    e0 = x0 + velocity(target, x0, 0.0, cond)
+    s = 0.3
+    x_s = (1 - s) * x0 + s * e0
+    e_hat = x_s + (1 - s) * velocity(target, x_s, s, cond)
+    close(attack_scores(target, "pia", {"t": 300}, x0, cond), -((e0 - e_hat).double().abs() ** 4).flatten(1).sum(1))
+
+
+def test_naa_follows_the_euler_path_of_the_flow_ode(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    from naa_guard.attacks.naa import aggregate
+
+    x0, cond = batch
+    e = seeded_noise(sample_keys("members", list(range(x0.shape[0]))), tuple(x0.shape[1:]), 7, "naa.inject", x0.device)
+    times = [0.08, 0.07, 0.06]
+    x = (1 - times[0]) * x0 + times[0] * e
+    predictions = []
+    for i, s in enumerate(times):
+        v = velocity(target, x, s, cond)
+        predictions.append((x + (1 - s) * v).flatten(1))
+        if i + 1 < len(times):
+            x = x + (times[i + 1] - s) * v  # Euler step of dx/ds = v
+    want = aggregate(torch.stack(predictions, dim=1).double(), "l2", 1e-12)
+    close(attack_scores(target, "naa", {"t": 80, "stride": 10, "queries": 3}, x0, cond), want)
+
+
+@pytest.mark.parametrize("name", ["loss", "sima", "pia", "naa"])
+def test_scores_do_not_depend_on_the_batch(target: FlowTarget, batch, name: str) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    whole = attack_scores(target, name, {}, x0, cond)
+    for row in range(x0.shape[0]):
+        keys = sample_keys("members", [row])
+        one = build_attack(name, {}).score(target, x0[row : row + 1], keys, 7, {k: v[row : row + 1] for k, v in cond.items()})
+        assert_scores_close(one.numpy(), whole[row : row + 1].numpy())
+
+
+def _policy(tmp_path: Path, model: Path, attacks: str = "{loss: {}, sima: {}, pia: {}, naa: {}}", extra: str = "") -> Path:
+    sets = tmp_path / "sets"
+    members, nonmembers = write_set(sets, "a", 20, seed=1), write_set(sets, "b", 20, seed=2)
+    body = (
+        f"version: 1\nname: f\nmodel: {{path: {model}{extra}}}\ndata: {{members: {members}, nonmembers: {nonmembers}}}\n"
+        f"attacks: {attacks}\nthresholds: {{auc: 0.99, tpr_at_1pct_fpr: null}}\nchecks: {{shift_auc: null}}\n"
+        "runtime: {device: cpu, batch_size: 16, seed: 0}\n"
+    )
+    return write_policy(tmp_path / "f.naa.yaml", body)
+
+
+def test_an_sd3_folder_is_audited_end_to_end_with_its_captions_and_a_reference(tmp_path: Path, sd3: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reference = tmp_path / "base"
+    make_tiny_sd3(reference, seed=5)
+    code = main(["audit", str(_policy(tmp_path, sd3, extra=f", reference: {reference}")), "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.out + captured.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "flow matching" in json.dumps(report)
+    assert "loss/ref" in json.dumps(report) or "loss (calibrated" in json.dumps(report) or "/ref" in json.dumps(report)
+
+
+def test_a_ddpm_reference_for_an_sd3_model_is_refused(tmp_path: Path, sd3: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.tiny_sd import make_tiny_sd
+
+    make_tiny_sd(tmp_path / "sd")
+    assert main(["audit", str(_policy(tmp_path, sd3, extra=f", reference: {tmp_path / 'sd'}")), "--quiet"]) == 2
+    assert "parametrization" in capsys.readouterr().err
+
+
+def _copy(sd3: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(sd3, folder)
+    return folder
+
+
+def _edit(path: Path, **changes: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda f: shutil.rmtree(f / "transformer"), "missing transformer/"),
+        (lambda f: _edit(f / "transformer" / "config.json", in_channels=8), "in_channels 8"),
+        (lambda f: _edit(f / "transformer" / "config.json", pooled_projection_dim=32), "pooled_projection_dim"),
+        (lambda f: _edit(f / "transformer" / "config.json", sample_size=7), "patch_size"),
+        (lambda f: _edit(f / "model_index.json", text_encoder_3=["transformers", "T5EncoderModel"]), "T5"),
+        (lambda f: _edit(f / "scheduler" / "scheduler_config.json", _class_name="DDPMScheduler"), "flow matching"),
+        (lambda f: _edit(f / "model_index.json", _class_name="FluxPipeline"), "Flux"),
+    ],
+)
+def test_bad_sd3_folders_are_refused(tmp_path: Path, sd3: Path, change, words: str) -> None:  # type: ignore[no-untyped-def]
+    folder = _copy(sd3, tmp_path)
+    change(folder)
+    with pytest.raises(TargetError, match=words):
+        read_model_info(folder)
+
+
+def test_pickle_transformer_weights_and_a_lora_are_refused(tmp_path: Path, sd3: Path) -> None:
+    folder = _copy(sd3, tmp_path)
+    with pytest.raises(TargetError, match="LoRA"):
+        read_model_info(folder, lora=folder / "x.safetensors")
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(TargetError, match="pickle"):
+        load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+
+
+def test_a_transformer_missing_a_tensor_is_refused(tmp_path: Path, sd3: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(sd3, tmp_path)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    tensors.pop(sorted(tensors)[0])
+    save_file(tensors, weights)
+    with pytest.raises(TargetError):
+        load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")

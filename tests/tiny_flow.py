@@ -1,0 +1,41 @@
+"""Tiny random Stable Diffusion 3 pipelines (two CLIP encoders, no T5), built offline into a folder.
+
+Images are 32x32 RGB: the VAE halves twice (scale factor 4) to 4x8x8 latents; the transformer
+has patch size 2 and ``sample_size`` 8.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tests.tiny_sd import LATENT_SIZE, make_tokenizer, text_encoder
+
+
+def make_tiny_sd3(folder: Path, *, seed: int = 0, shift_factor: float = 0.1, scaling_factor: float = 1.5):  # type: ignore[no-untyped-def]
+    """Save a tiny random SD3 pipeline (text_encoder_3 None) into ``folder``; return the pipeline."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, sample_size=32,
+        scaling_factor=scaling_factor, shift_factor=shift_factor,
+    )  # fmt: skip
+    transformer = SD3Transformer2DModel(
+        sample_size=LATENT_SIZE, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=80, caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=16,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_size = make_tokenizer(Path(scratch) / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(Path(scratch) / "tokenizer")
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=text_encoder(vocab_size, projection=True, seed=seed + 1), tokenizer=tokenizer,
+        text_encoder_2=text_encoder(vocab_size, projection=True, seed=seed + 2), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )  # fmt: skip
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return pipeline
