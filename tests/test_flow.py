@@ -47,6 +47,21 @@ def batch(target: FlowTarget) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return target.encode(images, CAPTIONS)
 
 
+def test_a_t5_pipeline_conditions_as_the_pipelines_own_encode_prompt(tmp_path: Path) -> None:
+    from diffusers import StableDiffusion3Pipeline
+
+    make_tiny_sd3(tmp_path / "t5", t5=True)
+    loaded = load_target(read_model_info(tmp_path / "t5"), allow_pickle=False, device="cpu", dtype="float32")
+    pipeline = StableDiffusion3Pipeline.from_pretrained(tmp_path / "t5")
+    assert pipeline.text_encoder_3 is not None
+    embeds, _, pooled, _ = pipeline.encode_prompt(CAPTIONS, CAPTIONS, CAPTIONS, do_classifier_free_guidance=False)
+    x0, cond = loaded.encode(torch.zeros(len(CAPTIONS), 3, 32, 32), CAPTIONS)
+    assert cond["encoder_hidden_states"].shape == embeds.shape == (len(CAPTIONS), 24 + 256, 80)
+    close(cond["encoder_hidden_states"], embeds.detach())  # our padded batch of 16 v the pipeline's 4: float32 reordering only
+    close(cond["pooled_projections"], pooled.detach())
+    assert loaded.predict_noise(x0, 200, cond).shape == x0.shape
+
+
 def velocity(target: FlowTarget, x_s: torch.Tensor, s: float, cond: dict[str, torch.Tensor]) -> torch.Tensor:
     """The transformer called by hand as StableDiffusion3Pipeline calls it: time input 1000 s, no T5 = 256 zero tokens."""
     states = torch.cat([cond["encoder_hidden_states"], torch.zeros(x_s.shape[0], 256, 80)], dim=1)
@@ -191,7 +206,8 @@ def _edit(path: Path, **changes: object) -> None:
         (lambda f: _edit(f / "transformer" / "config.json", in_channels=8), "in_channels 8"),
         (lambda f: _edit(f / "transformer" / "config.json", pooled_projection_dim=32), "pooled_projection_dim"),
         (lambda f: _edit(f / "transformer" / "config.json", sample_size=7), "patch_size"),
-        (lambda f: _edit(f / "model_index.json", text_encoder_3=["transformers", "T5EncoderModel"]), "T5"),
+        (lambda f: _edit(f / "model_index.json", text_encoder_3=["transformers", "T5EncoderModel"]), "missing text_encoder_3/"),
+        (lambda f: _edit(f / "model_index.json", text_encoder_3=["transformers", "CLIPTextModel"]), "T5EncoderModel"),
         (lambda f: _edit(f / "scheduler" / "scheduler_config.json", _class_name="DDPMScheduler"), "flow matching"),
         (lambda f: _edit(f / "model_index.json", _class_name="FluxPipeline"), "Flux"),
     ],
@@ -223,3 +239,25 @@ def test_a_transformer_missing_a_tensor_is_refused(tmp_path: Path, sd3: Path) ->
     save_file(tensors, weights)
     with pytest.raises(TargetError):
         load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+
+
+def test_a_flow_model_that_memorised_its_members_fails_the_gate(tmp_path: Path, sd3: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A velocity that denoises toward the nearest member (a perfectly memorising model) must FAIL, not pass."""
+    from tests.tiny_sd import read_set
+
+    policy = _policy(tmp_path, sd3, attacks="{loss: {}}")
+    members = torch.from_numpy(read_set(tmp_path / "sets" / "a.csv")[0])
+    original = FlowTarget.predict_velocity
+
+    def memorised(self: FlowTarget, x_s: torch.Tensor, t: int, cond: object = None) -> torch.Tensor:
+        out = original(self, x_s, t, cond)
+        s = self.flow_time(t)
+        if s == 0.0:
+            return out
+        memory = torch.stack(self._encode_images(members))
+        nearest = ((x_s[:, None] - (1 - s) * memory[None]) ** 2).flatten(2).sum(2).argmin(dim=1)
+        return (x_s - memory[nearest]) / s  # = e - z0 exactly on a member
+
+    monkeypatch.setattr(FlowTarget, "predict_velocity", memorised)
+    assert main(["audit", str(policy), "--json", str(tmp_path / "r.json")]) == 1, capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["attacks"]["loss"]["auc"] > 0.95

@@ -12,8 +12,24 @@ from pathlib import Path
 from tests.tiny_sd import LATENT_SIZE, make_tokenizer, text_encoder
 
 
-def make_tiny_sd3(folder: Path, *, seed: int = 0, shift_factor: float = 0.1, scaling_factor: float = 1.5):  # type: ignore[no-untyped-def]
-    """Save a tiny random SD3 pipeline (text_encoder_3 None) into ``folder``; return the pipeline."""
+def t5_parts(seed: int):  # type: ignore[no-untyped-def]
+    """Return a tiny random T5 encoder (d_model 80) and a character-level T5 tokenizer, built offline."""
+    import torch
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import Unigram
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(chr(code), -1.0) for code in range(33, 127)] + [("\u2581", -1.0)]
+    model = Tokenizer(Unigram(pieces, unk_id=2))
+    model.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer = T5TokenizerFast(tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0, model_max_length=256)
+    torch.manual_seed(seed)
+    encoder = T5EncoderModel(T5Config(vocab_size=len(pieces), d_model=80, d_kv=8, d_ff=37, num_layers=1, num_heads=2, relative_attention_num_buckets=8))
+    return encoder, tokenizer
+
+
+def make_tiny_sd3(folder: Path, *, seed: int = 0, shift_factor: float = 0.1, scaling_factor: float = 1.5, t5: bool = False):  # type: ignore[no-untyped-def]
+    """Save a tiny random SD3 pipeline (with a tiny T5, or text_encoder_3 None) into ``folder``; return the pipeline."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTokenizer
@@ -31,11 +47,12 @@ def make_tiny_sd3(folder: Path, *, seed: int = 0, shift_factor: float = 0.1, sca
     with tempfile.TemporaryDirectory() as scratch:
         vocab_size = make_tokenizer(Path(scratch) / "tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(Path(scratch) / "tokenizer")
+    encoder_3, tokenizer_3 = t5_parts(seed + 3) if t5 else (None, None)
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=text_encoder(vocab_size, projection=True, seed=seed + 1), tokenizer=tokenizer,
         text_encoder_2=text_encoder(vocab_size, projection=True, seed=seed + 2), tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None,
+        text_encoder_3=encoder_3, tokenizer_3=tokenizer_3,
     )  # fmt: skip
     pipeline.save_pretrained(folder, safe_serialization=True)
     return pipeline

@@ -52,6 +52,8 @@ class FlowTarget(LatentTarget):
         self.transformer = self.unet
         self.sdxl = False
         self.joint_attention_dim = int(self.transformer.config.joint_attention_dim)
+        self.t5 = parts["text_encoder_3"].to(device=device, dtype=dtype).eval() if "text_encoder_3" in parts else None
+        self.t5_tokenizer = parts.get("tokenizer_3")
         self._s = torch.arange(FLOW_STEPS, dtype=torch.float64) / FLOW_STEPS
 
     def flow_time(self, t: int) -> float:
@@ -61,7 +63,7 @@ class FlowTarget(LatentTarget):
         return float(self._s[int(t)])
 
     def _encode_texts(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
-        """Return SD3's condition per text: both CLIPs' penultimate states side by side, padded to joint_attention_dim; both pooled embeddings."""
+        """Return SD3's condition per text: both CLIPs' penultimate states side by side, padded to joint_attention_dim, then T5's (if any); both pooled embeddings."""
         import torch
 
         count = len(texts)
@@ -73,8 +75,13 @@ class FlowTarget(LatentTarget):
                 out = encoder(tokens.input_ids.to(self.device), output_hidden_states=True)
                 states.append(out.hidden_states[-2])
                 pooled.append(out[0])
+            if self.t5 is not None:  # as the pipeline: max_sequence_length tokens, special tokens added, no mask
+                tokens = self.t5_tokenizer(batch, padding="max_length", max_length=T5_TOKENS, truncation=True, add_special_tokens=True, return_tensors="pt")
+                t5_states = self.t5(tokens.input_ids.to(self.device))[0][:count].float().cpu()
         clip = torch.cat(states, dim=-1)[:count].float().cpu()
         clip = torch.nn.functional.pad(clip, (0, self.joint_attention_dim - clip.shape[-1]))
+        if self.t5 is not None:
+            clip = torch.cat([clip, t5_states], dim=1)
         parts = {"encoder_hidden_states": clip, "pooled_projections": torch.cat(pooled, dim=-1)[:count].float().cpu()}
         if not all(bool(torch.isfinite(tensor).all()) for tensor in parts.values()):
             raise TargetError(f"the text encoders gave NaN or infinite embeddings in {self.dtype} (expected finite). Check their weights, or use runtime.dtype: float32.")
@@ -115,11 +122,12 @@ class FlowTarget(LatentTarget):
             return torch.cat([tensor, tensor.new_zeros((padding, *tensor.shape[1:]))]) if padding else tensor
 
         states = cond["encoder_hidden_states"]
-        zeros = states.new_zeros((count, T5_TOKENS, self.joint_attention_dim))  # no T5: zeros, as diffusers feeds them
-        timestep = torch.full((count + padding,), FLOW_STEPS * self.flow_time(t), device=self.device, dtype=self.dtype)
+        if self.t5 is None:  # no T5: zeros, as diffusers feeds them (stored encodings keep the CLIP part only)
+            states = torch.cat([states, states.new_zeros((count, T5_TOKENS, self.joint_attention_dim))], dim=1)
+        timestep = torch.full((count + padding,), FLOW_STEPS * self.flow_time(t), device=self.device, dtype=torch.float32)
         with torch.inference_mode():
             out = self.transformer(
-                hidden_states=pad(x_s), timestep=timestep, encoder_hidden_states=pad(torch.cat([states, zeros], dim=1)),
+                hidden_states=pad(x_s), timestep=timestep, encoder_hidden_states=pad(states),
                 pooled_projections=pad(cond["pooled_projections"]), return_dict=False,
             )[0][:count].float()  # fmt: skip
         self.forward_calls += 1

@@ -1,10 +1,9 @@
 """A flow-matching transformer pipeline folder (Stable Diffusion 3 / 3.5) read without loading it.
 
 SPEC section 3b: the denoiser is an ``SD3Transformer2DModel`` trained by rectified flow
-(``x_s = (1 - s) z0 + s e``, velocity prediction), conditioned on two CLIP encoders (and T5, which
-naa-guard does not load yet: a pipeline whose ``model_index.json`` names ``text_encoder_3`` is
-refused, since dropping it would condition the model differently from its training). Flux and
-other transformer pipelines are refused in :mod:`~naa_guard.targets.detect`.
+(``x_s = (1 - s) z0 + s e``, velocity prediction), conditioned on two CLIP encoders and, where
+``model_index.json`` names ``text_encoder_3``, a T5 encoder (without it the pipeline feeds zeros, as
+diffusers does). Flux and other transformer pipelines are refused in :mod:`~naa_guard.targets.detect`.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from naa_guard.targets.latent_info import LatentModelInfo, find_lora
 
 SD3_PIPELINE = "StableDiffusion3Pipeline"
 SD3_TRANSFORMER = "SD3Transformer2DModel"
+T5_ENCODER = "T5EncoderModel"
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 ISSUE = "naa-guard issue 26"
 # Every timestep t of an attack means s = t / FLOW_STEPS on the flow path (SD3's time input is 1000 s).
@@ -60,13 +60,10 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> Fl
     if lora is not None:
         raise TargetError(f"{root}: model.lora on an SD3 pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
     t5 = index.get("text_encoder_3")
-    if isinstance(t5, list) and any(part is not None for part in t5):
-        raise TargetError(
-            f"{index_file}: this SD3 pipeline has a T5 text encoder (text_encoder_3 {t5!r}); naa-guard conditions SD3 on its two "
-            f"CLIP encoders only for now ({ISSUE}), and auditing without the T5 the model was trained with would understate its leak. "
-            f"Audit a pipeline saved without T5 (text_encoder_3: [null, null]) only if it was trained that way."
-        )
-    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    with_t5 = isinstance(t5, list) and any(part is not None for part in t5)
+    if with_t5 and tuple(t5) != ("transformers", T5_ENCODER):
+        raise TargetError(f"{index_file}: text_encoder_3 is {t5!r}; an SD3 pipeline's third text encoder is [\"transformers\", \"{T5_ENCODER}\"] or [null, null] (none).")
+    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"] + (["text_encoder_3", "tokenizer_3"] if with_t5 else [])
     folders = {name: root / name for name in names}
     missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
     if missing:
@@ -75,7 +72,7 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> Fl
             f"{root}: this SD3 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
             f"It needs {', '.join(f'{name}/' for name in names)}; save the whole pipeline with save_pretrained."
         )
-    for name in ("vae", "transformer", "text_encoder", "text_encoder_2"):
+    for name in ("vae", "transformer", "text_encoder", "text_encoder_2") + (("text_encoder_3",) if with_t5 else ()):
         if not (folders[name] / "config.json").is_file():
             raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
     scheduler_file = folders["scheduler"] / "scheduler_config.json"
@@ -102,7 +99,7 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> Fl
     if latent_size % patch:
         raise TargetError(f"{transformer_file}: sample_size {latent_size} is not a multiple of patch_size {patch}. Re-save the transformer with save_pretrained.")
     _check_text_widths(config, transformer_file, folders)
-    for tokenizer in ("tokenizer", "tokenizer_2"):
+    for tokenizer in ("tokenizer", "tokenizer_2") + (("tokenizer_3",) if with_t5 else ()):
         if not any(folders[tokenizer].glob("*.json")):
             raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
     image_channels = vae_config.get("in_channels", 3)
@@ -122,6 +119,14 @@ def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Pa
         hidden += int(encoder.get("hidden_size", 512))
         pooled += int(encoder.get("projection_dim", 512))
     joint, projection = config.get("joint_attention_dim"), config.get("pooled_projection_dim")
+    if "text_encoder_3" in folders:
+        t5_file = folders["text_encoder_3"] / "config.json"
+        t5 = read_json(t5_file)
+        if (t5.get("architectures") or [None])[0] != T5_ENCODER or t5.get("d_model") != joint:
+            raise TargetError(
+                f"{t5_file}: the third text encoder must be a {T5_ENCODER} whose d_model equals the transformer's joint_attention_dim "
+                f"{joint!r} ({file}); found {t5.get('architectures')!r} with d_model {t5.get('d_model')!r}. The transformer and the T5 come from different pipelines."
+            )
     if not isinstance(joint, int) or hidden > joint or projection != pooled:
         raise TargetError(
             f"{file}: joint_attention_dim {joint!r} / pooled_projection_dim {projection!r} do not fit the CLIP encoders' hidden states "
