@@ -147,6 +147,18 @@ def test_naa_follows_the_euler_path_of_the_flow_ode(target: FlowTarget, batch) -
     close(attack_scores(target, "naa", {"t": 80, "stride": 10, "queries": 3}, x0, cond), want)
 
 
+def test_secmi_inverts_and_returns_along_the_euler_path(target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    x = x0
+    for s in (0.0, 0.01):  # Euler inversion 0 -> 0.01 -> 0.02
+        x = x + 0.01 * velocity(target, x, s, cond)
+    x_far = x + 0.01 * velocity(target, x, 0.02, cond)
+    x_back = x_far - 0.01 * velocity(target, x_far, 0.03, cond)
+    # the score is measured on the DDPM path, x / r: the flow distance over r(0.02)^2 (one constant for every sample)
+    r2 = 0.98**2 + 0.02**2
+    close(attack_scores(target, "secmi", {"t_sec": 30, "interval": 10}, x0, cond), -((x_back - x).double() ** 2).flatten(1).sum(1) / r2)
+
+
 @pytest.mark.parametrize("name", ["loss", "sima", "pia", "naa"])
 def test_scores_do_not_depend_on_the_batch(target: FlowTarget, batch, name: str) -> None:  # type: ignore[no-untyped-def]
     x0, cond = batch
@@ -217,6 +229,18 @@ def test_bad_sd3_folders_are_refused(tmp_path: Path, sd3: Path, change, words: s
     change(folder)
     with pytest.raises(TargetError, match=words):
         read_model_info(folder)
+
+
+def test_sharded_transformer_weights_load(tmp_path: Path, sd3: Path, target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    from diffusers import SD3Transformer2DModel
+
+    folder = _copy(sd3, tmp_path)
+    shutil.rmtree(folder / "transformer")
+    SD3Transformer2DModel.from_pretrained(sd3 / "transformer").save_pretrained(folder / "transformer", max_shard_size="20KB")
+    assert (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    sharded = load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+    x0, cond = batch
+    assert torch.equal(sharded.predict_noise(x0, 200, cond), target.predict_noise(x0, 200, cond))
 
 
 def test_pickle_transformer_weights_and_a_lora_are_refused(tmp_path: Path, sd3: Path) -> None:
