@@ -169,13 +169,13 @@ def test_scores_do_not_depend_on_the_batch(target: FlowTarget, batch, name: str)
         assert_scores_close(one.numpy(), whole[row : row + 1].numpy())
 
 
-def _policy(tmp_path: Path, model: Path, attacks: str = "{loss: {}, sima: {}, pia: {}, naa: {}}", extra: str = "") -> Path:
+def _policy(tmp_path: Path, model: Path, attacks: str = "{loss: {}, sima: {}, pia: {}, naa: {}}", extra: str = "", count: int = 20, more: str = "") -> Path:
     sets = tmp_path / "sets"
-    members, nonmembers = write_set(sets, "a", 20, seed=1), write_set(sets, "b", 20, seed=2)
+    members, nonmembers = write_set(sets, "a", count, seed=1), write_set(sets, "b", count, seed=2)
     body = (
         f"version: 1\nname: f\nmodel: {{path: {model}{extra}}}\ndata: {{members: {members}, nonmembers: {nonmembers}}}\n"
         f"attacks: {attacks}\nthresholds: {{auc: 0.99, tpr_at_1pct_fpr: null}}\nchecks: {{shift_auc: null}}\n"
-        "runtime: {device: cpu, batch_size: 16, seed: 0}\n"
+        f"runtime: {{device: cpu, batch_size: 16, seed: 0}}\n{more}"
     )
     return write_policy(tmp_path / "f.naa.yaml", body)
 
@@ -197,6 +197,15 @@ def test_a_ddpm_reference_for_an_sd3_model_is_refused(tmp_path: Path, sd3: Path,
     make_tiny_sd(tmp_path / "sd")
     assert main(["audit", str(_policy(tmp_path, sd3, extra=f", reference: {tmp_path / 'sd'}")), "--quiet"]) == 2
     assert "parametrization" in capsys.readouterr().err
+
+
+def test_a_reference_without_the_targets_t5_is_refused(tmp_path: Path, sd3: Path) -> None:
+    from naa_guard.targets.reference import check_reference
+
+    make_tiny_sd3(tmp_path / "t5", t5=True)
+    with pytest.raises(TargetError, match="text_encoder_3"):
+        check_reference(read_model_info(tmp_path / "t5"), read_model_info(sd3))
+    check_reference(read_model_info(sd3), read_model_info(sd3))  # the same family and architecture: accepted
 
 
 def _copy(sd3: Path, tmp_path: Path) -> Path:
@@ -285,3 +294,12 @@ def test_a_flow_model_that_memorised_its_members_fails_the_gate(tmp_path: Path, 
     monkeypatch.setattr(FlowTarget, "predict_velocity", memorised)
     assert main(["audit", str(policy), "--json", str(tmp_path / "r.json")]) == 1, capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["attacks"]["loss"]["auc"] > 0.95
+
+
+def test_tuned_candidates_choose_s_on_the_calibration_split(tmp_path: Path, sd3: Path) -> None:
+    from naa_guard.audit import audit
+    from naa_guard.policy import load_policy
+
+    result = audit(load_policy(_policy(tmp_path, sd3, attacks="{loss: {t: [100, 300]}, sima: {ts: [0, 20]}}", count=30, more="tune: {fraction: 0.34}\n")), progress=False)
+    assert result.attacks["loss"].params["t"] in (100, 300)
+    assert np.isfinite(result.attacks["sima"].member_scores).all()

@@ -65,7 +65,10 @@ def check_reference(target: AnyModelInfo, reference: AnyModelInfo) -> None:
         problems.append(f"image geometry {target.sample_size}px x {target.in_channels} channels vs {reference.sample_size}px x {reference.in_channels}")
     if isinstance(target, LatentModelInfo) and isinstance(reference, LatentModelInfo):
         problems += [f"VAE config (latent space) {diff}" for diff in config_differences(target.vae_config, reference.vae_config)]
-        if target.sdxl != reference.sdxl:
+        encoders = [sorted(name for name in info.components if name.startswith("text_encoder")) for info in (target, reference)]
+        if encoders[0] != encoders[1]:
+            problems.append(f"text encoders: {', '.join(encoders[0])} vs {', '.join(encoders[1])}")
+        elif target.sdxl != reference.sdxl:
             problems.append(f"text encoders: {'two (SDXL)' if target.sdxl else 'one'} vs {'two (SDXL)' if reference.sdxl else 'one'}")
     if problems:
         raise TargetError(f"{where}: the models differ (target vs reference): {'; '.join(problems[:6])}. {fix}")
