@@ -56,3 +56,31 @@ def make_tiny_sd3(folder: Path, *, seed: int = 0, shift_factor: float = 0.1, sca
     )  # fmt: skip
     pipeline.save_pretrained(folder, safe_serialization=True)
     return pipeline
+
+
+def make_tiny_flux(folder: Path, *, seed: int = 0, guidance: bool = True):  # type: ignore[no-untyped-def]
+    """Save a tiny random Flux pipeline (CLIP + T5, 16-channel packed latents) into ``folder``; return the pipeline."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, sample_size=32,
+        scaling_factor=1.5, shift_factor=0.1,
+    )  # fmt: skip
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=80, pooled_projection_dim=32, guidance_embeds=guidance, axes_dims_rope=[2, 2, 4],
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_size = make_tokenizer(Path(scratch) / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(Path(scratch) / "tokenizer")
+    t5, t5_tokenizer = t5_parts(seed + 3)
+    pipeline = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder(vocab_size, seed=seed + 1), tokenizer=tokenizer,
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer,
+    )  # fmt: skip
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return pipeline

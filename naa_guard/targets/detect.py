@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Union
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json
-from naa_guard.targets.flow_info import ISSUE, SD3_PIPELINE, FlowModelInfo, read_sd3_info
+from naa_guard.targets.flow_info import FLUX_PIPELINE, ISSUE, SD3_PIPELINE, FlowModelInfo, read_flux_info, read_sd3_info
 from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
@@ -80,10 +80,12 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
     if index is not None and "transformer" in index and "unet" not in index:
         if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
             return read_sd3_info(root, index, lora=lora)
+        if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
+            return read_flux_info(root, index, lora=lora)
         raise TargetError(
-            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (Flux, PixArt, Sana, ...); "
-            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL) and {SD3_PIPELINE} (without T5) for now; "
-            f"Flux and the other flow-matching transformers are not audited yet ({ISSUE})."
+            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (PixArt, Sana, Flux Kontext / Fill, ...); "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE} and {FLUX_PIPELINE} for now; "
+            f"the other transformer pipelines are not audited yet ({ISSUE})."
         )
     if index is None and (root / "transformer").is_dir() and not (root / (unet_subfolder or "unet")).is_dir():
         raise TargetError(

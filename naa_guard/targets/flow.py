@@ -136,7 +136,7 @@ class FlowTarget(LatentTarget):
 
 
 def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> FlowTarget:
-    """Return the loaded SD3 target, offline and strictly (every weight from its files), on the device and dtype."""
+    """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype."""
     transformers = _import_sd_libraries()
     import diffusers
     import torch
@@ -151,10 +151,16 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
     transformers.logging.set_verbosity_error()
     try:
         with offline_environment():
-            parts = {name: load_component(name, path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
+            # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
+            kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
+            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
             use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
-            transformer = diffusers.SD3Transformer2DModel.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+            transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
             check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
+        if info.family == "flux":
+            from naa_guard.targets.flux import FluxTarget
+
+            return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
         return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail

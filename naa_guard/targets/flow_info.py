@@ -19,11 +19,14 @@ from naa_guard.targets.latent_info import LatentModelInfo, find_lora
 SD3_PIPELINE = "StableDiffusion3Pipeline"
 SD3_TRANSFORMER = "SD3Transformer2DModel"
 T5_ENCODER = "T5EncoderModel"
+FLUX_PIPELINE = "FluxPipeline"
+FLUX_TRANSFORMER = "FluxTransformer2DModel"
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 ISSUE = "naa-guard issue 26"
 # Every timestep t of an attack means s = t / FLOW_STEPS on the flow path (SD3's time input is 1000 s).
 FLOW_STEPS = 1000
 PARAMETRIZATION = "flow matching: x_s = (1 - s) z0 + s e, velocity v = e - z0; e_hat = x_s + (1 - s) v_hat, z0_hat = x_s - s v_hat; attack timestep t means s = t / 1000"
+TIME_INPUTS = {"sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), guidance 3.5 where guidance_embeds, 2x2-packed latents"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class FlowModelInfo(LatentModelInfo):
 
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores: the family and its parametrization."""
-        return {"lora_scale": None, "family": self.family, "parametrization": PARAMETRIZATION}
+        return {"lora_scale": None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}"}
 
 
 def _int(config: dict[str, Any], key: str, file: Path) -> int:
@@ -133,3 +136,58 @@ def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Pa
             f"({hidden} wide together, at most joint_attention_dim) and pooled embeddings ({pooled} wide together, must equal "
             f"pooled_projection_dim). The transformer and the text encoders come from different pipelines."
         )
+
+
+def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Path | None, kind: str) -> tuple[dict[str, Path], dict[str, Any], dict[str, Any], Path, Path]:
+    """Return (folders, transformer config, VAE config, their files) after the checks every flow pipeline shares."""
+    if lora is not None:
+        raise TargetError(f"{root}: model.lora on a {kind} pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
+    folders = {name: root / name for name in names}
+    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise TargetError(f"{root}: this {kind} pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained.")
+    for name in names:
+        if not name.startswith("tokenizer") and name != "scheduler" and not (folders[name] / "config.json").is_file():
+            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+        if name.startswith("tokenizer") and not any(folders[name].glob("*.json")):
+            raise TargetError(f"{folders[name]}: no tokenizer files (tokenizer_config.json, tokenizer.json, ...). Save the tokenizer with save_pretrained.")
+    scheduler_file = folders["scheduler"] / "scheduler_config.json"
+    if not scheduler_file.is_file() or read_json(scheduler_file).get("_class_name") not in FLOW_SCHEDULERS:
+        raise TargetError(f"{scheduler_file}: a {kind} pipeline is trained by flow matching and needs a {', '.join(FLOW_SCHEDULERS)} config here.")
+    transformer_file, vae_file = folders["transformer"] / "config.json", folders["vae"] / "config.json"
+    config, vae_config = read_json(transformer_file), read_json(vae_file)
+    if vae_config.get("_class_name", "AutoencoderKL") != "AutoencoderKL" or vae_config.get("latents_mean") is not None or vae_config.get("latents_std") is not None:
+        raise TargetError(f"{vae_file}: naa-guard encodes with an AutoencoderKL without per-channel latents_mean / latents_std; found {vae_config.get('_class_name')!r}.")
+    return folders, config, vae_config, transformer_file, vae_file
+
+
+def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> FlowModelInfo:
+    """Return a Flux pipeline folder's components and geometry (CLIP + T5, 2x2-packed latents) after checking its configs agree."""
+    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    folders, config, vae_config, transformer_file, vae_file = _common_checks(root, index, names, lora, "Flux")
+    if config.get("_class_name") != FLUX_TRANSFORMER:
+        raise TargetError(f"{transformer_file}: transformer class {config.get('_class_name')!r}; a {FLUX_PIPELINE} needs a {FLUX_TRANSFORMER}.")
+    latent_channels = vae_config.get("latent_channels", 4)
+    channels = config.get("in_channels", 64)
+    if config.get("patch_size", 1) != 1 or channels != 4 * latent_channels or (config.get("out_channels") or channels) != channels:
+        raise TargetError(
+            f"{transformer_file}: in_channels {channels} / out_channels {config.get('out_channels')} / patch_size {config.get('patch_size', 1)} do not fit "
+            f"2x2-packed latents of the VAE's latent_channels {latent_channels} ({vae_file}): expected in_channels = out_channels = {4 * latent_channels}, patch_size 1."
+        )
+    clip, t5 = read_json(folders["text_encoder"] / "config.json"), read_json(folders["text_encoder_2"] / "config.json")
+    if (clip.get("architectures") or [None])[0] != "CLIPTextModel" or (t5.get("architectures") or [None])[0] != T5_ENCODER:
+        raise TargetError(f"{root}: a Flux pipeline's text_encoder is a CLIPTextModel and its text_encoder_2 a {T5_ENCODER}; found {clip.get('architectures')!r} and {t5.get('architectures')!r}.")
+    if config.get("joint_attention_dim") != t5.get("d_model") or config.get("pooled_projection_dim") != clip.get("hidden_size", 512):
+        raise TargetError(
+            f"{transformer_file}: joint_attention_dim {config.get('joint_attention_dim')!r} / pooled_projection_dim {config.get('pooled_projection_dim')!r} do not match "
+            f"the T5's d_model {t5.get('d_model')!r} and the CLIP's hidden_size {clip.get('hidden_size', 512)!r}. The transformer and the text encoders come from different pipelines."
+        )
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
+    size = vae_config.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % (2 * factor):
+        raise TargetError(f"{vae_file}: sample_size is {size!r}; a Flux pipeline takes its image size from the VAE config, which must be a positive multiple of {2 * factor} (2x2 packing of latents {factor}x smaller).")
+    image_channels = vae_config.get("in_channels", 3)
+    if image_channels not in (1, 3):
+        raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
+    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, None, 1.0, family="flux")
