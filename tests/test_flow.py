@@ -304,3 +304,16 @@ def test_tuned_candidates_choose_s_on_the_calibration_split(tmp_path: Path, sd3:
     result = audit(load_policy(_policy(tmp_path, sd3, attacks="{loss: {t: [100, 300]}, sima: {ts: [0, 20]}}", count=30, more="tune: {fraction: 0.34}\n")), progress=False)
     assert result.attacks["loss"].params["t"] in (100, 300)
     assert np.isfinite(result.attacks["sima"].member_scores).all()
+
+
+def test_two_processes_and_another_batch_size_give_the_scores_of_one(tmp_path: Path, sd3: Path) -> None:
+    from test_distributed import _scores_csv, naa_guard_command
+
+    policy = _policy(tmp_path, sd3, attacks="{loss: {}, sima: {}, pia: {}, naa: {}}")
+    one = main(["audit", str(policy), "--quiet", "--scores", str(tmp_path / "one.csv")])
+    two = naa_guard_command("audit", str(policy), "--quiet", "--nproc", "2", "--chunk-size", "8", "--batch-size", "5", "--scores", str(tmp_path / "two.csv"))
+    assert one == two.returncode, two.stdout + two.stderr
+    (one_rows, one_scores), (two_rows, two_scores) = _scores_csv(tmp_path / "one.csv"), _scores_csv(tmp_path / "two.csv")
+    assert one_rows == two_rows and set(one_scores) == {"loss", "sima", "pia", "naa"}
+    for attack, scores in one_scores.items():
+        assert_scores_close(two_scores[attack], scores, err_msg=attack)
