@@ -317,3 +317,17 @@ def test_two_processes_and_another_batch_size_give_the_scores_of_one(tmp_path: P
     assert one_rows == two_rows and set(one_scores) == {"loss", "sima", "pia", "naa"}
     for attack, scores in one_scores.items():
         assert_scores_close(two_scores[attack], scores, err_msg=attack)
+
+
+def test_the_chunk_store_gives_back_the_scores_without_a_model_call(tmp_path: Path, sd3: Path, target: FlowTarget) -> None:
+    from naa_guard.audit import audit
+    from naa_guard.policy import load_policy
+    from naa_guard.scoring.chunks import ChunkStore
+
+    policy = load_policy(_policy(tmp_path, sd3, attacks="{loss: {}, sima: {}}"))
+    first = audit(policy, target=target, progress=False, chunk_store=ChunkStore(tmp_path / "chunks"))
+    calls = target.forward_calls
+    again = audit(policy, target=target, progress=False, chunk_store=ChunkStore(tmp_path / "chunks"))
+    assert target.forward_calls == calls  # every chunk read back
+    for name in ("loss", "sima"):
+        assert np.array_equal(again.attacks[name].member_scores, first.attacks[name].member_scores)
