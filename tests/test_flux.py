@@ -96,3 +96,17 @@ def test_bad_flux_folders_are_refused(tmp_path: Path, flux: Path, change, words:
     change(folder)
     with pytest.raises(TargetError, match=words):
         read_model_info(folder)
+
+
+def test_init_writes_a_policy_that_audits_a_flux_folder_with_its_captions(tmp_path: Path, flux: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.tiny_sd import write_set
+
+    members, nonmembers = write_set(tmp_path, "a", 20, seed=1), write_set(tmp_path, "b", 20, seed=2)
+    output = tmp_path / "p.naa.yaml"
+    assert main(["init", str(flux), str(members), str(nonmembers), "-o", str(output)]) == 0, capsys.readouterr().err
+    text = output.read_text()
+    assert "caption" in text
+    code = main(["audit", str(output), "--quiet", "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.out + captured.err
+    assert json.loads((tmp_path / "r.json").read_text())["conditioning"] != "empty"
