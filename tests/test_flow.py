@@ -253,10 +253,8 @@ def test_sharded_transformer_weights_load(tmp_path: Path, sd3: Path, target: Flo
     assert torch.equal(sharded.predict_noise(x0, 200, cond), target.predict_noise(x0, 200, cond))
 
 
-def test_pickle_transformer_weights_and_a_lora_are_refused(tmp_path: Path, sd3: Path) -> None:
+def test_pickle_transformer_weights_are_refused(tmp_path: Path, sd3: Path) -> None:
     folder = _copy(sd3, tmp_path)
-    with pytest.raises(TargetError, match="LoRA"):
-        read_model_info(folder, lora=folder / "x.safetensors")
     weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(TargetError, match="pickle"):
@@ -331,3 +329,51 @@ def test_the_chunk_store_gives_back_the_scores_without_a_model_call(tmp_path: Pa
     assert target.forward_calls == calls  # every chunk read back
     for name in ("loss", "sima"):
         assert np.array_equal(again.attacks[name].member_scores, first.attacks[name].member_scores)
+
+
+def _sd3_lora(sd3: Path, folder: Path) -> Path:
+    """Save a random LoRA (rank 4) on the tiny SD3 transformer's attention projections with save_lora_weights."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = SD3Transformer2DModel.from_pretrained(sd3 / "transformer")
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v"]))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    StableDiffusion3Pipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return folder
+
+
+def test_an_sd3_lora_is_applied_at_its_scale_and_checked(tmp_path: Path, sd3: Path, target: FlowTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    lora = _sd3_lora(sd3, tmp_path / "lora")
+    x0, cond = batch
+    base = target.predict_noise(x0, 200, cond)
+    full = load_target(read_model_info(sd3, lora=lora), allow_pickle=False, device="cpu", dtype="float32")
+    assert (full.predict_noise(x0, 200, cond) - base).abs().max() > 1e-3  # the adapter reaches the transformer
+    none = load_target(read_model_info(sd3, lora=lora, lora_scale=0.0), allow_pickle=False, device="cpu", dtype="float32")
+    close(none.predict_noise(x0, 200, cond), base)  # scale 0: the base model
+    assert read_model_info(sd3, lora=lora).identity_material() != read_model_info(sd3, lora=lora, lora_scale=0.5).identity_material()
+
+
+def test_an_sd3_lora_with_a_tensor_that_matches_no_layer_is_refused(tmp_path: Path, sd3: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    file = _sd3_lora(sd3, tmp_path / "lora") / "pytorch_lora_weights.safetensors"
+    tensors = load_file(file)
+    name = sorted(tensors)[0]
+    tensors[name.replace("transformer_blocks.0", "transformer_blocks.7")] = tensors.pop(name)  # a block this transformer lacks
+    save_file(tensors, file)
+    with pytest.raises(TargetError, match="model.lora|loading the SD3 pipeline failed"):  # an error either way, never the base model
+        load_target(read_model_info(sd3, lora=file), allow_pickle=False, device="cpu", dtype="float32")
+
+
+def test_an_sd3_lora_is_audited_against_its_base_as_the_reference(tmp_path: Path, sd3: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lora = _sd3_lora(sd3, tmp_path / "lora")
+    policy = _policy(tmp_path, sd3, attacks="{loss: {}, sima: {}}", extra=f", lora: {lora}, reference: {sd3}")
+    code = main(["audit", str(policy), "--quiet", "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.out + captured.err
+    assert {"loss", "loss/ref", "sima", "sima/ref"} <= set(json.loads((tmp_path / "r.json").read_text())["attacks"])

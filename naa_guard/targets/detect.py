@@ -79,7 +79,7 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
         check_model_index(index, index_file)  # entries of the wrong form are an error, not ignored
     if index is not None and "transformer" in index and "unet" not in index:
         if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
-            return read_sd3_info(root, index, lora=lora)
+            return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale)
         if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
             return read_flux_info(root, index, lora=lora)
         raise TargetError(

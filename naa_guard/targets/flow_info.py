@@ -43,11 +43,11 @@ class FlowModelInfo(LatentModelInfo):
     def encoder_files(self) -> list[Path]:
         """Return the files the encodings depend on: the VAE, text encoders and tokenizers."""
         encoders = [folder for name, folder in self.components.items() if name not in ("transformer", "scheduler")]
-        return [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()]
+        return [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()] + ([self.lora] if self.lora is not None else [])
 
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores: the family and its parametrization."""
-        return {"lora_scale": None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}"}
+        return {"lora_scale": self.lora_scale if self.lora is not None else None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}"}
 
 
 def _int(config: dict[str, Any], key: str, file: Path) -> int:
@@ -57,11 +57,9 @@ def _int(config: dict[str, Any], key: str, file: Path) -> int:
     return value
 
 
-def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> FlowModelInfo:
+def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_scale: float = 1.0) -> FlowModelInfo:
     """Return an SD3 pipeline folder's components and geometry after checking its configs agree."""
     index_file = root / "model_index.json"
-    if lora is not None:
-        raise TargetError(f"{root}: model.lora on an SD3 pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
     t5 = index.get("text_encoder_3")
     with_t5 = isinstance(t5, list) and any(part is not None for part in t5)
     if with_t5 and tuple(t5) != ("transformers", T5_ENCODER):
@@ -109,7 +107,7 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> Fl
     if image_channels not in (1, 3):
         raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
     factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
-    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(None), 1.0)
+    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(lora), lora_scale)
 
 
 def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Path]) -> None:
