@@ -64,3 +64,14 @@ def sample_distance(a: torch.Tensor, b: torch.Tensor, p: float = 2.0) -> torch.T
     """
     difference = (a.to("cpu", torch.float64) - b.to("cpu", torch.float64)).flatten(start_dim=1)
     return difference.abs().pow(p).sum(dim=1)
+
+
+def predict_at_clean_input(target: object, x0: torch.Tensor, t: int, cond: object = None) -> torch.Tensor:
+    """Return the target's noise estimate with the clean ``x0`` fed to the model as it is, at timestep ``t`` (SimA).
+
+    For a DDPM target that is ``predict_noise(x0, t)``. A flow target's ``predict_noise`` maps its
+    input from the DDPM path onto the flow path; its ``predict_noise_clean`` feeds ``x0`` unscaled:
+    ``e_hat = z0 + (1 - s) v_hat(z0, s)`` (SPEC section 3b).
+    """
+    clean = getattr(target, "predict_noise_clean", None)
+    return clean(x0, t, cond) if callable(clean) else target.predict_noise(x0, t, cond)  # type: ignore[attr-defined]

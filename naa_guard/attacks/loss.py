@@ -49,4 +49,6 @@ class LossAttack(Attack):
         t = self.params.t
         noise = seeded_noise(sample_keys, tuple(x0.shape[1:]), seed, "loss.noise", x0.device)
         x_t = forward_noise(x0, target.alphas_cumprod[t], noise)
-        return -sample_distance(target.predict_noise(x_t, t, cond), noise)
+        distance = sample_distance(target.predict_noise(x_t, t, cond), noise)
+        weight = getattr(target, "loss_weight", None)  # a flow target: |e_hat - e|^2 / (1 - s)^2 is the flow-matching loss (SPEC 3b)
+        return -(distance * weight(t) if callable(weight) else distance)

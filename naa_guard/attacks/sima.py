@@ -95,10 +95,12 @@ class SimA(Attack):
     def score(self, target: Target, x0: torch.Tensor, sample_keys: torch.Tensor, seed: int, cond: Any = None) -> torch.Tensor:
         import torch
 
+        from naa_guard.attacks.common import predict_at_clean_input
+
         # Deterministic throughout: no noise is drawn, so ``seed`` and ``sample_keys`` are unused.
         sums = []  # sum |eps|^p per sample, one row per timestep
         for t in self.params.timesteps:
-            prediction = target.predict_noise(x0, t, cond).to("cpu", torch.float64).flatten(start_dim=1)
+            prediction = predict_at_clean_input(target, x0, t, cond).to("cpu", torch.float64).flatten(start_dim=1)
             sums.append(prediction.abs().pow(self.params.p).sum(dim=1))
         if self.params.ts is None:
             return -sums[0]

@@ -11,6 +11,9 @@ from naa_guard.errors import TargetError
 from naa_guard.targets.base import check_component_weights, read_json
 from naa_guard.targets.latent_info import TEXT_ENCODER_CLASSES, TEXT_WEIGHTS
 
+T5_ENCODER = "T5EncoderModel"  # SD3's text_encoder_3
+T5_TOKENIZERS = ("T5Tokenizer", "T5TokenizerFast")
+
 if TYPE_CHECKING:
     pass
 
@@ -37,7 +40,11 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
     """
     from naa_guard.targets.modelcheck import shape_differences, weight_shapes
 
-    missing, unexpected, reshaped = shape_differences(module, weight_shapes(files), ignore_suffix="position_ids")
+    stored = weight_shapes(files)
+    missing, unexpected, reshaped = shape_differences(module, stored, ignore_suffix="position_ids")
+    tensors = dict(module.state_dict(keep_vars=True))
+    loaded = {id(tensors[name]) for name in stored if name in tensors}
+    missing = [name for name in missing if id(tensors.get(name)) not in loaded]  # tied to a stored tensor (T5's embed_tokens = shared)
     if missing or unexpected or reshaped:
         raise TargetError(
             f"{where}: the weights ({', '.join(f.name for f in files)}) do not match the {type(module).__name__} its config.json "
@@ -54,15 +61,15 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
 
     if name.startswith("tokenizer"):
         config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
-        class_name = str(config.get("tokenizer_class") or "CLIPTokenizer")
-        if class_name not in ("CLIPTokenizer", "CLIPTokenizerFast"):
+        class_name = str(config.get("tokenizer_class") or ("T5TokenizerFast" if name == "tokenizer_3" else "CLIPTokenizer"))
+        if class_name not in (T5_TOKENIZERS if name == "tokenizer_3" else ("CLIPTokenizer", "CLIPTokenizerFast")):
             raise TargetError(f"{folder}: tokenizer class {class_name!r} is not supported; Stable Diffusion pipelines use a CLIPTokenizer.")
         return getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
     config_file = folder / "config.json"
     config = read_json(config_file)
     if name.startswith("text_encoder"):
         class_name = (config.get("architectures") or ["CLIPTextModel"])[0]
-        if class_name not in TEXT_ENCODER_CLASSES:
+        if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
         use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
         module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Union
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json
+from naa_guard.targets.flow_info import FLUX_PIPELINE, ISSUE, SD3_PIPELINE, FlowModelInfo, read_flux_info, read_sd3_info
 from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
@@ -77,9 +78,19 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
     if index is not None:
         check_model_index(index, index_file)  # entries of the wrong form are an error, not ignored
     if index is not None and "transformer" in index and "unet" not in index:
+        if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
+            return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale)
+        if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
+            return read_flux_info(root, index, lora=lora)
         raise TargetError(
-            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (SD3, Flux, PixArt, ...); "
-            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL) for now."
+            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (PixArt, Sana, Flux Kontext / Fill, ...); "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE} and {FLUX_PIPELINE} for now; "
+            f"the other transformer pipelines are not audited yet ({ISSUE})."
+        )
+    if index is None and (root / "transformer").is_dir() and not (root / (unet_subfolder or "unet")).is_dir():
+        raise TargetError(
+            f"{root}: a transformer/ folder and no model_index.json; naa-guard recognises a transformer pipeline (SD3) by its "
+            f"model_index.json. Save the whole pipeline with save_pretrained."
         )
     if _is_latent(root, index, unet_subfolder):
         sdxl = "text_encoder_2" in index if index is not None else (root / "text_encoder_2").is_dir()
@@ -108,6 +119,8 @@ def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder
     if config is None:
         raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
     info = read_model_info(Path(config), unet_subfolder, key="model.config")
+    if isinstance(info, FlowModelInfo):
+        raise TargetError(f"model.config {config}: an SD3 pipeline; single-file checkpoints of flow-matching transformers are not read yet ({ISSUE}). Save the model as a diffusers folder and point model.path at it.")
     if not isinstance(info, LatentModelInfo):
         raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
     if file.suffix == ".safetensors":
@@ -122,6 +135,10 @@ def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: s
 
     if isinstance(info, SingleFileInfo):
         return load_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
+    if isinstance(info, FlowModelInfo):
+        from naa_guard.targets.flow import load_flow_target
+
+        return load_flow_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, LatentModelInfo):
         return load_latent_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     return load_pixel_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)

@@ -55,6 +55,8 @@ def _load_tokenizers(info: Any, allow_pickle: bool) -> tuple[list[Any], list[boo
 
     transformers = _import_sd_libraries()
     names = [name for name in ("tokenizer", "tokenizer_2") if name in info.components]
+    if getattr(info, "family", None) == "flux":  # its tokenizer_2 is T5's; as the loaded target's tokenizers: CLIP's only
+        names = ["tokenizer"]
     with offline_environment():
         tokenizers = [load_component(name, info.components[name], transformers, allow_pickle) for name in names]
     masks = [uses_attention_mask(read_json(info.components[name.replace("tokenizer", "text_encoder")] / "config.json")) for name in names]

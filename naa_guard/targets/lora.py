@@ -31,6 +31,10 @@ def _pipeline(parts: dict[str, Any], scheduler: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scheduler-config deprecation notes: not the audit's business
+        if "transformer" in parts:  # SD3 (flow matching): its LoRA loader, without T5 (a T5 takes no LoRA here)
+            t5 = {name: parts.get(name) for name in ("text_encoder_3", "tokenizer_3")}
+            others = {name: part for name, part in parts.items() if name not in t5}
+            return diffusers.StableDiffusion3Pipeline(scheduler=scheduler, **others, **t5)
         if "text_encoder_2" in parts:
             return diffusers.StableDiffusionXLPipeline(scheduler=scheduler, add_watermarker=False, **parts)
         return diffusers.StableDiffusionPipeline(scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **parts)
@@ -121,7 +125,7 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
         raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
     loaded = {
         _fingerprint(parameter)
-        for component in (parts[name] for name in ("unet", "text_encoder", "text_encoder_2") if name in parts)
+        for component in (parts[name] for name in ("unet", "transformer", "text_encoder", "text_encoder_2") if name in parts)
         for name, parameter in component.named_parameters()
         if f".{ADAPTER}." in name
     }

@@ -26,7 +26,7 @@ from typing import Any
 from naa_guard.errors import TargetError
 
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' safetensors header entry (loaders.lora_base)
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 _DOWN = re.compile(r"^(?P<module>.+?)(?:\.lora_down|\.lora\.down|\.lora_A|_lora\.down)\.weight$")
 # Two products of the same three floats in another order differ by a few ulps; 1e-9 is far above
 # that and far below any alpha anyone sets on purpose.

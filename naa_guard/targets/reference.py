@@ -57,15 +57,23 @@ def check_reference(target: AnyModelInfo, reference: AnyModelInfo) -> None:
     if isinstance(target, LatentModelInfo) != isinstance(reference, LatentModelInfo):
         kinds = {True: "a latent pipeline", False: "a pixel-space model"}
         raise TargetError(f"{where}: the reference is {kinds[isinstance(reference, LatentModelInfo)]}, the model {kinds[isinstance(target, LatentModelInfo)]}; scores of different diffusion spaces cannot be subtracted. {fix}")
+    families = [getattr(info, "family", "ddpm") for info in (target, reference)]
+    if families[0] != families[1]:
+        raise TargetError(f"{where}: the reference is a {families[1]} model, the model a {families[0]} one (flow matching and DDPM noise prediction are different parametrizations); their scores cannot be subtracted. {fix}")
     problems = [f"UNet config {diff}" for diff in config_differences(target.unet_config, reference.unet_config)]
     if (target.sample_size, target.in_channels) != (reference.sample_size, reference.in_channels):
         problems.append(f"image geometry {target.sample_size}px x {target.in_channels} channels vs {reference.sample_size}px x {reference.in_channels}")
     if isinstance(target, LatentModelInfo) and isinstance(reference, LatentModelInfo):
         problems += [f"VAE config (latent space) {diff}" for diff in config_differences(target.vae_config, reference.vae_config)]
-        if target.sdxl != reference.sdxl:
+        encoders = [sorted(name for name in info.components if name.startswith("text_encoder")) for info in (target, reference)]
+        if encoders[0] != encoders[1]:
+            problems.append(f"text encoders: {', '.join(encoders[0])} vs {', '.join(encoders[1])}")
+        elif target.sdxl != reference.sdxl:
             problems.append(f"text encoders: {'two (SDXL)' if target.sdxl else 'one'} vs {'two (SDXL)' if reference.sdxl else 'one'}")
     if problems:
         raise TargetError(f"{where}: the models differ (target vs reference): {'; '.join(problems[:6])}. {fix}")
+    if families[0] != "ddpm":
+        return  # a flow family's schedule is fixed by its parametrization (s = t / 1000), not by its scheduler config
     mine, theirs = alphas_cumprod(scheduler_dir(target)), alphas_cumprod(scheduler_dir(reference))
     if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=SCHEDULE_RTOL, atol=0.0):
         raise TargetError(

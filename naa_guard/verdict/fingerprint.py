@@ -55,6 +55,9 @@ def model_layout(policy: Policy, info: AnyModelInfo | None) -> dict[str, Any]:
             f"(from {unet_dir.name}/), scheduler {scheduler.get('_class_name', '?')} "
             f"{scheduler.get('prediction_type', 'epsilon')}, {scheduler.get('num_train_timesteps', '?')} steps"
         )
+        if getattr(info, "family", None) is not None:  # a flow family (SPEC 3b): the attacks' timestep t is s = t / 1000
+            material["parametrization"] = info.identity_material()["parametrization"]
+            summary = f"{summary.split(', scheduler')[0]}, {material['parametrization']}"
     # The material itself too, so that a baseline of another layout names the key that differs.
     return {"digest": digest(material), "summary": summary, **material}
 

@@ -1,0 +1,191 @@
+"""A flow-matching transformer pipeline folder (Stable Diffusion 3 / 3.5) read without loading it.
+
+SPEC section 3b: the denoiser is an ``SD3Transformer2DModel`` trained by rectified flow
+(``x_s = (1 - s) z0 + s e``, velocity prediction), conditioned on two CLIP encoders and, where
+``model_index.json`` names ``text_encoder_3``, a T5 encoder (without it the pipeline feeds zeros, as
+diffusers does). Flux and other transformer pipelines are refused in :mod:`~naa_guard.targets.detect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naa_guard.errors import TargetError
+from naa_guard.targets.base import read_json
+from naa_guard.targets.latent_info import LatentModelInfo, find_lora
+
+SD3_PIPELINE = "StableDiffusion3Pipeline"
+SD3_TRANSFORMER = "SD3Transformer2DModel"
+T5_ENCODER = "T5EncoderModel"
+FLUX_PIPELINE = "FluxPipeline"
+FLUX_TRANSFORMER = "FluxTransformer2DModel"
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+ISSUE = "naa-guard issue 26"
+# Every timestep t of an attack means s = t / FLOW_STEPS on the flow path (SD3's time input is 1000 s).
+FLOW_STEPS = 1000
+PARAMETRIZATION = "flow matching: x_s = (1 - s) z0 + s e, velocity v = e - z0; e_hat = x_s + (1 - s) v_hat, z0_hat = x_s - s v_hat; attack timestep t means s = t / 1000"
+TIME_INPUTS = {"sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), guidance 3.5 where guidance_embeds, 2x2-packed latents"}
+
+
+@dataclass(frozen=True)
+class FlowModelInfo(LatentModelInfo):
+    """What can be read from an SD3 pipeline folder; ``unet_config`` holds the transformer's config."""
+
+    family: str = "sd3"
+
+    @property
+    def unet_dir(self) -> Path:
+        """Return the transformer's folder (named in messages)."""
+        return self.components["transformer"]
+
+    def encoder_files(self) -> list[Path]:
+        """Return the files the encodings depend on: the VAE, text encoders and tokenizers."""
+        encoders = [folder for name, folder in self.components.items() if name not in ("transformer", "scheduler")]
+        return [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()] + ([self.lora] if self.lora is not None else [])
+
+    def identity_material(self) -> dict[str, Any]:
+        """Return what besides the files changes the scores: the family and its parametrization."""
+        return {"lora_scale": self.lora_scale if self.lora is not None else None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}"}
+
+
+def _int(config: dict[str, Any], key: str, file: Path) -> int:
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TargetError(f"{file}: {key} is {value!r}; expected a positive int. Re-save the transformer with save_pretrained.")
+    return value
+
+
+def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_scale: float = 1.0) -> FlowModelInfo:
+    """Return an SD3 pipeline folder's components and geometry after checking its configs agree."""
+    index_file = root / "model_index.json"
+    t5 = index.get("text_encoder_3")
+    with_t5 = isinstance(t5, list) and any(part is not None for part in t5)
+    if with_t5 and tuple(t5) != ("transformers", T5_ENCODER):
+        raise TargetError(f"{index_file}: text_encoder_3 is {t5!r}; an SD3 pipeline's third text encoder is [\"transformers\", \"{T5_ENCODER}\"] or [null, null] (none).")
+    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"] + (["text_encoder_3", "tokenizer_3"] if with_t5 else [])
+    folders = {name: root / name for name in names}
+    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise TargetError(
+            f"{root}: this SD3 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
+            f"It needs {', '.join(f'{name}/' for name in names)}; save the whole pipeline with save_pretrained."
+        )
+    for name in ("vae", "transformer", "text_encoder", "text_encoder_2") + (("text_encoder_3",) if with_t5 else ()):
+        if not (folders[name] / "config.json").is_file():
+            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    scheduler_file = folders["scheduler"] / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        raise TargetError(f"{folders['scheduler']}: no scheduler_config.json. Save the scheduler with save_pretrained.")
+    scheduler = read_json(scheduler_file)
+    if scheduler.get("_class_name") not in FLOW_SCHEDULERS:
+        raise TargetError(f"{scheduler_file}: scheduler {scheduler.get('_class_name')!r}; an SD3 pipeline is trained by flow matching and needs {', '.join(FLOW_SCHEDULERS)}.")
+    if scheduler.get("num_train_timesteps", FLOW_STEPS) != FLOW_STEPS:
+        raise TargetError(f"{scheduler_file}: num_train_timesteps is {scheduler.get('num_train_timesteps')!r}; the SD3 transformer's time input is 1000 s, so expected {FLOW_STEPS}.")
+    transformer_file, vae_file = folders["transformer"] / "config.json", folders["vae"] / "config.json"
+    config, vae_config = read_json(transformer_file), read_json(vae_file)
+    if config.get("_class_name") != SD3_TRANSFORMER:
+        raise TargetError(f"{transformer_file}: transformer class {config.get('_class_name')!r}; a {SD3_PIPELINE} needs an {SD3_TRANSFORMER}.")
+    if vae_config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise TargetError(f"{vae_file}: VAE class {vae_config.get('_class_name')!r} is not supported; naa-guard encodes with an AutoencoderKL.")
+    if vae_config.get("latents_mean") is not None or vae_config.get("latents_std") is not None:
+        raise TargetError(f"{vae_file}: this VAE normalises latents per channel (latents_mean / latents_std), which naa-guard does not apply; refusing rather than encoding differently from training.")
+    latent_size, channels, patch = (_int(config, key, transformer_file) for key in ("sample_size", "in_channels", "patch_size"))
+    out_channels = config.get("out_channels") or channels
+    latent_channels = vae_config.get("latent_channels", 4)
+    if channels != latent_channels or out_channels != channels:
+        raise TargetError(f"{transformer_file}: in_channels {channels} / out_channels {out_channels} do not match the VAE's latent_channels {latent_channels} ({vae_file}); the transformer must predict a velocity of the latent's shape.")
+    if latent_size % patch:
+        raise TargetError(f"{transformer_file}: sample_size {latent_size} is not a multiple of patch_size {patch}. Re-save the transformer with save_pretrained.")
+    _check_text_widths(config, transformer_file, folders)
+    for tokenizer in ("tokenizer", "tokenizer_2") + (("tokenizer_3",) if with_t5 else ()):
+        if not any(folders[tokenizer].glob("*.json")):
+            raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
+    image_channels = vae_config.get("in_channels", 3)
+    if image_channels not in (1, 3):
+        raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
+    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(lora), lora_scale)
+
+
+def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Path]) -> None:
+    """Return None; raise TargetError when the CLIP encoders' states do not fit the transformer's inputs."""
+    hidden, pooled = 0, 0
+    for name in ("text_encoder", "text_encoder_2"):
+        encoder = read_json(folders[name] / "config.json")
+        if (encoder.get("architectures") or [None])[0] != "CLIPTextModelWithProjection":
+            raise TargetError(f"{folders[name] / 'config.json'}: an SD3 text encoder must be a CLIPTextModelWithProjection (its pooled projection conditions the transformer); found {encoder.get('architectures')!r}.")
+        hidden += int(encoder.get("hidden_size", 512))
+        pooled += int(encoder.get("projection_dim", 512))
+    joint, projection = config.get("joint_attention_dim"), config.get("pooled_projection_dim")
+    if "text_encoder_3" in folders:
+        t5_file = folders["text_encoder_3"] / "config.json"
+        t5 = read_json(t5_file)
+        if (t5.get("architectures") or [None])[0] != T5_ENCODER or t5.get("d_model") != joint:
+            raise TargetError(
+                f"{t5_file}: the third text encoder must be a {T5_ENCODER} whose d_model equals the transformer's joint_attention_dim "
+                f"{joint!r} ({file}); found {t5.get('architectures')!r} with d_model {t5.get('d_model')!r}. The transformer and the T5 come from different pipelines."
+            )
+    if not isinstance(joint, int) or hidden > joint or projection != pooled:
+        raise TargetError(
+            f"{file}: joint_attention_dim {joint!r} / pooled_projection_dim {projection!r} do not fit the CLIP encoders' hidden states "
+            f"({hidden} wide together, at most joint_attention_dim) and pooled embeddings ({pooled} wide together, must equal "
+            f"pooled_projection_dim). The transformer and the text encoders come from different pipelines."
+        )
+
+
+def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Path | None, kind: str) -> tuple[dict[str, Path], dict[str, Any], dict[str, Any], Path, Path]:
+    """Return (folders, transformer config, VAE config, their files) after the checks every flow pipeline shares."""
+    if lora is not None:
+        raise TargetError(f"{root}: model.lora on a {kind} pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
+    folders = {name: root / name for name in names}
+    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise TargetError(f"{root}: this {kind} pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained.")
+    for name in names:
+        if not name.startswith("tokenizer") and name != "scheduler" and not (folders[name] / "config.json").is_file():
+            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+        if name.startswith("tokenizer") and not any(folders[name].glob("*.json")):
+            raise TargetError(f"{folders[name]}: no tokenizer files (tokenizer_config.json, tokenizer.json, ...). Save the tokenizer with save_pretrained.")
+    scheduler_file = folders["scheduler"] / "scheduler_config.json"
+    if not scheduler_file.is_file() or read_json(scheduler_file).get("_class_name") not in FLOW_SCHEDULERS:
+        raise TargetError(f"{scheduler_file}: a {kind} pipeline is trained by flow matching and needs a {', '.join(FLOW_SCHEDULERS)} config here.")
+    transformer_file, vae_file = folders["transformer"] / "config.json", folders["vae"] / "config.json"
+    config, vae_config = read_json(transformer_file), read_json(vae_file)
+    if vae_config.get("_class_name", "AutoencoderKL") != "AutoencoderKL" or vae_config.get("latents_mean") is not None or vae_config.get("latents_std") is not None:
+        raise TargetError(f"{vae_file}: naa-guard encodes with an AutoencoderKL without per-channel latents_mean / latents_std; found {vae_config.get('_class_name')!r}.")
+    return folders, config, vae_config, transformer_file, vae_file
+
+
+def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> FlowModelInfo:
+    """Return a Flux pipeline folder's components and geometry (CLIP + T5, 2x2-packed latents) after checking its configs agree."""
+    names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    folders, config, vae_config, transformer_file, vae_file = _common_checks(root, index, names, lora, "Flux")
+    if config.get("_class_name") != FLUX_TRANSFORMER:
+        raise TargetError(f"{transformer_file}: transformer class {config.get('_class_name')!r}; a {FLUX_PIPELINE} needs a {FLUX_TRANSFORMER}.")
+    latent_channels = vae_config.get("latent_channels", 4)
+    channels = config.get("in_channels", 64)
+    if config.get("patch_size", 1) != 1 or channels != 4 * latent_channels or (config.get("out_channels") or channels) != channels:
+        raise TargetError(
+            f"{transformer_file}: in_channels {channels} / out_channels {config.get('out_channels')} / patch_size {config.get('patch_size', 1)} do not fit "
+            f"2x2-packed latents of the VAE's latent_channels {latent_channels} ({vae_file}): expected in_channels = out_channels = {4 * latent_channels}, patch_size 1."
+        )
+    clip, t5 = read_json(folders["text_encoder"] / "config.json"), read_json(folders["text_encoder_2"] / "config.json")
+    if (clip.get("architectures") or [None])[0] != "CLIPTextModel" or (t5.get("architectures") or [None])[0] != T5_ENCODER:
+        raise TargetError(f"{root}: a Flux pipeline's text_encoder is a CLIPTextModel and its text_encoder_2 a {T5_ENCODER}; found {clip.get('architectures')!r} and {t5.get('architectures')!r}.")
+    if config.get("joint_attention_dim") != t5.get("d_model") or config.get("pooled_projection_dim") != clip.get("hidden_size", 512):
+        raise TargetError(
+            f"{transformer_file}: joint_attention_dim {config.get('joint_attention_dim')!r} / pooled_projection_dim {config.get('pooled_projection_dim')!r} do not match "
+            f"the T5's d_model {t5.get('d_model')!r} and the CLIP's hidden_size {clip.get('hidden_size', 512)!r}. The transformer and the text encoders come from different pipelines."
+        )
+    factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
+    size = vae_config.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % (2 * factor):
+        raise TargetError(f"{vae_file}: sample_size is {size!r}; a Flux pipeline takes its image size from the VAE config, which must be a positive multiple of {2 * factor} (2x2 packing of latents {factor}x smaller).")
+    image_channels = vae_config.get("in_channels", 3)
+    if image_channels not in (1, 3):
+        raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
+    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, None, 1.0, family="flux")
