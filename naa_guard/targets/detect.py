@@ -136,7 +136,7 @@ def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: s
     if isinstance(info, SingleFileInfo):
         return load_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, FlowModelInfo):
-        from naa_guard.targets.flow import load_flow_target
+        from naa_guard.targets.flowload import load_flow_target
 
         return load_flow_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, LatentModelInfo):
