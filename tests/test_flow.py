@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import write_policy
-from tests.tiny_flow import make_tiny_sd3
-from tests.tiny_sd import write_set
-from tests.tolerance import assert_scores_close
+from tiny_flow import make_tiny_sd3
+from tiny_sd import write_set
+from tolerance import assert_scores_close
 from naa_guard.attacks import get_attack
 from naa_guard.attacks.common import sample_keys, seeded_noise
 from naa_guard.cli import main
@@ -192,7 +192,7 @@ def test_an_sd3_folder_is_audited_end_to_end_with_its_captions_and_a_reference(t
 
 
 def test_a_ddpm_reference_for_an_sd3_model_is_refused(tmp_path: Path, sd3: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.tiny_sd import make_tiny_sd
+    from tiny_sd import make_tiny_sd
 
     make_tiny_sd(tmp_path / "sd")
     assert main(["audit", str(_policy(tmp_path, sd3, extra=f", reference: {tmp_path / 'sd'}")), "--quiet"]) == 2
@@ -275,7 +275,7 @@ def test_a_transformer_missing_a_tensor_is_refused(tmp_path: Path, sd3: Path) ->
 
 def test_a_flow_model_that_memorised_its_members_fails_the_gate(tmp_path: Path, sd3: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A velocity that denoises toward the nearest member (a perfectly memorising model) must FAIL, not pass."""
-    from tests.tiny_sd import read_set
+    from tiny_sd import read_set
 
     policy = _policy(tmp_path, sd3, attacks="{loss: {}}")
     members = torch.from_numpy(read_set(tmp_path / "sets" / "a.csv")[0])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_flow import CAPTIONS, _edit, _policy, attack_scores, close
-from tests.tiny_flow import make_tiny_flux
+from test_flow import CAPTIONS, _edit, _policy, attack_scores, close
+from tiny_flow import make_tiny_flux
 from naa_guard.attacks.common import sample_keys, seeded_noise
 from naa_guard.cli import main
 from naa_guard.errors import TargetError
@@ -99,7 +99,7 @@ def test_bad_flux_folders_are_refused(tmp_path: Path, flux: Path, change, words:
 
 
 def test_init_writes_a_policy_that_audits_a_flux_folder_with_its_captions(tmp_path: Path, flux: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.tiny_sd import write_set
+    from tiny_sd import write_set
 
     members, nonmembers = write_set(tmp_path, "a", 20, seed=1), write_set(tmp_path, "b", 20, seed=2)
     output = tmp_path / "p.naa.yaml"

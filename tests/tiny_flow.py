@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from tests.tiny_sd import LATENT_SIZE, make_tokenizer, text_encoder
+from tiny_sd import LATENT_SIZE, make_tokenizer, text_encoder
 
 
 def t5_parts(seed: int):  # type: ignore[no-untyped-def]
