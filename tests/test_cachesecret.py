@@ -32,3 +32,20 @@ def test_without_a_writable_config_folder_each_process_draws_its_own(tmp_path: P
     secret = cachesecret.cache_secret()
     assert len(secret) >= 32 and cachesecret.cache_secret() == secret  # one per process: entries it writes are used in this run
     cachesecret._user_secret.cache_clear()
+
+
+def test_a_key_file_that_is_a_pipe_is_never_opened_and_never_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import threading
+
+    monkeypatch.delenv(cachesecret.ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "naa-guard").mkdir()
+    os.mkfifo(tmp_path / "naa-guard" / "cache.key")
+    cachesecret._user_secret.cache_clear()
+    found: list[bytes] = []
+    reader = threading.Thread(target=lambda: found.append(cachesecret.cache_secret()), daemon=True)
+    reader.start()
+    reader.join(timeout=20)  # reading the pipe would block until a writer came
+    cachesecret._user_secret.cache_clear()
+    assert found and len(found[0]) >= 32, "the cache secret hung on a named pipe"

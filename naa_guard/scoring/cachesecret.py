@@ -19,6 +19,8 @@ import os
 import secrets
 from pathlib import Path
 
+from naa_guard.userfiles import open_regular
+
 ENV = "NAA_GUARD_CACHE_KEY"
 
 
@@ -35,25 +37,28 @@ def cache_secret() -> bytes:
     return _user_secret(str(key_file()))
 
 
+def _stored_secret(file: Path) -> bytes | None:
+    """Return the secret kept in ``file``; None when it is absent, too short, or not a regular file (never opened then)."""
+    try:
+        with open_regular(file, OSError, "the cache key file", "") as handle:
+            stored = handle.read().strip()
+    except OSError:
+        return None
+    return stored if len(stored) >= 32 else None
+
+
 @functools.lru_cache(maxsize=None)
 def _user_secret(path: str) -> bytes:
     file = Path(path)
-    try:
-        stored = file.read_bytes().strip()
-        if len(stored) >= 32:
-            return stored
-    except OSError:
-        pass
+    stored = _stored_secret(file)
+    if stored is not None:
+        return stored
     fresh = secrets.token_hex(32).encode()
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         handle = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it meanwhile: use theirs
-        try:
-            stored = file.read_bytes().strip()
-            return stored if len(stored) >= 32 else fresh
-        except OSError:
-            return fresh
+    except FileExistsError:  # another process created it meanwhile (or it is no usable key): use theirs, else this process's own
+        return _stored_secret(file) or fresh
     except OSError:  # no writable config folder: this process's own secret, entries not reused across runs
         return fresh
     with os.fdopen(handle, "wb") as stream:
