@@ -5,6 +5,13 @@ turns a batch of preprocessed images (and their conditioning text) into the diff
 its condition, ``predict_noise(x, t, cond)`` gives the epsilon prediction there, and
 ``alphas_cumprod`` is the noise schedule. ``sample_size`` and ``in_channels`` are the geometry of
 the *images* the data loader prepares (for a latent model, the pixels the VAE takes).
+
+Two optional members let a flow-matching target (:mod:`~naa_guard.targets.flow`) serve the same
+attacks through its one conversion, without an attack asking which family it runs on:
+``predict_noise_clean(x0, t, cond)`` (the estimate at the clean input, for SimA:
+:func:`naa_guard.attacks.common.predict_at_clean_input`) and ``loss_weight(t)`` (the factor that
+turns the noise error into the family's own training loss, for the loss attack). A DDPM target
+has neither, and the attacks then use ``predict_noise`` and weight 1.
 """
 
 from __future__ import annotations
