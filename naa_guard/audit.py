@@ -256,6 +256,7 @@ def audit(
     chunk_store: ChunkStore | None = None,
     runner: ChunkRunner | None = None,
     chunk_samples: int = CHUNK_SAMPLES,
+    checked: bool = False,
 ) -> AuditResult:
     """Return the audit of ``policy``: every listed attack scored, measured and gated.
 
@@ -269,11 +270,13 @@ def audit(
     (naa_guard.verdict.validity). ``baseline`` (else the policy's ``baseline``) names a previous report.json:
     a mismatch raises BaselineError, a rise beyond ``thresholds.max_increase`` fails the gate. When an attack lists candidate settings, every attack is reported and
     gated on the evaluation part of a seeded calibration split (see :mod:`naa_guard.tuning`).
+    ``checked``: the caller already ran :func:`naa_guard.policy.preflight` with the count check on
+    this policy and limit (the CLI and the plugin do, before the engine's imports): it is not repeated.
     """
     baseline = baseline_path(policy, baseline)  # before any scoring: a missing baseline fails fast
     baseline_report = load_baseline(baseline) if baseline is not None else None  # read and recomputed before any scoring
-    # Every problem found without a model (missing sources or configs, gates the listed counts cannot resolve), at once.
-    preflight(policy, limit if limit is not None else policy.data.limit, counts=check_policy_counts, model=target is None)
+    if not checked:  # every problem found without a model (missing sources or configs, gates the listed counts cannot resolve), at once
+        preflight(policy, limit if limit is not None else policy.data.limit, counts=check_policy_counts, model=target is None)
     prepared = prepare_audit(
         policy, device=device, batch_size=batch_size, limit=limit, progress=progress, score_cache=score_cache, target=target,
         chunk_store=chunk_store, runner=runner, chunk_samples=chunk_samples,

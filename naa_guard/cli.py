@@ -159,7 +159,7 @@ def _audit_here(args: argparse.Namespace, runner: ChunkRunner | None, local_rank
         baseline = Path(args.baseline) if args.baseline else None
         result = audit(
             policy, device=device, batch_size=args.batch_size, limit=args.limit, progress=not args.quiet, chunk_store=store,
-            runner=runner, baseline=baseline, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
+            runner=runner, baseline=baseline, checked=True, **({"chunk_samples": args.chunk_size} if args.chunk_size else {}),
         )  # fmt: skip
         result.gates = match_gates(policy, result.gates)  # the table and the exit code render the policy's gated rows, no other
         written = _write_outputs(result, json_path, report_dir, scores_path)

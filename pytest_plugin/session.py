@@ -171,7 +171,7 @@ class AuditSession:
             else:
                 result = audit(
                     policy, device=settings.device, batch_size=settings.batch_size, limit=self.limit_for(policy),
-                    progress=False, score_cache=self._score_cache(), chunk_store=self._chunk_store(), baseline=settings.baseline,
+                    progress=False, score_cache=self._score_cache(), chunk_store=self._chunk_store(), baseline=settings.baseline, checked=True,  # _run preflighted it
                 )  # fmt: skip
             result.gates = match_gates(policy, result.gates)  # exactly the collected items' rows (a distributed result too), else every item errors
         except NaaGuardError as exc:
@@ -212,7 +212,7 @@ class AuditSession:
             with model_stays_unloaded():
                 return audit(
                     policy, device=rank0_device(settings.device or policy.runtime.device), batch_size=settings.batch_size, limit=self.limit_for(policy),
-                    progress=False, chunk_store=store, runner=launcher_runner(policy, store.root if store is not None else None), baseline=settings.baseline,
+                    progress=False, chunk_store=store, runner=launcher_runner(policy, store.root if store is not None else None), baseline=settings.baseline, checked=True,  # _run preflighted it
                 )  # fmt: skip
         except ModelNeeded:  # nothing was written yet: the ranks run the whole audit
             return None

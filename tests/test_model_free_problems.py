@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_images, write_policy
+from conftest import make_images, make_tiny_setup, write_policy
 
 from naa_guard.cli import main
 
@@ -69,3 +69,20 @@ def test_an_unwritable_report_folder_and_a_missing_model_are_reported_together_b
     result = pytester.runpytest_inprocess(str(policy), "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*2 problems, all found before any model loads; fix each of them:", f"1. {report}", f"2. {MODEL}"])
+
+
+def test_each_face_runs_the_model_free_checks_once_per_audit(tmp_path: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The faces check before the engine's imports and hand audit() checked=True: the sets are not listed again for the same checks."""
+    import importlib
+
+    checks = importlib.import_module("naa_guard.policy.preflight")  # the module; naa_guard.policy.preflight names its function
+    calls: list[str] = []
+    real = checks.model_free_problems
+    monkeypatch.setattr(checks, "model_free_problems", lambda *a, **k: calls.append("checked") or real(*a, **k))
+    policy = make_tiny_setup(tmp_path, attacks="{loss: {}}")
+    assert main(["audit", str(policy), "--quiet", "--no-reports"]) in (0, 1)
+    assert calls == ["checked"]
+    calls.clear()
+    result = pytester.runpytest_inprocess(str(policy), "-p", "no:cacheprovider", "--naa-no-cache")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert calls == ["checked"]
