@@ -18,6 +18,7 @@ from naa_guard.targets.flow_info import FLUX_PIPELINE, ISSUE, SD3_PIPELINE, Flow
 from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
+from naa_guard.targets.pixart_info import PIXART_TOKENS, PixArtModelInfo, read_pixart_info
 from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
 from naa_guard.userfiles import entry_problem, first_unreadable
 
@@ -82,6 +83,8 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale)
         if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
             return read_flux_info(root, index, lora=lora)
+        if index.get("_class_name") in PIXART_TOKENS and unet_subfolder is None:
+            return read_pixart_info(root, index, lora=lora, pipeline=str(index["_class_name"]))
         raise TargetError(
             f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (PixArt, Sana, Flux Kontext / Fill, ...); "
             f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE} and {FLUX_PIPELINE} for now; "
@@ -121,6 +124,8 @@ def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder
     info = read_model_info(Path(config), unet_subfolder, key="model.config")
     if isinstance(info, FlowModelInfo):
         raise TargetError(f"model.config {config}: an SD3 pipeline; single-file checkpoints of flow-matching transformers are not read yet ({ISSUE}). Save the model as a diffusers folder and point model.path at it.")
+    if isinstance(info, PixArtModelInfo):
+        raise TargetError(f"model.config {config}: a {info.pipeline}; single-file PixArt checkpoints are not read ({ISSUE}). Save the model as a diffusers folder and point model.path at it.")
     if not isinstance(info, LatentModelInfo):
         raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
     if file.suffix == ".safetensors":
@@ -135,6 +140,10 @@ def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: s
 
     if isinstance(info, SingleFileInfo):
         return load_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
+    if isinstance(info, PixArtModelInfo):
+        from naa_guard.targets.pixart import load_pixart_target
+
+        return load_pixart_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, FlowModelInfo):
         from naa_guard.targets.flowload import load_flow_target
 

@@ -185,9 +185,8 @@ class LatentTarget:
             return torch.cat([tensor, tensor.new_zeros((padding, *tensor.shape[1:]))]) if padding else tensor
 
         timesteps = torch.full((count + padding,), int(t), device=self.device, dtype=torch.long)
-        added = {"text_embeds": pad(cond["text_embeds"]), "time_ids": pad(cond["time_ids"])} if self.sdxl else None
         with torch.inference_mode():
-            out = self.unet(pad(x), timesteps, encoder_hidden_states=pad(cond["encoder_hidden_states"]), added_cond_kwargs=added).sample[:count].float()
+            out = self._denoiser_output(pad(x), timesteps, cond, pad)[:count].float()
         self.forward_calls += 1
         self.sample_queries += count
         abar = self.alphas_cumprod[int(t)]
@@ -197,6 +196,11 @@ class LatentTarget:
             out = (x - abar.sqrt() * out) / (1 - abar).sqrt()
         raise_if_non_finite(out, t)
         return out
+
+    def _denoiser_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, torch.Tensor], pad: Any) -> torch.Tensor:
+        """Return the UNet's raw output for the padded batch ``x`` (``pad`` pads a condition tensor the same way)."""
+        added = {"text_embeds": pad(cond["text_embeds"]), "time_ids": pad(cond["time_ids"])} if self.sdxl else None
+        return self.unet(x, timesteps, encoder_hidden_states=pad(cond["encoder_hidden_states"]), added_cond_kwargs=added).sample
 
 
 def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str, dtype: str, load: Any = None) -> LatentTarget:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json, scheduler_class
+from naa_guard.targets.flow_info import FlowModelInfo
 from naa_guard.targets.latent_info import LatentModelInfo
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def check_reference(target: AnyModelInfo, reference: AnyModelInfo) -> None:
         raise TargetError(f"{where}: the reference is {kinds[isinstance(reference, LatentModelInfo)]}, the model {kinds[isinstance(target, LatentModelInfo)]}; scores of different diffusion spaces cannot be subtracted. {fix}")
     families = [getattr(info, "family", "ddpm") for info in (target, reference)]
     if families[0] != families[1]:
-        raise TargetError(f"{where}: the reference is a {families[1]} model, the model a {families[0]} one (flow matching and DDPM noise prediction are different parametrizations); their scores cannot be subtracted. {fix}")
+        raise TargetError(f"{where}: the reference is a {families[1]} model, the model a {families[0]} one (another parametrization or another denoiser's input: flow matching v DDPM noise prediction, PixArt's T5-conditioned DiT v a UNet); their scores cannot be subtracted. {fix}")
     problems = [f"UNet config {diff}" for diff in config_differences(target.unet_config, reference.unet_config)]
     if (target.sample_size, target.in_channels) != (reference.sample_size, reference.in_channels):
         problems.append(f"image geometry {target.sample_size}px x {target.in_channels} channels vs {reference.sample_size}px x {reference.in_channels}")
@@ -72,7 +73,7 @@ def check_reference(target: AnyModelInfo, reference: AnyModelInfo) -> None:
             problems.append(f"text encoders: {'two (SDXL)' if target.sdxl else 'one'} vs {'two (SDXL)' if reference.sdxl else 'one'}")
     if problems:
         raise TargetError(f"{where}: the models differ (target vs reference): {'; '.join(problems[:6])}. {fix}")
-    if families[0] != "ddpm":
+    if isinstance(target, FlowModelInfo):
         return  # a flow family's schedule is fixed by its parametrization (s = t / 1000), not by its scheduler config
     mine, theirs = alphas_cumprod(scheduler_dir(target)), alphas_cumprod(scheduler_dir(reference))
     if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=SCHEDULE_RTOL, atol=0.0):
