@@ -31,6 +31,7 @@ DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
 _PROBE = 4  # samples each set is test-loaded with
 FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")
+TRANSFORMER_PIPELINES = (*FLOW_PIPELINES, "PixArtSigmaPipeline", "PixArtAlphaPipeline")  # read by the audit's own reader
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,11 @@ def inspect_model(folder: Path) -> ModelSummary:
     if not folder.is_dir():
         raise TargetError(f"model folder {folder} does not exist or is not a folder. Give a diffusers folder (model_index.json, or unet/ + scheduler/).")
     index = _json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
-    if index.get("_class_name") in FLOW_PIPELINES:  # SD3 / Flux: every check of the audit's own reading (SPEC 3b)
-        from naa_guard.targets.detect import read_model_info
+    if index.get("_class_name") in TRANSFORMER_PIPELINES:  # SD3 / Flux / PixArt: every check of the audit's own reading (SPEC 3b)
+        from naa_guard.targets.detect import prediction_summary, read_model_info
 
         info = read_model_info(folder)
-        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, "flow matching (velocity)", 1000)
+        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, *prediction_summary(info))
     for needed in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / needed).is_file():
             raise TargetError(f"{folder}: no {needed}. A diffusers model folder needs unet/ and scheduler/; save the pipeline with save_pretrained.")

@@ -231,7 +231,7 @@ def _edit(path: Path, **changes: object) -> None:
         (lambda f: _edit(f / "model_index.json", text_encoder_3=["transformers", "CLIPTextModel"]), "T5EncoderModel"),
         (lambda f: _edit(f / "scheduler" / "scheduler_config.json", _class_name="DDPMScheduler"), "flow matching"),
         (lambda f: _edit(f / "model_index.json", _class_name="FluxPipeline"), "Flux pipeline is missing tokenizer_2/|FluxTransformer2DModel"),
-        (lambda f: _edit(f / "model_index.json", _class_name="PixArtSigmaPipeline"), "issue 26"),
+        (lambda f: _edit(f / "model_index.json", _class_name="AuraFlowPipeline"), "issue 26"),
     ],
 )
 def test_bad_sd3_folders_are_refused(tmp_path: Path, sd3: Path, change, words: str) -> None:  # type: ignore[no-untyped-def]

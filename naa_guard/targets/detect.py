@@ -86,8 +86,8 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
         if index.get("_class_name") in PIXART_TOKENS and unet_subfolder is None:
             return read_pixart_info(root, index, lora=lora, pipeline=str(index["_class_name"]))
         raise TargetError(
-            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (PixArt, Sana, Flux Kontext / Fill, ...); "
-            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE} and {FLUX_PIPELINE} for now; "
+            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (Sana, Flux Kontext / Fill, ...); "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE}, {FLUX_PIPELINE}, {' and '.join(PIXART_TOKENS)} for now; "
             f"the other transformer pipelines are not audited yet ({ISSUE})."
         )
     if index is None and (root / "transformer").is_dir() and not (root / (unet_subfolder or "unet")).is_dir():
@@ -104,6 +104,14 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             f"apply to Stable Diffusion / SDXL pipelines. Remove model.lora, or point model.path at the LoRA's base pipeline."
         )
     return read_pixel_info(root, unet_subfolder, key=key)
+
+
+def prediction_summary(info: AnyModelInfo) -> tuple[str, int]:
+    """Return what a transformer pipeline's denoiser predicts, in words, and its training timesteps (``init`` writes them)."""
+    if isinstance(info, PixArtModelInfo):
+        steps = read_json(info.components["scheduler"] / "scheduler_config.json").get("num_train_timesteps", 1000)
+        return f"{info.prediction_type} (PixArt DiT, DDPM noise prediction as the UNet families)", int(steps)
+    return "flow matching (velocity)", 1000
 
 
 def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None) -> SingleFileInfo:

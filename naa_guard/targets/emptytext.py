@@ -36,12 +36,17 @@ def empty_text_probe(target: Any | None, info: Any | None, allow_pickle: bool) -
         if tokenizers and encoders and len(tokenizers) == len(encoders):
             from naa_guard.targets.latent import uses_attention_mask
 
+            tokenize = getattr(target, "tokenize_texts", None)  # a family whose captions reach the encoder otherwise (PixArt: lower-cased, T5 length, masked)
+            if tokenize is not None:
+                return partial(_tokenized_as_empty, list(tokenizers), [True] * len(tokenizers), tokenize=tokenize)
             return partial(_tokenized_as_empty, list(tokenizers), [uses_attention_mask(encoder.config) for encoder in encoders])
         if callable(getattr(target, "encode_captions", None)):
             return partial(_encoded_as_empty, target)
         return None
     from naa_guard.targets.latent_info import LatentModelInfo
 
+    if getattr(info, "family", None) == "pixart":
+        return _pixart_probe(info, allow_pickle)
     if isinstance(info, LatentModelInfo):
         return partial(_tokenized_as_empty, *_load_tokenizers(info, allow_pickle))
     return None
@@ -63,14 +68,31 @@ def _load_tokenizers(info: Any, allow_pickle: bool) -> tuple[list[Any], list[boo
     return tokenizers, masks
 
 
-def _tokenized_as_empty(tokenizers: list[Any], masks: list[bool], texts: Sequence[str]) -> list[bool]:
-    """Return, per text, whether every tokenizer gives it the empty caption's ids (and mask, where the encoder uses it)."""
-    from naa_guard.targets.latent import tokenize
+def _pixart_probe(info: Any, allow_pickle: bool) -> EmptyTextProbe:
+    """Return the probe of a PixArt folder: its T5 tokenizer as the pipeline calls it (lower-cased, stripped, masked)."""
+    from naa_guard.targets.base import offline_environment
+    from naa_guard.targets.components import load_component
+    from naa_guard.targets.latent import _import_sd_libraries
+    from naa_guard.targets.pixart import tokenize_t5
 
+    transformers = _import_sd_libraries()
+    with offline_environment():
+        tokenizer = load_component("tokenizer_3", info.components["tokenizer"], transformers, allow_pickle)
+    return partial(_tokenized_as_empty, [tokenizer], [True], tokenize=partial(tokenize_t5, max_length=info.max_sequence_length))
+
+
+def _tokenized_as_empty(tokenizers: list[Any], masks: list[bool], texts: Sequence[str], tokenize: Callable[[Any, list[str]], Any] | None = None) -> list[bool]:
+    """Return, per text, whether every tokenizer gives it the empty caption's ids (and mask, where the encoder uses it).
+
+    ``tokenize(tokenizer, texts)`` makes the encoder's inputs (default: the CLIP pipelines' padding to model_max_length).
+    """
+    from naa_guard.targets.latent import tokenize as clip_tokenize
+
+    make = tokenize or clip_tokenize
     texts = list(texts)
     empty = [True] * len(texts)
     for tokenizer, masked in zip(tokenizers, masks, strict=True):
-        tokens = tokenize(tokenizer, ["", *texts])
+        tokens = make(tokenizer, ["", *texts])
         inputs = [tokens.input_ids] + ([tokens.attention_mask] if masked else [])
         for row in range(len(texts)):
             if empty[row]:
