@@ -31,7 +31,7 @@ DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
 _PROBE = 4  # samples each set is test-loaded with
 FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")
-TRANSFORMER_PIPELINES = (*FLOW_PIPELINES, "PixArtSigmaPipeline", "PixArtAlphaPipeline")  # read by the audit's own reader
+TRANSFORMER_PIPELINES = (*FLOW_PIPELINES, "SanaPipeline", "PixArtSigmaPipeline", "PixArtAlphaPipeline")  # read by the audit's own reader
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def inspect_model(folder: Path) -> ModelSummary:
     if not folder.is_dir():
         raise TargetError(f"model folder {folder} does not exist or is not a folder. Give a diffusers folder (model_index.json, or unet/ + scheduler/).")
     index = _json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
-    if index.get("_class_name") in TRANSFORMER_PIPELINES:  # SD3 / Flux / PixArt: every check of the audit's own reading (SPEC 3b)
+    if index.get("_class_name") in TRANSFORMER_PIPELINES:  # SD3 / Flux / Sana / PixArt: every check of the audit's own reading (SPEC 3b)
         from naa_guard.targets.detect import prediction_summary, read_model_info
 
         info = read_model_info(folder)

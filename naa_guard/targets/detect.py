@@ -20,6 +20,7 @@ from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
 from naa_guard.targets.pixart_info import PIXART_TOKENS, PixArtModelInfo, read_pixart_info
 from naa_guard.targets.pixel import ModelInfo, load_pixel_target, read_pixel_info
+from naa_guard.targets.sana_info import SANA_PIPELINE, SanaModelInfo, read_sana_info
 from naa_guard.userfiles import entry_problem, first_unreadable
 
 if TYPE_CHECKING:
@@ -85,9 +86,11 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             return read_flux_info(root, index, lora=lora)
         if index.get("_class_name") in PIXART_TOKENS and unet_subfolder is None:
             return read_pixart_info(root, index, lora=lora, pipeline=str(index["_class_name"]))
+        if index.get("_class_name") == SANA_PIPELINE and unet_subfolder is None:
+            return read_sana_info(root, index, lora=lora)
         raise TargetError(
-            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (Sana, Flux Kontext / Fill, ...); "
-            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE}, {FLUX_PIPELINE}, {' and '.join(PIXART_TOKENS)} for now; "
+            f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (Sana Sprint, Flux Kontext / Fill, ...); "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE}, {FLUX_PIPELINE}, {', '.join(PIXART_TOKENS)} and {SANA_PIPELINE} for now; "
             f"the other transformer pipelines are not audited yet ({ISSUE})."
         )
     if index is None and (root / "transformer").is_dir() and not (root / (unet_subfolder or "unet")).is_dir():
@@ -152,6 +155,10 @@ def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: s
         from naa_guard.targets.pixart import load_pixart_target
 
         return load_pixart_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
+    if isinstance(info, SanaModelInfo):
+        from naa_guard.targets.sana import load_sana_target
+
+        return load_sana_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, FlowModelInfo):
         from naa_guard.targets.flowload import load_flow_target
 

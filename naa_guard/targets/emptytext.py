@@ -45,8 +45,8 @@ def empty_text_probe(target: Any | None, info: Any | None, allow_pickle: bool) -
         return None
     from naa_guard.targets.latent_info import LatentModelInfo
 
-    if getattr(info, "family", None) == "pixart":
-        return _pixart_probe(info, allow_pickle)
+    if getattr(info, "family", None) in ("pixart", "sana"):
+        return _own_tokenizer_probe(info, allow_pickle)
     if isinstance(info, LatentModelInfo):
         return partial(_tokenized_as_empty, *_load_tokenizers(info, allow_pickle))
     return None
@@ -68,16 +68,27 @@ def _load_tokenizers(info: Any, allow_pickle: bool) -> tuple[list[Any], list[boo
     return tokenizers, masks
 
 
-def _pixart_probe(info: Any, allow_pickle: bool) -> EmptyTextProbe:
-    """Return the probe of a PixArt folder: its T5 tokenizer as the pipeline calls it (lower-cased, stripped, masked)."""
-    from naa_guard.targets.base import offline_environment
+def _own_tokenizer_probe(info: Any, allow_pickle: bool) -> EmptyTextProbe:
+    """Return the probe of a PixArt or Sana folder: its tokenizer as the pipeline calls it (lower-cased, stripped, masked; Sana's instruction first)."""
+    from naa_guard.targets.base import offline_environment, read_json
     from naa_guard.targets.components import load_component
     from naa_guard.targets.latent import _import_sd_libraries
     from naa_guard.targets.pixart import tokenize_t5
+    from naa_guard.targets.sana import tokenize_gemma
+    from naa_guard.targets.sana_info import GEMMA_TOKENIZERS
 
     transformers = _import_sd_libraries()
+    folder = info.components["tokenizer"]
     with offline_environment():
-        tokenizer = load_component("tokenizer_3", info.components["tokenizer"], transformers, allow_pickle)
+        if info.family == "sana":
+            name = str(read_json(folder / "tokenizer_config.json").get("tokenizer_class"))
+            if name not in GEMMA_TOKENIZERS:
+                from naa_guard.errors import TargetError
+
+                raise TargetError(f"{folder}: tokenizer class {name!r}; a SanaPipeline's tokenizer is a {' or '.join(GEMMA_TOKENIZERS)}.")
+            tokenizer = getattr(transformers, name).from_pretrained(folder, local_files_only=True)
+            return partial(_tokenized_as_empty, [tokenizer], [True], tokenize=tokenize_gemma)
+        tokenizer = load_component("tokenizer_3", folder, transformers, allow_pickle)
     return partial(_tokenized_as_empty, [tokenizer], [True], tokenize=partial(tokenize_t5, max_length=info.max_sequence_length))
 
 

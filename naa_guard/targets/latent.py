@@ -135,7 +135,7 @@ class LatentTarget:
         with torch.inference_mode():
             for first in range(0, count, ENCODE_BATCH):
                 batch = pixels[first : first + ENCODE_BATCH].to(self.device)
-                means.append(self.vae.encode(batch).latent_dist.mean.float().cpu())
+                means.append(self._vae_latent(batch).float().cpu())
                 del batch
         mean = torch.cat(means)
         if self.shift_factor is not None:
@@ -147,6 +147,10 @@ class LatentTarget:
             raise error
         self.encoded_images += count
         return list(latents)
+
+    def _vae_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Return the VAE's unscaled latent of the images: an AutoencoderKL's posterior mean (never a sample)."""
+        return self.vae.encode(pixels).latent_dist.mean
 
     def _encode_texts(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
         import torch
