@@ -17,13 +17,22 @@ def gemma_parts(seed: int, hidden: int = 24):  # type: ignore[no-untyped-def]
     import torch
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
+    from naa_guard.targets.sana import COMPLEX_HUMAN_INSTRUCTION
+
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
     for code in list(range(32, 127)) + [10]:
         vocab.setdefault(chr(code) if code != 32 else "\u2581", len(vocab))
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
+    merges: list[tuple[str, str]] = []  # whole words of the pipeline's instruction: ~200 tokens, not ~1000 characters
+    for word in COMPLEX_HUMAN_INSTRUCTION.replace("\n", " ").split(" "):
+        for text in ("\u2581" + word, word):
+            for end in range(2, len(text) + 1):
+                if text[:end] not in vocab:
+                    vocab[text[:end]] = len(vocab)
+                    merges.append((text[: end - 1], text[end - 1]))
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
     torch.manual_seed(seed)
     config = Gemma2Config(
-        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
         head_dim=12, max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=1, sliding_window=64,
     )  # fmt: skip
     return Gemma2Model(config).eval(), tokenizer
