@@ -283,3 +283,15 @@ def test_weights_missing_a_tensor_are_refused(tmp_path: Path, pixart: Path, part
     save_file(tensors, folder / part)
     with pytest.raises(TargetError, match="missing|do not match"):
         load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+
+
+def test_sharded_transformer_weights_load(tmp_path: Path, pixart: Path, target: PixArtTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    from diffusers import PixArtTransformer2DModel
+
+    folder = _copy(pixart, tmp_path)
+    shutil.rmtree(folder / "transformer")
+    PixArtTransformer2DModel.from_pretrained(pixart / "transformer").save_pretrained(folder / "transformer", max_shard_size="20KB")
+    assert (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    sharded = load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+    x0, cond = batch
+    assert torch.equal(sharded.predict_noise(x0, 200, cond), target.predict_noise(x0, 200, cond))
