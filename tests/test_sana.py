@@ -197,6 +197,7 @@ def test_init_the_cache_keys_and_the_empty_caption_check_know_sana(sana: Path, t
     summary = inspect_model(sana)
     assert (summary.pipeline, summary.sample_size, summary.prediction_type) == ("SanaPipeline", 32, "flow matching (velocity)")
     assert read_model_info(sana).identity_material()["family"] == "sana"
+    assert "sample_size 8" in read_model_info(sana).size_source() and "compression 4" in read_model_info(sana).size_source()
     texts = ["   ", "A", ""]
     assert empty_text_probe(None, read_model_info(sana), False)(texts) == [True, False, True]
     assert empty_text_probe(target, None, False)(texts) == [True, False, True]

@@ -43,6 +43,11 @@ class SanaModelInfo(FlowModelInfo):
         """Return what besides the files changes the scores: the family and its parametrization."""
         return {"lora_scale": None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {self.time_input()}"}
 
+    def size_source(self) -> str:
+        """Return where the pipeline's image size comes from: the transformer's sample_size x the autoencoder's compression."""
+        factor = 2 ** (len(self.vae_config.get("encoder_block_out_channels") or [0]) - 1)
+        return f"sample_size {self.sample_size // factor} in {self.unet_dir / 'config.json'} x the autoencoder's compression {factor} ({self.components['vae'] / 'config.json'} encoder_block_out_channels)"
+
     def time_input(self) -> str:
         """Return how the transformer is called, in the reports' words."""
         sigma = int(self.unet_config.get("out_channels") or 0) == 2 * int(self.unet_config.get("in_channels") or 0)
