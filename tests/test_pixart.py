@@ -248,6 +248,7 @@ def _edit(path: Path, **changes: object) -> None:
         (lambda f: _edit(f / "text_encoder" / "config.json", architectures=["CLIPTextModel"]), "T5EncoderModel"),
         (lambda f: _edit(f / "scheduler" / "scheduler_config.json", _class_name="FlowMatchEulerDiscreteScheduler"), "flow-matching PixArt"),
         (lambda f: _edit(f / "scheduler" / "scheduler_config.json", prediction_type="flow_prediction"), "flow_prediction"),
+        (lambda f: _edit(f / "scheduler" / "scheduler_config.json", use_flow_sigmas=True), "use_flow_sigmas"),
         (lambda f: _edit(f / "scheduler" / "scheduler_config.json", beta_end=1.5), "beta_end"),
         (lambda f: _edit(f / "model_index.json", _class_name="SanaSprintPipeline"), "issue 26"),
     ],
@@ -295,3 +296,21 @@ def test_sharded_transformer_weights_load(tmp_path: Path, pixart: Path, target: 
     sharded = load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
     x0, cond = batch
     assert torch.equal(sharded.predict_noise(x0, 200, cond), target.predict_noise(x0, 200, cond))
+
+
+def test_a_sharded_t5_encoder_loads_and_conditions_as_the_whole_file(tmp_path: Path, pixart: Path, target: PixArtTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    """T5-XXL ships as model-0000k-of-0000n.safetensors plus model.safetensors.index.json."""
+    from transformers import T5EncoderModel
+
+    folder = _copy(pixart, tmp_path)
+    shutil.rmtree(folder / "text_encoder")
+    T5EncoderModel.from_pretrained(pixart / "text_encoder").save_pretrained(folder / "text_encoder", max_shard_size="20KB")
+    assert (folder / "text_encoder" / "model.safetensors.index.json").is_file() and not (folder / "text_encoder" / "model.safetensors").exists()
+    sharded = load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+    _, cond = sharded.encode(torch.zeros(len(CAPTIONS), 3, 32, 32), CAPTIONS)
+    assert torch.equal(cond["encoder_hidden_states"], batch[1]["encoder_hidden_states"])
+    index = folder / "text_encoder" / "model.safetensors.index.json"
+    shard = sorted(set(json.loads(index.read_text())["weight_map"].values()))[-1]
+    (folder / "text_encoder" / shard).unlink()  # a shard the index names is missing: refused, never random weights
+    with pytest.raises(TargetError):
+        load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")

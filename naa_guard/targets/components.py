@@ -13,6 +13,7 @@ from naa_guard.targets.latent_info import TEXT_ENCODER_CLASSES, TEXT_WEIGHTS
 
 T5_ENCODER = "T5EncoderModel"  # SD3's text_encoder_3
 T5_TOKENIZERS = ("T5Tokenizer", "T5TokenizerFast")
+TEXT_INDEX = "model.safetensors.index.json"  # the index of a sharded text encoder
 
 if TYPE_CHECKING:
     pass
@@ -53,6 +54,14 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
         )
 
 
+def text_weights(folder: Path, allow_pickle: bool) -> tuple[bool, str | None]:
+    """Return (use_safetensors, variant) for a text encoder folder: sharded safetensors (``model-0000k-of-0000n.safetensors``
+    plus ``model.safetensors.index.json``, as T5-XXL and Gemma2 ship) count as safetensors; else as any component."""
+    if (folder / TEXT_INDEX).is_file():
+        return True, None
+    return check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+
+
 def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool) -> Any:
     """Return one pipeline component loaded offline and strictly from its folder."""
     import diffusers
@@ -71,7 +80,7 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
         class_name = (config.get("architectures") or ["CLIPTextModel"])[0]
         if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
-        use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+        use_safetensors, variant = text_weights(folder, allow_pickle)
         module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
         _check_text_weights(module, _text_weight_files(folder, use_safetensors, variant), folder)
         return module

@@ -102,10 +102,10 @@ def read_pixart_info(root: Path, index: dict[str, Any], *, lora: Path | None, pi
         raise TargetError(f"{folders['scheduler']}: no scheduler_config.json. Save the scheduler with save_pretrained.")
     scheduler = read_json(scheduler_file)
     prediction = scheduler.get("prediction_type", "epsilon")
-    if "FlowMatch" in str(scheduler.get("_class_name")) or prediction not in PREDICTIONS:
+    if "FlowMatch" in str(scheduler.get("_class_name")) or prediction not in PREDICTIONS or scheduler.get("use_flow_sigmas"):
         raise TargetError(
             f"{scheduler_file}: scheduler {scheduler.get('_class_name')!r} with prediction_type {prediction!r}; a {pipeline} is read as a DDPM "
-            f"noise-prediction model ({', '.join(PREDICTIONS)} on the scheduler's alphas_cumprod). A flow-matching PixArt is not audited."
+            f"noise-prediction model ({', '.join(PREDICTIONS)} on the scheduler's alphas_cumprod, no use_flow_sigmas). A flow-matching PixArt is not audited."
         )
     check_scheduler_config(scheduler, scheduler_file)
     transformer_file, vae_file = folders["transformer"] / "config.json", folders["vae"] / "config.json"

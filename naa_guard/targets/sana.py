@@ -24,7 +24,6 @@ from naa_guard.targets.base import check_component_weights, offline_environment,
 from naa_guard.targets.flow import SHARDED_INDEX, FlowTarget, flow_alphas_cumprod
 from naa_guard.targets.flow_info import FLOW_STEPS
 from naa_guard.targets.latent import LatentTarget, _import_sd_libraries
-from naa_guard.targets.latent_info import TEXT_WEIGHTS
 from naa_guard.targets.sana_info import GEMMA_TOKENIZERS, SANA_TOKENS, SanaModelInfo
 
 if TYPE_CHECKING:
@@ -56,14 +55,14 @@ def tokenize_gemma(tokenizer: Any, texts: list[str]) -> Any:
 def load_gemma(info: SanaModelInfo, transformers: Any, allow_pickle: bool) -> tuple[Any, Any]:
     """Return the Gemma2 encoder (strictly from its weights) and its tokenizer, offline."""
     from naa_guard.targets.base import read_json
-    from naa_guard.targets.components import _check_text_weights, _text_weight_files
+    from naa_guard.targets.components import _check_text_weights, _text_weight_files, text_weights
 
     tokenizer_folder, folder = info.components["tokenizer"], info.components["text_encoder"]
     class_name = str(read_json(tokenizer_folder / "tokenizer_config.json").get("tokenizer_class"))
     if class_name not in GEMMA_TOKENIZERS:
         raise TargetError(f"{tokenizer_folder}: tokenizer class {class_name!r}; a SanaPipeline's tokenizer is a {' or '.join(GEMMA_TOKENIZERS)}.")
     tokenizer = getattr(transformers, class_name).from_pretrained(tokenizer_folder, local_files_only=True)
-    use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+    use_safetensors, variant = text_weights(folder, allow_pickle)
     encoder = transformers.Gemma2Model.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
     _check_text_weights(encoder, _text_weight_files(folder, use_safetensors, variant), folder)
     return encoder, tokenizer
