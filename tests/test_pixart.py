@@ -137,6 +137,14 @@ def test_sima_is_the_noise_norm_at_the_clean_latent(target: PixArtTarget, batch)
     close(attack_scores(target, "sima", {"t": 50}, x0, cond), want)
 
 
+def test_pia_uses_the_deterministic_noise_at_t_0(target: PixArtTarget, batch) -> None:  # type: ignore[no-untyped-def]
+    x0, cond = batch
+    e0 = transformer_call(target, x0, 0, cond)[:, :4]
+    x_t = forward_noise(x0, target.alphas_cumprod[300], e0)
+    want = -((e0 - transformer_call(target, x_t, 300, cond)[:, :4]).double().abs() ** 4).flatten(1).sum(1)
+    close(attack_scores(target, "pia", {"t": 300}, x0, cond), want)
+
+
 @pytest.mark.parametrize("name", ["pia", "naa", "secmi"])
 def test_the_other_attacks_run_and_do_not_depend_on_the_batch(target: PixArtTarget, batch, name: str) -> None:  # type: ignore[no-untyped-def]
     x0, cond = batch
