@@ -30,7 +30,7 @@ from naa_guard.verdict.resolvable import MIN_PER_SIDE, needed_per_side, null_auc
 DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
 _PROBE = 4  # samples each set is test-loaded with
-FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")
+FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline", "Flux2KleinPipeline")
 
 
 @dataclass(frozen=True)
