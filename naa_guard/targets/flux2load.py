@@ -19,6 +19,14 @@ QWEN_WEIGHTS = ("model.safetensors", "model.fp16.safetensors")
 QWEN_SHARDED = "model.safetensors.index.json"
 
 
+def load_qwen_tokenizer(folder: Path, transformers: Any) -> Any:
+    """Return the pipeline's Qwen tokenizer (with its chat template), loaded offline from its folder."""
+    class_name = str(read_json(folder / "tokenizer_config.json").get("tokenizer_class") or "Qwen2TokenizerFast")
+    if class_name not in QWEN_TOKENIZERS:
+        raise TargetError(f"{folder}: tokenizer class {class_name!r}; a Flux 2 [klein] pipeline uses one of {', '.join(QWEN_TOKENIZERS)}.")
+    return getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
+
+
 def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_pickle: bool) -> dict[str, Any]:
     """Return the pipeline's vae, text_encoder and tokenizer, each loaded strictly from its folder."""
     import diffusers
@@ -26,11 +34,7 @@ def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_
     from naa_guard.targets.components import _check_text_weights, _text_weight_files
     from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
 
-    tokenizer_folder = info_components["tokenizer"]
-    class_name = str(read_json(tokenizer_folder / "tokenizer_config.json").get("tokenizer_class") or "Qwen2TokenizerFast")
-    if class_name not in QWEN_TOKENIZERS:
-        raise TargetError(f"{tokenizer_folder}: tokenizer class {class_name!r}; a Flux 2 [klein] pipeline uses one of {', '.join(QWEN_TOKENIZERS)}.")
-    tokenizer = getattr(transformers, class_name).from_pretrained(tokenizer_folder, local_files_only=True)
+    tokenizer = load_qwen_tokenizer(info_components["tokenizer"], transformers)
     vae_folder = info_components["vae"]
     use_safetensors, variant = check_component_weights(vae_folder, allow_pickle)
     vae = diffusers.AutoencoderKLFlux2.from_pretrained(vae_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
