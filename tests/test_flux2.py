@@ -92,12 +92,28 @@ def test_loss_and_sima_are_their_formulas_on_the_pipelines_velocity(loaded) -> N
     close(attack_scores(target, "sima", {"t": 10}, x0, cond), -(e_hat.double().abs() ** 4).flatten(1).sum(1))
 
 
-def test_a_klein_folder_is_audited_end_to_end_with_its_captions(tmp_path: Path, klein: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["audit", str(_policy(tmp_path, klein, attacks="{loss: {}, sima: {t: 10}, pia: {}}")), "--json", str(tmp_path / "r.json")])
+def test_a_klein_folder_is_audited_end_to_end_with_its_captions_and_a_reference(tmp_path: Path, klein: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_tiny_flux2_klein(tmp_path / "base", seed=5)
+    policy = _policy(tmp_path, klein, attacks="{loss: {}, sima: {t: 10}, pia: {}}", extra=f", reference: {tmp_path / 'base'}")
+    code = main(["audit", str(policy), "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
     assert code in (0, 1), captured.out + captured.err
-    report = (tmp_path / "r.json").read_text()
-    assert "bn.running_mean" in report and json.loads(report)["conditioning"] != "empty"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "bn.running_mean" in json.dumps(report["fingerprint"]) and report["conditioning"].startswith("caption")
+    assert {"loss", "loss/ref", "sima", "sima/ref", "pia"} <= set(report["attacks"])
+
+
+def test_scores_do_not_depend_on_the_batch(loaded) -> None:  # type: ignore[no-untyped-def]
+    from test_flow import build_attack
+    from tolerance import assert_scores_close
+
+    target, _, _, x0, cond = loaded
+    whole = attack_scores(target, "loss", {}, x0, cond)
+    for row in range(x0.shape[0]):
+        one = build_attack("loss", {}).score(target, x0[row : row + 1], sample_keys("members", [row]), 7, {k: v[row : row + 1] for k, v in cond.items()})
+        assert_scores_close(one.numpy(), whole[row : row + 1].numpy())
+    alone = target.encode_captions([CAPTIONS[1]])[0]["encoder_hidden_states"][0]
+    close(alone, cond["encoder_hidden_states"][1])  # a caption's condition does not depend on the captions encoded with it
 
 
 def test_init_writes_a_policy_for_a_klein_folder(tmp_path: Path, klein: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,12 +124,15 @@ def test_init_writes_a_policy_for_a_klein_folder(tmp_path: Path, klein: Path, ca
     assert "caption" in (tmp_path / "p.naa.yaml").read_text()
 
 
-def test_the_cache_identity_names_the_flux2_family(klein: Path, tmp_path: Path) -> None:
+def test_the_cache_identity_names_the_flux2_family_and_a_flux_reference_is_refused(klein: Path, tmp_path: Path) -> None:
     from tiny_flow import make_tiny_flux
+    from naa_guard.targets.reference import check_reference
 
     make_tiny_flux(tmp_path / "flux")
     mine, flux = read_model_info(klein).identity_material(), read_model_info(tmp_path / "flux").identity_material()
     assert mine["family"] == "flux2" and "bn.running_var" in mine["parametrization"] and mine != flux
+    with pytest.raises(TargetError, match="flux model"):
+        check_reference(read_model_info(klein), read_model_info(tmp_path / "flux"))
 
 
 def _drop_running_var(folder: Path) -> None:
