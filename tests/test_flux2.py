@@ -200,3 +200,25 @@ def test_a_klein_model_that_memorised_its_members_fails_the_gate(tmp_path: Path,
     monkeypatch.setattr(Flux2KleinTarget, "predict_velocity", memorised)
     assert main(["audit", str(policy), "--json", str(tmp_path / "r.json")]) == 1, capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["attacks"]["loss"]["auc"] > 0.95
+
+
+def test_a_sharded_text_encoder_loads_and_conditions_the_same(tmp_path: Path, klein: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    from transformers import Qwen3ForCausalLM
+
+    target, _, _, _, cond = loaded
+    folder = tmp_path / "copy"
+    shutil.copytree(klein, folder)
+    shutil.rmtree(folder / "text_encoder")
+    Qwen3ForCausalLM.from_pretrained(klein / "text_encoder").save_pretrained(folder / "text_encoder", max_shard_size="20KB")
+    assert (folder / "text_encoder" / "model.safetensors.index.json").is_file()  # as the real klein encoders are stored
+    sharded = load_target(read_model_info(folder), allow_pickle=False, device="cpu", dtype="float32")
+    table, rows = sharded.encode_captions(CAPTIONS)
+    close(table["encoder_hidden_states"][rows], cond["encoder_hidden_states"])
+
+
+def test_the_empty_caption_probe_reads_the_chat_templated_tokens(klein: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    from naa_guard.targets.emptytext import empty_text_probe
+
+    target = loaded[0]
+    for probe in (empty_text_probe(None, read_model_info(klein), False), empty_text_probe(target, read_model_info(klein), False)):
+        assert probe is not None and probe(["", "a red disc"]) == [True, False]

@@ -27,10 +27,11 @@ QWEN3_ENCODER = "Qwen3ForCausalLM"
 QWEN_TOKENIZERS = ("Qwen2Tokenizer", "Qwen2TokenizerFast")
 DEEPEST_LAYER = 27  # the pipeline stacks hidden states 9, 18, 27: the encoder needs 27 layers at least
 FLUX2_DEV_REFUSAL = (
-    f"{FLUX2_DEV_PIPELINE} (Flux 2 [dev]) is not audited yet ({ISSUE}): its Mistral3 text encoder (hidden states 10, 20, 30 "
-    f"of a Pixtral-processor chat with the pipeline's system message) and its guidance input are not reproduced and tested "
-    f"against the pipeline, and a condition or time input that differs from the pipeline's would give plausible but wrong "
-    f"scores. {KLEIN_PIPELINE} (Flux 2 [klein]) is audited."
+    f"{FLUX2_DEV_PIPELINE} (Flux 2 [dev]) is not audited yet ({ISSUE}): its condition (a Mistral3ForConditionalGeneration's hidden "
+    f"states 10, 20 and 30 of the PixtralProcessor's chat with the pipeline's system message) and its guidance input (guidance_scale, "
+    f"default 4.0) are not reproduced and tested against the pipeline (its PixtralProcessor needs torchvision, which naa-guard does "
+    f"not depend on), and a condition or time input that differs from the pipeline's gives plausible but wrong scores. "
+    f"{KLEIN_PIPELINE} (Flux 2 [klein]) is audited."
 )
 
 
