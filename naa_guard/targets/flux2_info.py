@@ -64,7 +64,10 @@ def read_flux2_klein_info(root: Path, index: dict[str, Any], *, lora: Path | Non
     missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
     if missing:
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(f"{root}: this Flux 2 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained.")
+        raise TargetError(
+            f"{root}: this Flux 2 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
+            f"It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained."
+        )
     for name in ("vae", "transformer", "text_encoder"):
         if not (folders[name] / "config.json").is_file():
             raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
@@ -95,15 +98,21 @@ def read_flux2_klein_info(root: Path, index: dict[str, Any], *, lora: Path | Non
     factor = 2 ** (len(vae_config.get("block_out_channels") or [128, 256, 512, 512]) - 1)
     size = vae_config.get("sample_size", 1024)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % (2 * factor):
-        raise TargetError(f"{vae_file}: sample_size is {size!r}; a Flux 2 pipeline takes its image size from the VAE config, which must be a positive multiple of {2 * factor} (2x2 patches of latents {factor}x smaller).")
+        raise TargetError(
+            f"{vae_file}: sample_size is {size!r}; a Flux 2 pipeline takes its image size from the VAE config, "
+            f"which must be a positive multiple of {2 * factor} (2x2 patches of latents {factor}x smaller)."
+        )
     return FlowModelInfo(root, folders, config, vae_config, size, 3, None, 1.0, family="flux2")
 
 
 def _check_vae(vae_config: dict[str, Any], vae_file: Path) -> None:
     if vae_config.get("_class_name") != FLUX2_VAE:
         raise TargetError(f"{vae_file}: VAE class {vae_config.get('_class_name')!r}; a {KLEIN_PIPELINE} encodes with an {FLUX2_VAE} (its batch norm normalises the latents).")
-    if list(vae_config.get("patch_size", [2, 2])) != [2, 2]:
-        raise TargetError(f"{vae_file}: patch_size is {vae_config.get('patch_size')!r}; the pipeline patchifies latents 2x2 and normalises them with a batch norm over 4 x latent_channels, so expected [2, 2].")
+    if vae_config.get("patch_size", [2, 2]) != [2, 2]:
+        raise TargetError(
+            f"{vae_file}: patch_size is {vae_config.get('patch_size')!r}; the pipeline patchifies latents 2x2 "
+            f"and normalises them with a batch norm over 4 x latent_channels, so expected [2, 2]."
+        )
     if vae_config.get("in_channels", 3) != 3:
         raise TargetError(f"{vae_file}: in_channels is {vae_config.get('in_channels')!r}; a Flux 2 pipeline encodes RGB images (3 channels).")
     eps = vae_config.get("batch_norm_eps", 1e-4)
