@@ -30,8 +30,8 @@ from naa_guard.verdict.resolvable import MIN_PER_SIDE, needed_per_side, null_auc
 DEFAULT_AUC = 0.60
 CONFIDENCE = 0.95  # the policy default the written thresholds are checked at
 _PROBE = 4  # samples each set is test-loaded with
-FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")
-TRANSFORMER_PIPELINES = (*FLOW_PIPELINES, "SanaPipeline", "PixArtSigmaPipeline", "PixArtAlphaPipeline")  # read by the audit's own reader
+FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline", "Flux2KleinPipeline", "SanaPipeline")
+TRANSFORMER_PIPELINES = (*FLOW_PIPELINES, "PixArtSigmaPipeline", "PixArtAlphaPipeline")  # read by the audit's own reader
 
 
 @dataclass(frozen=True)

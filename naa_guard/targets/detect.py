@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Union
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json
 from naa_guard.targets.flow_info import FLUX_PIPELINE, ISSUE, SD3_PIPELINE, FlowModelInfo, read_flux_info, read_sd3_info
+from naa_guard.targets.flux2_info import FLUX2_DEV_PIPELINE, FLUX2_DEV_REFUSAL, KLEIN_PIPELINE, read_flux2_klein_info
 from naa_guard.targets.latent import load_latent_target
 from naa_guard.targets.latent_info import LatentModelInfo, read_latent_info
 from naa_guard.targets.modelcheck import check_model_index
@@ -88,9 +89,13 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
             return read_pixart_info(root, index, lora=lora, pipeline=str(index["_class_name"]))
         if index.get("_class_name") == SANA_PIPELINE and unet_subfolder is None:
             return read_sana_info(root, index, lora=lora)
+        if index.get("_class_name") == KLEIN_PIPELINE and unet_subfolder is None:
+            return read_flux2_klein_info(root, index, lora=lora)
+        if index.get("_class_name") == FLUX2_DEV_PIPELINE:
+            raise TargetError(f"{index_file}: {FLUX2_DEV_REFUSAL}")
         raise TargetError(
             f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (Sana Sprint, Flux Kontext / Fill, ...); "
-            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE}, {FLUX_PIPELINE}, {', '.join(PIXART_TOKENS)} and {SANA_PIPELINE} for now; "
+            f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE}, {FLUX_PIPELINE}, {KLEIN_PIPELINE}, {', '.join(PIXART_TOKENS)} and {SANA_PIPELINE} for now; "
             f"the other transformer pipelines are not audited yet ({ISSUE})."
         )
     if index is None and (root / "transformer").is_dir() and not (root / (unet_subfolder or "unet")).is_dir():

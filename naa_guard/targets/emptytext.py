@@ -31,6 +31,8 @@ def empty_text_probe(target: Any | None, info: Any | None, allow_pickle: bool) -
 
     ``target`` is the loaded model, when it is; else ``info`` (a latent pipeline's folders) gives the tokenizers.
     """
+    if getattr(info, "family", None) == "flux2" or hasattr(target, "qwen_tokenizer"):  # the chat-templated ids and mask are the Qwen3 encoder's whole input
+        return partial(_klein_as_empty, target.qwen_tokenizer if hasattr(target, "qwen_tokenizer") else _klein_tokenizer(info))
     if target is not None:
         tokenizers, encoders = getattr(target, "tokenizers", None), getattr(target, "text_encoders", None)
         if tokenizers and encoders and len(tokenizers) == len(encoders):
@@ -66,6 +68,24 @@ def _load_tokenizers(info: Any, allow_pickle: bool) -> tuple[list[Any], list[boo
         tokenizers = [load_component(name, info.components[name], transformers, allow_pickle) for name in names]
     masks = [uses_attention_mask(read_json(info.components[name.replace("tokenizer", "text_encoder")] / "config.json")) for name in names]
     return tokenizers, masks
+
+
+def _klein_tokenizer(info: Any) -> Any:
+    from naa_guard.targets.base import offline_environment
+    from naa_guard.targets.flux2load import load_qwen_tokenizer
+    from naa_guard.targets.latent import _import_sd_libraries
+
+    transformers = _import_sd_libraries()
+    with offline_environment():
+        return load_qwen_tokenizer(info.components["tokenizer"], transformers)
+
+
+def _klein_as_empty(tokenizer: Any, texts: Sequence[str]) -> list[bool]:
+    """Return, per text, whether Flux 2 [klein]'s chat-templated ids and attention mask are the empty caption's."""
+    from naa_guard.targets.flux2 import klein_tokens
+
+    ids, mask = klein_tokens(tokenizer, ["", *texts])
+    return [bool((ids[row] == ids[0]).all() and (mask[row] == mask[0]).all()) for row in range(1, len(texts) + 1)]
 
 
 def _own_tokenizer_probe(info: Any, allow_pickle: bool) -> EmptyTextProbe:

@@ -26,7 +26,13 @@ ISSUE = "naa-guard issue 26"
 # Every timestep t of an attack means s = t / FLOW_STEPS on the flow path (SD3's time input is 1000 s).
 FLOW_STEPS = 1000
 PARAMETRIZATION = "flow matching: x_s = (1 - s) z0 + s e, velocity v = e - z0; e_hat = x_s + (1 - s) v_hat, z0_hat = x_s - s v_hat; attack timestep t means s = t / 1000"
-TIME_INPUTS = {"sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), guidance 3.5 where guidance_embeds, 2x2-packed latents"}
+TIME_INPUTS = {
+    "sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), guidance 3.5 where guidance_embeds, 2x2-packed latents",
+    "flux2": (
+        "time input s (the transformer scales by 1000), no guidance input; z0 = the VAE mode patchified 2x2, minus the VAE's "
+        "bn.running_mean, over sqrt(bn.running_var + batch_norm_eps); Qwen3 hidden states 9, 18, 27 of the chat-templated caption (512 tokens)"
+    ),
+}
 
 
 @dataclass(frozen=True)

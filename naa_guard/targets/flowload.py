@@ -13,6 +13,9 @@ from naa_guard.targets.flow_info import FlowModelInfo
 from naa_guard.targets.flux import FluxTarget
 from naa_guard.targets.latent import _import_sd_libraries
 
+TRANSFORMERS = {"sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel", "flux2": "Flux2Transformer2DModel"}
+FAMILY_NAMES = {"sd3": "SD3", "flux": "Flux", "flux2": "Flux 2"}
+
 
 def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> FlowTarget:
     """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype."""
@@ -32,22 +35,31 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
         with offline_environment():
             # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
             kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
-            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
+            if info.family == "flux2":
+                from naa_guard.targets.flux2load import load_flux2_parts
+
+                parts = load_flux2_parts(info.components, transformers, allow_pickle)
+            else:
+                parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
             use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
-            transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+            transformer = getattr(diffusers, TRANSFORMERS[info.family]).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
             check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
             if info.lora is not None:  # SD3 only (read_flux_info refuses a Flux LoRA); checked to apply fully, as for SD / SDXL
                 from naa_guard.targets.lora import apply_lora
 
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)
                 apply_lora({**parts, "transformer": transformer}, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
+        if info.family == "flux2":
+            from naa_guard.targets.flux2 import Flux2KleinTarget
+
+            return Flux2KleinTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
         if info.family == "flux":
             return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
         return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail
 
-        raise TargetError(f"{info.root}: loading the {'Flux' if info.family == 'flux' else 'SD3'} pipeline failed: {load_error_detail(exc)} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
+        raise TargetError(f"{info.root}: loading the {FAMILY_NAMES[info.family]} pipeline failed: {load_error_detail(exc)} Check that each component's config matches its weights, or re-save the pipeline with save_pretrained.") from None
     finally:
         diffusers.logging.set_verbosity(verbosity[0])
         transformers.logging.set_verbosity(verbosity[1])

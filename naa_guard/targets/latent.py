@@ -88,7 +88,7 @@ class LatentTarget:
         self.sample_size = image_size
         self.in_channels = int(self.vae.config.in_channels)
         config = self.vae.config
-        self.scaling_factor = float(config.scaling_factor)
+        self.scaling_factor = float(getattr(config, "scaling_factor", 1.0))  # Flux 2's VAE has none (it normalises by batch norm)
         self.shift_factor = float(config.shift_factor) if getattr(config, "shift_factor", None) is not None else None
         self.forward_calls = 0  # UNet forward passes, one per batch
         self.sample_queries = 0  # samples passed through the UNet, summed over calls
