@@ -18,19 +18,11 @@ if TYPE_CHECKING:
     pass
 
 
-def _text_weight_files(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
-    """Return the weight files transformers loads from a text encoder folder (shards included)."""
-    from naa_guard.targets.modelcheck import read_json_object
+def _text_weight_files(folder: Path, variant: str | None) -> list[Path]:
+    """Return the weight files transformers loads from a text encoder folder (shards included) for this variant."""
+    from naa_guard.targets.variants import choose_weights
 
-    stem = "model" if use_safetensors else "pytorch_model"
-    suffix = ".safetensors" if use_safetensors else ".bin"
-    name = f"{stem}{f'.{variant}' if variant else ''}{suffix}"
-    if (folder / name).is_file():
-        return [folder / name]
-    index = folder / f"{name}.index.json"
-    if index.is_file():
-        return [folder / shard for shard in sorted(set(read_json_object(index).get("weight_map", {}).values()))]
-    raise TargetError(f"{folder}: no weight file {name}. Save the text encoder with save_pretrained(..., safe_serialization=True).")
+    return list(choose_weights(folder, variant, "transformers").files)
 
 
 def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
@@ -53,8 +45,8 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
         )
 
 
-def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool) -> Any:
-    """Return one pipeline component loaded offline and strictly from its folder."""
+def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool, variant: str | None = None) -> Any:
+    """Return one pipeline component loaded offline and strictly from its folder (the weight files of ``model.variant``)."""
     import diffusers
 
     from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
@@ -71,14 +63,14 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
         class_name = (config.get("architectures") or ["CLIPTextModel"])[0]
         if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
-        use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+        use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS, variant)
         module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
-        _check_text_weights(module, _text_weight_files(folder, use_safetensors, variant), folder)
+        _check_text_weights(module, _text_weight_files(folder, variant), folder)
         return module
     # modelcheck.check_config_types is not applied: diffusers annotates these block lists as
     # Tuple[str] (one item) while every real config has several. Sizes were checked on reading.
     cls = diffusers.AutoencoderKL if name == "vae" else diffusers.UNet2DConditionModel
-    use_safetensors, variant = check_component_weights(folder, allow_pickle)
+    use_safetensors, variant = check_component_weights(folder, allow_pickle, variant=variant)
     module = cls.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
     check_weights_match(module, weight_files_for(folder, use_safetensors, variant), folder)
     return module
