@@ -48,6 +48,7 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
 def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool, variant: str | None = None) -> Any:
     """Return one pipeline component loaded offline and strictly from its folder (the weight files of ``model.variant``)."""
     import diffusers
+    import torch
 
     from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
 
@@ -64,7 +65,9 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
         if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
         use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS, variant)
-        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
+        # float32: the stored weights exactly (transformers would otherwise take config.json's dtype, e.g. float16, and round
+        # float32 weights to it); the target casts to runtime.dtype
+        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)
         _check_text_weights(module, _text_weight_files(folder, variant), folder)
         return module
     # modelcheck.check_config_types is not applied: diffusers annotates these block lists as

@@ -15,7 +15,7 @@ from typing import Any
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json
 from naa_guard.targets.latent_info import LatentModelInfo, find_lora
-from naa_guard.targets.variants import component_files, library_of
+from naa_guard.targets.variants import component_files
 
 SD3_PIPELINE = "StableDiffusion3Pipeline"
 SD3_TRANSFORMER = "SD3Transformer2DModel"
@@ -43,7 +43,7 @@ class FlowModelInfo(LatentModelInfo):
 
     def encoder_files(self) -> list[Path]:
         """Return the files the encodings depend on: the VAE, text encoders and tokenizers."""
-        files = [p for name, folder in self.components.items() if name not in ("transformer", "scheduler") for p in component_files(folder, self.variant, library_of(name))]
+        files = [p for name, folder in self.components.items() if name not in ("transformer", "scheduler") for p in component_files(folder, self.variant, name)]
         return files + ([self.lora] if self.lora is not None else [])
 
     def identity_material(self) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class FlowSingleFileInfo(FlowModelInfo):
             if self.held is None or name in self.held:
                 sources[name] = f"model.single_file {self.single_file}" if self.held is not None else f"model.single_file {self.single_file} where it holds them, else {folder}"
             else:
-                sources[name] = ", ".join(str(p) for p in component_files(folder, self.variant, library_of(name)) if is_weight_file(p))
+                sources[name] = ", ".join(str(p) for p in self._folder_weights(name, folder) if is_weight_file(p))
         return sources
 
     def identity_files(self) -> list[Path]:
@@ -92,12 +92,24 @@ class FlowSingleFileInfo(FlowModelInfo):
                 files += [p for p in sorted(folder.iterdir()) if p.is_file() and not is_weight_file(p)]
             elif self.held is None:  # a pickle, unread until allowed: every folder weight that could load, so the key covers it
                 try:
-                    files += component_files(folder, self.variant, library_of(name))
+                    files += component_files(folder, self.variant, name)
                 except TargetError:
                     files += [p for p in sorted(folder.iterdir()) if p.is_file() and not is_weight_file(p)]
+            elif not name.startswith("tokenizer") and name != "scheduler":
+                files += self._folder_weights(name, folder)
             else:
-                files += component_files(folder, self.variant, library_of(name))
+                files += [p for p in sorted(folder.iterdir()) if p.is_file()]
         return [*files, self.single_file] if self.single_file is not None else files
+
+    def _folder_weights(self, name: str, folder: Path) -> list[Path]:
+        """Return the folder's files for a component the single file does not hold: its weights must be there."""
+        from naa_guard.targets.variants import choose_weights
+
+        try:
+            chosen = set(choose_weights(folder, self.variant, library_of(name)).identity)
+        except TargetError as exc:
+            raise TargetError(f"model.single_file {self.single_file} holds no {name} weights, so they load from model.config: {exc}") from None
+        return [p for p in sorted(folder.iterdir()) if p.is_file() and (not is_weight_file(p) or p in chosen)]
 
     def encoder_files(self) -> list[Path]:
         """Return every identity file: the checkpoint may hold the VAE and text encoders with the transformer."""

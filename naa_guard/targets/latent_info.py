@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import PICKLE_SUFFIXES, read_json
-from naa_guard.targets.variants import component_files, library_of
+from naa_guard.targets.variants import component_files
 from naa_guard.userfiles import entry_problem
 
 if TYPE_CHECKING:
@@ -56,12 +56,12 @@ class LatentModelInfo:
 
     def identity_files(self) -> list[Path]:
         """Return the files whose content identifies this model: every component's files and the LoRA."""
-        files = [p for name, folder in self.components.items() for p in component_files(folder, self.variant, library_of(name))]
+        files = [p for name, folder in self.components.items() for p in component_files(folder, self.variant, name)]
         return files + ([self.lora] if self.lora is not None else [])
 
     def encoder_files(self) -> list[Path]:
         """Return the files the encodings depend on: the VAE, text encoders and tokenizers, and the LoRA (it may touch the text encoders)."""
-        files = [p for name, folder in self.components.items() if name not in ("unet", "scheduler") for p in component_files(folder, self.variant, library_of(name))]
+        files = [p for name, folder in self.components.items() if name not in ("unet", "scheduler") for p in component_files(folder, self.variant, name)]
         return files + ([self.lora] if self.lora is not None else [])
 
     def identity_material(self) -> dict[str, Any]:

@@ -112,15 +112,30 @@ def _no_weights(folder: Path, variant: str | None, every: list[Path], expected: 
     return TargetError(f"{folder}: no weights found; expected {expected} (found {_found(every)}). Save this component with save_pretrained.")
 
 
-def component_files(folder: Path, variant: str | None, library: str = "diffusers") -> list[Path]:
-    """Return the folder's files that identify it under ``model.variant``: every file but the weights, and the weights that load."""
+def component_files(folder: Path, variant: str | None, name: str) -> list[Path]:
+    """Return the files of pipeline component ``name`` that identify it under ``model.variant``: every file but the
+    weights, and the weights that load (a component with weights that has none of the variant's is an error)."""
     files = [p for p in sorted(folder.iterdir()) if p.is_file()]
-    if not any(is_weight_file(p) for p in files):
+    if name.startswith("tokenizer") or name == "scheduler":
         return files
-    chosen = set(choose_weights(folder, variant, library).identity)
+    chosen = set(choose_weights(folder, variant, library_of(name)).identity)
     return [p for p in files if not is_weight_file(p) or p in chosen]
 
 
 def library_of(name: str) -> str:
     """Return which library saved a pipeline component's weights: transformers for text encoders, else diffusers."""
     return "transformers" if name.startswith("text_encoder") else "diffusers"
+
+
+def folder_variant(root: Path) -> str | None:
+    """Return the variant a pipeline folder needs: None when every component with weights has plain ones, else the first of
+    :data:`VARIANTS` every such component has (for ``init``; the audit checks the choice strictly)."""
+    tags = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        found = {file_variant(p.name) for p in folder.iterdir() if p.is_file() and is_weight_file(p)}
+        if found:
+            tags.append(found)
+    if all(None in found for found in tags):
+        return None
+    shared = [v for v in VARIANTS if all(v in found for found in tags)]
+    return shared[0] if shared else None
