@@ -50,7 +50,8 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
     import diffusers
     import torch
 
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     if name.startswith("tokenizer"):
         config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}

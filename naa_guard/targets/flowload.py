@@ -22,7 +22,8 @@ def load_from_folder(info: FlowModelInfo, name: str, folder: Path, transformers:
     import diffusers
 
     from naa_guard.targets.components import load_component
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     if name != "transformer":
         # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes

@@ -43,7 +43,6 @@ __all__ = [
     "check_weights_match",
     "read_json_object",
     "read_safetensors_header",
-    "weight_files_for",
     "weight_shapes",
 ]
 
@@ -296,13 +295,6 @@ def read_safetensors_header(file: Path) -> dict[str, tuple[int, ...]]:
     if 8 + length + end != size:
         raise corrupt(f"the header describes {8 + length + end} bytes, the file has {size}: truncated or padded")
     return shapes
-
-
-def weight_files_for(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
-    """Return the weight files diffusers loads from ``folder`` for this variant (shards included), as the variant rule chooses them."""
-    from naa_guard.targets.variants import choose_weights
-
-    return list(choose_weights(folder, variant, "diffusers").files)
 
 
 def weight_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:

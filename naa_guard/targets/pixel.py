@@ -22,10 +22,9 @@ from naa_guard.targets.modelcheck import (
     check_scheduler_config,
     check_unet_config,
     check_weights_match,
-    weight_files_for,
     weight_shapes,
 )
-from naa_guard.targets.variants import choose_weights
+from naa_guard.targets.variants import choose_weights, weight_files_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -122,6 +122,11 @@ def component_files(folder: Path, variant: str | None, name: str) -> list[Path]:
     return [p for p in files if not is_weight_file(p) or p in chosen]
 
 
+def weight_files_for(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
+    """Return the weight files diffusers loads from ``folder`` for this variant (shards included), as :func:`choose_weights` chooses them."""
+    return list(choose_weights(folder, variant, "diffusers").files)
+
+
 def library_of(name: str) -> str:
     """Return which library saved a pipeline component's weights: transformers for text encoders, else diffusers."""
     return "transformers" if name.startswith("text_encoder") else "diffusers"
