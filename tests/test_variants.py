@@ -122,3 +122,15 @@ def test_the_variant_key_is_validated_documented_and_written_by_init(tmp_path: P
     output.unlink()
     assert main(["init", str(sd3_folders["both"]), str(members), str(nonmembers), "-o", str(output)]) == 0
     assert load_policy(output).model.variant is None
+
+
+def test_a_variant_beside_an_sd_single_file_is_refused(tmp_path: Path) -> None:
+    """An SD 1.x / 2.x / SDXL single file holds every weight: a variant would choose nothing, so the key is refused, not ignored."""
+    from conftest import FIXTURES
+    from ldm_layout import write_ldm_checkpoint
+
+    from naa_guard.targets.detect import read_single_file_info
+
+    checkpoint = write_ldm_checkpoint(FIXTURES / "tiny_sd" / "model", tmp_path / "sd.safetensors")
+    with pytest.raises(TargetError, match="holds every weight.*remove model.variant"):
+        read_single_file_info(checkpoint, FIXTURES / "tiny_sd" / "model", variant="fp16")
