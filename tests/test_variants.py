@@ -134,3 +134,15 @@ def test_a_variant_beside_an_sd_single_file_is_refused(tmp_path: Path) -> None:
     checkpoint = write_ldm_checkpoint(FIXTURES / "tiny_sd" / "model", tmp_path / "sd.safetensors")
     with pytest.raises(TargetError, match="holds every weight.*remove model.variant"):
         read_single_file_info(checkpoint, FIXTURES / "tiny_sd" / "model", variant="fp16")
+
+
+def test_text_encoder_weights_load_as_stored_whatever_dtype_their_config_names(tmp_path: Path, sd3_folders: dict[str, Path]) -> None:
+    """transformers takes config.json's dtype (float16 here, as a variant save writes it) unless told: float32 weights would be rounded."""
+    import json
+
+    folder = tmp_path / "config_says_fp16"
+    shutil.copytree(sd3_folders["plain"], folder)
+    for encoder in ("text_encoder", "text_encoder_2"):
+        config = json.loads((folder / encoder / "config.json").read_text())
+        (folder / encoder / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
+    assert torch.equal(outputs(read_model_info(folder)), outputs(read_model_info(sd3_folders["plain"])))
