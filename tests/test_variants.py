@@ -146,3 +146,25 @@ def test_text_encoder_weights_load_as_stored_whatever_dtype_their_config_names(t
         config = json.loads((folder / encoder / "config.json").read_text())
         (folder / encoder / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
     assert torch.equal(outputs(read_model_info(folder)), outputs(read_model_info(sd3_folders["plain"])))
+
+
+@pytest.mark.parametrize("family", ["sd", "flux"])
+def test_a_variant_loads_for_sd_and_flux_pipelines_too(tmp_path: Path, family: str) -> None:
+    from diffusers import DiffusionPipeline
+    from tiny_flow import make_tiny_flux
+
+    if family == "sd":
+        from conftest import FIXTURES
+
+        shutil.copytree(FIXTURES / "tiny_sd" / "model", tmp_path / "both")
+        pipeline = DiffusionPipeline.from_pretrained(tmp_path / "both")
+    else:
+        pipeline = make_tiny_flux(tmp_path / "both", seed=2)
+    torch.manual_seed(5)
+    for module in (pipeline.unet if family == "sd" else pipeline.transformer, pipeline.vae):
+        for parameter in module.parameters():
+            parameter.data += 0.01 * torch.randn_like(parameter)  # the variant's weights differ from the plain ones
+    pipeline.to(torch.float16).save_pretrained(tmp_path / "both", variant="fp16")
+    pipeline.to(torch.float32).save_pretrained(tmp_path / "rounded")
+    assert torch.equal(outputs(read_model_info(tmp_path / "both", variant="fp16")), outputs(read_model_info(tmp_path / "rounded")))
+    assert not torch.equal(outputs(read_model_info(tmp_path / "both")), outputs(read_model_info(tmp_path / "rounded")))
