@@ -76,8 +76,14 @@ class ModelSection(_Section):
 
     lora: Path | None = Field(None, **_PATH, description="LoRA for a Stable Diffusion / SDXL pipeline: a .safetensors file or the folder save_lora_weights wrote, relative to the policy file")
     lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
-    single_file: Path | None = Field(None, **_PATH, description="a model in one .safetensors / .ckpt: a whole SD 1.x / 2.x / SDXL checkpoint (A1111, kohya-ss), or an SD3 / SD3.5 / Flux checkpoint (all-in-one, or the transformer alone); needs model.config")
-    config: Path | None = Field(None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler; the weights of any component the file does not hold)")
+    single_file: Path | None = Field(
+        None, **_PATH,
+        description="a model in one .safetensors / .ckpt: a whole SD 1.x / 2.x / SDXL checkpoint (A1111, kohya-ss), or an SD3 / SD3.5 / Flux "
+        "checkpoint (all-in-one, or the transformer alone); needs model.config",
+    )  # fmt: skip
+    config: Path | None = Field(
+        None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler; the weights of any component the file does not hold)"
+    )
     variant: Literal["fp16", "bf16"] | None = Field(
         None,
         description="precision variant whose weight files load (diffusion_pytorch_model.<variant>.safetensors, model.<variant>.safetensors, "

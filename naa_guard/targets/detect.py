@@ -137,7 +137,10 @@ def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder
         raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
     info = read_model_info(Path(config), unet_subfolder, key="model.config", variant=variant, weights=False)
     if not isinstance(info, LatentModelInfo):
-        raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL, SD3 / SD3.5 and Flux pipelines. Point model.path at the diffusers folder instead.")
+        raise TargetError(
+            f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL, SD3 / SD3.5 and Flux pipelines. "
+            "Point model.path at the diffusers folder instead."
+        )
     names = None
     if file.suffix == ".safetensors":
         names = list(read_safetensors_header(file))  # a truncated file is named now, before any model code loads

@@ -58,7 +58,9 @@ def split_checkpoint(names: list[str], family: str, components: dict[str, Path],
             f"naa-guard reads every tensor of a checkpoint or refuses it; {FIX}."
         )
     if "transformer" not in held:
-        raise TargetError(f"model.single_file {file}: no transformer weights (no key starts with {TRANSFORMER_PREFIX} or {BLOCK_MARKERS[family]}); a single file must hold the model's transformer. {FIX}.")
+        raise TargetError(
+            f"model.single_file {file}: no transformer weights (no key starts with {TRANSFORMER_PREFIX} or {BLOCK_MARKERS[family]}); a single file must hold the model's transformer. {FIX}."
+        )
     missing = [name for name in held if name not in components]
     if missing:
         raise TargetError(f"model.single_file {file}: holds {', '.join(missing)} weights ({', '.join(held[n] for n in missing)}), which the pipeline in model.config does not have; {FIX}.")
