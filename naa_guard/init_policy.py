@@ -11,6 +11,7 @@ others are written as ``null`` with the count they would need.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -44,6 +45,7 @@ class ModelSummary:
     in_channels: int  # of the images (latent: 3)
     prediction_type: str
     timesteps: int
+    variant: str | None = None  # the precision variant its weights exist only as (model.variant)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def inspect_model(folder: Path) -> ModelSummary:
     if index.get("_class_name") in TRANSFORMER_PIPELINES:  # SD3 / Flux / Sana / PixArt: every check of the audit's own reading (SPEC 3b)
         from naa_guard.targets.detect import prediction_summary, read_model_info
 
-        info = read_model_info(folder)
+        info = read_model_info(folder, weights=False)  # which weight files load is model.variant's choice, written below
         return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, *prediction_summary(info))
     for needed in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / needed).is_file():
@@ -225,6 +227,7 @@ def render_policy(
         f"  # {kind}: {model.pipeline}, images {model.sample_size}x{model.sample_size}, {model.in_channels} channel(s),",
         f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
         *model_lines(model_path, config, policy_dir),
+        *([f"  variant: {model.variant}         # the weights exist only as this precision variant's files (loaded into runtime.dtype)"] if model.variant else []),
         *reference_lines(lora, reference, policy_dir),
         "data:",
         f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
@@ -297,11 +300,14 @@ def write_initial_policy(
         from naa_guard.targets.detect import read_model_info
         from naa_guard.targets.reference import check_reference
 
-        check_reference(read_model_info(model_folder(model_path, config)), read_model_info(model_folder(reference, None)))
+        check_reference(read_model_info(model_folder(model_path, config), weights=False), read_model_info(model_folder(reference, None), weights=False))
 
     if output.exists() and not force:
         raise PolicyError(f"{output} already exists; choose another path with -o, or pass --force to overwrite it.")
     model = inspect_model(model_folder(model_path, config))
+    from naa_guard.targets.variants import folder_variant
+
+    model = dataclasses.replace(model, variant=folder_variant(model_folder(model_path, config)))
     _refuse_same_sets(members_path, nonmembers_path, model, splits)
     members = inspect_set(members_path, "members", model, splits[0])
     nonmembers = inspect_set(nonmembers_path, "nonmembers", model, splits[1])

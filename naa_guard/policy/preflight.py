@@ -25,11 +25,11 @@ def _model_configs(policy: Policy) -> None:
     if policy.model.single_file is not None:
         from naa_guard.targets.detect import read_single_file_info
 
-        read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder)
+        read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder, variant=policy.model.variant)
     elif policy.model.loader is None and policy.model.path is not None:
-        read_model_info(policy.model.path, policy.model.unet_subfolder)
+        read_model_info(policy.model.path, policy.model.unet_subfolder, variant=policy.model.variant)
     if policy.model.reference not in (None, "base"):
-        read_model_info(policy.model.reference, key="model.reference")  # type: ignore[arg-type]  # a Path here
+        read_model_info(policy.model.reference, key="model.reference", variant=policy.model.variant)  # type: ignore[arg-type]  # a Path here
 
 
 def model_free_problems(

@@ -76,8 +76,20 @@ class ModelSection(_Section):
 
     lora: Path | None = Field(None, **_PATH, description="LoRA for a Stable Diffusion / SDXL pipeline: a .safetensors file or the folder save_lora_weights wrote, relative to the policy file")
     lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
-    single_file: Path | None = Field(None, **_PATH, description="a whole SD 1.x / 2.x / SDXL model in one .safetensors / .ckpt (A1111, kohya-ss); needs model.config")
-    config: Path | None = Field(None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler)")
+    single_file: Path | None = Field(
+        None, **_PATH,
+        description="a model in one .safetensors / .ckpt: a whole SD 1.x / 2.x / SDXL checkpoint (A1111, kohya-ss), or an SD3 / SD3.5 / Flux "
+        "checkpoint (all-in-one, or the transformer alone); needs model.config",
+    )  # fmt: skip
+    config: Path | None = Field(
+        None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler; the weights of any component the file does not hold)"
+    )
+    variant: Literal["fp16", "bf16"] | None = Field(
+        None,
+        description="precision variant whose weight files load (diffusion_pytorch_model.<variant>.safetensors, model.<variant>.safetensors, "
+        "shards *.<variant>-0000k-of-0000n.safetensors); every component with weights must have them; unset: the plain files. "
+        "Weights load into runtime.dtype",
+    )
     reference: Path | Literal["base"] | None = Field(
         None,
         description="reference model for calibrated attacks (score minus the reference's score on the same noise, reported as "
@@ -127,6 +139,8 @@ class ModelSection(_Section):
             raise ValueError("give model.path (a diffusers folder or a cached Hub id org/name), model.single_file with model.config, or model.loader ('package.module:function')")
         if self.loader is not None and self.unet_subfolder is not None:
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
+        if self.loader is not None and self.variant is not None:
+            raise ValueError("variant applies to diffusers folders and single files' model.config; a model.loader picks its own weight files")
         if self.loader is not None and self.lora is not None:
             raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
         if self.reference is not None and self.loader is not None:

@@ -80,9 +80,9 @@ def model_source(policy: Policy, target: Target | None = None, *, key: str = "mo
     if model.single_file is not None:  # one checkpoint file, configured by model.config
         from naa_guard.targets.detect import read_single_file_info
 
-        info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder)
+        info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder, variant=model.variant)
     else:
-        info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale, key=key) if model.loader is None else None
+        info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale, key=key, variant=model.variant) if model.loader is None else None
     if info is not None and callable(getattr(info, "encoder_files", None)):  # the scores' key and the encodings' key: one read of the files
         expect_file_lists(info.identity_files(), info.encoder_files())  # type: ignore[union-attr]
     return ModelSource(policy, info, target)

@@ -211,27 +211,23 @@ def probe_target(target: Target, where: str) -> float:
     return seconds
 
 
-def check_component_weights(folder: Path, allow_pickle: bool, safe_names: tuple[str, ...] = SAFE_WEIGHTS) -> tuple[bool, str | None]:
-    """Return (use_safetensors, variant) for a component folder, refusing pickle weights unless allowed."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES))
-    names = {p.name for p in files}
-    if safe_names[0] in names:
-        return True, None
-    if safe_names[1] in names:
-        return True, "fp16"
-    pickles = sorted(name for name in names if Path(name).suffix in PICKLE_SUFFIXES)
-    if pickles and not allow_pickle:
+def check_component_weights(folder: Path, allow_pickle: bool, safe_names: tuple[str, ...] = SAFE_WEIGHTS, variant: str | None = None) -> tuple[bool, str | None]:
+    """Return (use_safetensors, variant) for a component folder under ``model.variant``, refusing pickle weights unless allowed.
+
+    Which files load is :func:`naa_guard.targets.variants.choose_weights`' rule: the variant's files when
+    ``variant`` is set, else the plain ones (a folder with weights only as a variant is an error naming it).
+    """
+    from naa_guard.targets.variants import choose_weights
+
+    choice = choose_weights(folder, variant, "transformers" if safe_names[0].startswith("model.") else "diffusers")
+    if not choice.use_safetensors and not allow_pickle:
         raise TargetError(
-            f"{folder}: only pickle weights found ({', '.join(pickles)}); loading a pickle can "
+            f"{folder}: only pickle weights found ({', '.join(p.name for p in choice.files)}); loading a pickle can "
             f"run arbitrary code, so naa-guard refuses it. Convert the weights to safetensors "
             f"(save_pretrained(..., safe_serialization=True)), or set model.allow_pickle: true if you "
             f"trust this file."
         )
-    if not pickles:
-        raise TargetError(
-            f"{folder}: no weights found; expected {safe_names[0]}. Save this component with save_pretrained."
-        )
-    return False, "fp16" if any(".fp16." in name for name in pickles) and not any(".fp16." not in n for n in pickles) else None
+    return choice.use_safetensors, choice.variant
 
 
 def weight_files(folder: Path) -> tuple[Path, ...]:

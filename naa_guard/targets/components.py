@@ -13,25 +13,16 @@ from naa_guard.targets.latent_info import TEXT_ENCODER_CLASSES, TEXT_WEIGHTS
 
 T5_ENCODER = "T5EncoderModel"  # SD3's text_encoder_3
 T5_TOKENIZERS = ("T5Tokenizer", "T5TokenizerFast")
-TEXT_INDEX = "model.safetensors.index.json"  # the index of a sharded text encoder
 
 if TYPE_CHECKING:
     pass
 
 
-def _text_weight_files(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
-    """Return the weight files transformers loads from a text encoder folder (shards included)."""
-    from naa_guard.targets.modelcheck import read_json_object
+def _text_weight_files(folder: Path, variant: str | None) -> list[Path]:
+    """Return the weight files transformers loads from a text encoder folder (shards included) for this variant."""
+    from naa_guard.targets.variants import choose_weights
 
-    stem = "model" if use_safetensors else "pytorch_model"
-    suffix = ".safetensors" if use_safetensors else ".bin"
-    name = f"{stem}{f'.{variant}' if variant else ''}{suffix}"
-    if (folder / name).is_file():
-        return [folder / name]
-    index = folder / f"{name}.index.json"
-    if index.is_file():
-        return [folder / shard for shard in sorted(set(read_json_object(index).get("weight_map", {}).values()))]
-    raise TargetError(f"{folder}: no weight file {name}. Save the text encoder with save_pretrained(..., safe_serialization=True).")
+    return list(choose_weights(folder, variant, "transformers").files)
 
 
 def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
@@ -54,19 +45,13 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
         )
 
 
-def text_weights(folder: Path, allow_pickle: bool) -> tuple[bool, str | None]:
-    """Return (use_safetensors, variant) for a text encoder folder: sharded safetensors (``model-0000k-of-0000n.safetensors``
-    plus ``model.safetensors.index.json``, as T5-XXL and Gemma2 ship) count as safetensors; else as any component."""
-    if (folder / TEXT_INDEX).is_file():
-        return True, None
-    return check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
-
-
-def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool) -> Any:
-    """Return one pipeline component loaded offline and strictly from its folder."""
+def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool, variant: str | None = None) -> Any:
+    """Return one pipeline component loaded offline and strictly from its folder (the weight files of ``model.variant``)."""
     import diffusers
+    import torch
 
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     if name.startswith("tokenizer"):
         config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
@@ -80,14 +65,16 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
         class_name = (config.get("architectures") or ["CLIPTextModel"])[0]
         if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
-        use_safetensors, variant = text_weights(folder, allow_pickle)
-        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
-        _check_text_weights(module, _text_weight_files(folder, use_safetensors, variant), folder)
+        use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS, variant)
+        # float32: the stored weights exactly (transformers would otherwise take config.json's dtype, e.g. float16, and round
+        # float32 weights to it); the target casts to runtime.dtype
+        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)
+        _check_text_weights(module, _text_weight_files(folder, variant), folder)
         return module
     # modelcheck.check_config_types is not applied: diffusers annotates these block lists as
     # Tuple[str] (one item) while every real config has several. Sizes were checked on reading.
     cls = diffusers.AutoencoderKL if name == "vae" else diffusers.UNet2DConditionModel
-    use_safetensors, variant = check_component_weights(folder, allow_pickle)
+    use_safetensors, variant = check_component_weights(folder, allow_pickle, variant=variant)
     module = cls.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
     check_weights_match(module, weight_files_for(folder, use_safetensors, variant), folder)
     return module

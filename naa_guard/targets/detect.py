@@ -26,6 +26,7 @@ from naa_guard.userfiles import entry_problem, first_unreadable
 
 if TYPE_CHECKING:
     from naa_guard.targets.base import Target
+    from naa_guard.targets.flow_single_file import FlowSingleFileInfo
     from naa_guard.targets.single_file import SingleFileInfo
 
 AnyModelInfo = Union[ModelInfo, LatentModelInfo]
@@ -64,12 +65,23 @@ def check_model_files(root: Path, key: str) -> None:
     raise TargetError(f"{key} {root}: {entry} {problem}. {fix}.")
 
 
-def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0, key: str = "model.path") -> AnyModelInfo:
+def read_model_info(
+    path: Path, unet_subfolder: str | None = None, *, lora: Path | None = None, lora_scale: float = 1.0, key: str = "model.path", variant: str | None = None, weights: bool = True,
+) -> AnyModelInfo:  # fmt: skip
     """Return the model folder's family, layout and image geometry, without importing torch.
 
-    ``key`` names the policy key the folder came from in messages (model.path, model.config, model.reference).
+    ``key`` names the policy key the folder came from in messages (model.path, model.config, model.reference);
+    ``variant`` is ``model.variant`` (the precision variant whose weight files load); ``weights``: check now that
+    every component has the weight files that variant names (not for a single file's model.config, whose
+    components the file may hold).
     """
-    root = Path(path)
+    info = _read_model_info(Path(path), unet_subfolder, lora=lora, lora_scale=lora_scale, key=key, variant=variant)
+    if weights and isinstance(info, LatentModelInfo):
+        info.identity_files()  # every component's weight files chosen now: a missing variant is named before any model loads
+    return info
+
+
+def _read_model_info(root: Path, unet_subfolder: str | None, *, lora: Path | None, lora_scale: float, key: str, variant: str | None) -> AnyModelInfo:
     if not root.is_dir():
         raise TargetError(
             f"{key} {root} does not exist or is not a folder. Point {key} at a diffusers "
@@ -82,9 +94,15 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
         check_model_index(index, index_file)  # entries of the wrong form are an error, not ignored
     if index is not None and "transformer" in index and "unet" not in index:
         if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
-            return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale)
+            return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale, variant=variant)
         if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
-            return read_flux_info(root, index, lora=lora)
+            return read_flux_info(root, index, lora=lora, variant=variant)
+        newer = {SANA_PIPELINE: "Sana", KLEIN_PIPELINE: "Flux 2 [klein]", **{name: "PixArt" for name in PIXART_TOKENS}}
+        if variant is not None and index.get("_class_name") in newer:  # their loaders read the plain weight files only
+            raise TargetError(
+                f"{index_file}: model.variant is {variant!r}, but precision variants are read for pixel, SD / SDXL, SD3 and Flux pipelines only; "
+                f"a {newer[str(index['_class_name'])]} pipeline loads its plain weight files. Remove model.variant, or save the pipeline without variant=."
+            )
         if index.get("_class_name") in PIXART_TOKENS and unet_subfolder is None:
             return read_pixart_info(root, index, lora=lora, pipeline=str(index["_class_name"]))
         if index.get("_class_name") == SANA_PIPELINE and unet_subfolder is None:
@@ -105,13 +123,13 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
         )
     if _is_latent(root, index, unet_subfolder):
         sdxl = "text_encoder_2" in index if index is not None else (root / "text_encoder_2").is_dir()
-        return read_latent_info(root, unet_subfolder, sdxl=sdxl, lora=lora, lora_scale=lora_scale)
+        return read_latent_info(root, unet_subfolder, sdxl=sdxl, lora=lora, lora_scale=lora_scale, variant=variant)
     if lora is not None:
         raise TargetError(
             f"{root}: model.lora is set, but this is a pixel-space model without a text encoder; LoRA adapters "
             f"apply to Stable Diffusion / SDXL pipelines. Remove model.lora, or point model.path at the LoRA's base pipeline."
         )
-    return read_pixel_info(root, unet_subfolder, key=key)
+    return read_pixel_info(root, unet_subfolder, key=key, variant=variant)
 
 
 def prediction_summary(info: AnyModelInfo) -> tuple[str, int]:
@@ -122,8 +140,13 @@ def prediction_summary(info: AnyModelInfo) -> tuple[str, int]:
     return "flow matching (velocity)", 1000
 
 
-def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None) -> SingleFileInfo:
-    """Return the single-file model's info: geometry from the config folder, the file checked to exist and be whole."""
+def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder: str | None = None, *, variant: str | None = None) -> SingleFileInfo | FlowSingleFileInfo:
+    """Return the single-file model's info: geometry from the config folder, the file checked to exist and be whole.
+
+    An SD 1.x / 2.x / SDXL file holds every weight; an SD3 / Flux file holds the transformer and maybe
+    the VAE and text encoders, the others load from the config folder (its ``variant`` files).
+    """
+    from naa_guard.targets.flow_single_file import flow_single_file_info
     from naa_guard.targets.modelcheck import read_safetensors_header
     from naa_guard.targets.single_file import SINGLE_FILE_SUFFIXES, SingleFileInfo, check_not_lora
 
@@ -137,23 +160,36 @@ def read_single_file_info(single_file: Path, config: Path | None, unet_subfolder
         raise TargetError(f"model.single_file {file}: unknown checkpoint form '{file.suffix}'; expected {', '.join(SINGLE_FILE_SUFFIXES)}.")
     if config is None:
         raise TargetError("model.single_file is set without model.config: give a local diffusers folder of the same architecture (e.g. the base model the checkpoint was tuned from).")
-    info = read_model_info(Path(config), unet_subfolder, key="model.config")
-    if isinstance(info, FlowModelInfo):
-        raise TargetError(f"model.config {config}: an SD3 pipeline; single-file checkpoints of flow-matching transformers are not read yet ({ISSUE}). Save the model as a diffusers folder and point model.path at it.")
-    if isinstance(info, PixArtModelInfo):
-        raise TargetError(f"model.config {config}: a {info.pipeline}; single-file PixArt checkpoints are not read ({ISSUE}). Save the model as a diffusers folder and point model.path at it.")
+    info = read_model_info(Path(config), unet_subfolder, key="model.config", variant=variant, weights=False)
+    if isinstance(info, PixArtModelInfo) or getattr(info, "family", None) in ("sana", "flux2"):
+        name = info.pipeline if isinstance(info, PixArtModelInfo) else {"sana": "SanaPipeline", "flux2": "Flux2KleinPipeline"}[str(getattr(info, "family"))]
+        raise TargetError(
+            f"model.config {config}: a {name}; single-file checkpoints are read for SD 1.x / 2.x / SDXL, SD3 / SD3.5 and Flux pipelines only ({ISSUE}). "
+            "Save the model as a diffusers folder and point model.path at it."
+        )
     if not isinstance(info, LatentModelInfo):
-        raise TargetError(f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL pipelines. Point model.path at the diffusers folder instead.")
+        raise TargetError(
+            f"model.config {config}: a pixel-space model; single-file checkpoints are read for Stable Diffusion 1.x / 2.x / SDXL, SD3 / SD3.5 and Flux pipelines. "
+            "Point model.path at the diffusers folder instead."
+        )
+    names = None
     if file.suffix == ".safetensors":
         names = list(read_safetensors_header(file))  # a truncated file is named now, before any model code loads
         check_not_lora(names, file, config)  # a LoRA given as a whole model is named as one
+    if isinstance(info, FlowModelInfo):
+        return flow_single_file_info(info, file, names)
+    if variant is not None:
+        raise TargetError(f"model.variant is {variant!r}, but an SD 1.x / 2.x / SDXL model.single_file holds every weight and model.config's weight files are not read; remove model.variant.")
     return SingleFileInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)}, single_file=file)
 
 
 def load_target(info: AnyModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> Target:
     """Return the loaded target for a model folder's info, offline, on the requested device and dtype."""
+    from naa_guard.targets.flow_single_file import FlowSingleFileInfo, load_flow_single_file_target
     from naa_guard.targets.single_file import SingleFileInfo, load_single_file_target
 
+    if isinstance(info, FlowSingleFileInfo):
+        return load_flow_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, SingleFileInfo):
         return load_single_file_target(info, allow_pickle=allow_pickle, device=device, dtype=dtype)
     if isinstance(info, PixArtModelInfo):

@@ -15,6 +15,7 @@ from typing import Any
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import read_json
 from naa_guard.targets.latent_info import LatentModelInfo, find_lora
+from naa_guard.targets.variants import component_files
 
 SD3_PIPELINE = "StableDiffusion3Pipeline"
 SD3_TRANSFORMER = "SD3Transformer2DModel"
@@ -48,8 +49,8 @@ class FlowModelInfo(LatentModelInfo):
 
     def encoder_files(self) -> list[Path]:
         """Return the files the encodings depend on: the VAE, text encoders and tokenizers."""
-        encoders = [folder for name, folder in self.components.items() if name not in ("transformer", "scheduler")]
-        return [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()] + ([self.lora] if self.lora is not None else [])
+        files = [p for name, folder in self.components.items() if name not in ("transformer", "scheduler") for p in component_files(folder, self.variant, name)]
+        return files + ([self.lora] if self.lora is not None else [])
 
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores: the family and its parametrization."""
@@ -63,7 +64,7 @@ def _int(config: dict[str, Any], key: str, file: Path) -> int:
     return value
 
 
-def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_scale: float = 1.0) -> FlowModelInfo:
+def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_scale: float = 1.0, variant: str | None = None) -> FlowModelInfo:
     """Return an SD3 pipeline folder's components and geometry after checking its configs agree."""
     index_file = root / "model_index.json"
     t5 = index.get("text_encoder_3")
@@ -113,7 +114,7 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_
     if image_channels not in (1, 3):
         raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
     factor = 2 ** (len(vae_config.get("block_out_channels") or [64]) - 1)
-    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(lora), lora_scale)
+    return FlowModelInfo(root, folders, config, vae_config, latent_size * factor, image_channels, find_lora(lora), lora_scale, variant)
 
 
 def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Path]) -> None:
@@ -166,7 +167,7 @@ def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Pa
     return folders, config, vae_config, transformer_file, vae_file
 
 
-def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> FlowModelInfo:
+def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None, variant: str | None = None) -> FlowModelInfo:
     """Return a Flux pipeline folder's components and geometry (CLIP + T5, 2x2-packed latents) after checking its configs agree."""
     names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
     folders, config, vae_config, transformer_file, vae_file = _common_checks(root, index, names, lora, "Flux")
@@ -194,4 +195,4 @@ def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> F
     image_channels = vae_config.get("in_channels", 3)
     if image_channels not in (1, 3):
         raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
-    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, None, 1.0, family="flux")
+    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, None, 1.0, variant, family="flux")

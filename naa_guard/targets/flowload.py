@@ -6,9 +6,12 @@ so that the Flux target may build on the SD3 one without an import circle.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import check_component_weights, offline_environment, resolve_device
-from naa_guard.targets.flow import SHARDED_INDEX, FlowTarget
+from naa_guard.targets.flow import FlowTarget
 from naa_guard.targets.flow_info import FlowModelInfo
 from naa_guard.targets.flux import FluxTarget
 from naa_guard.targets.latent import _import_sd_libraries
@@ -17,45 +20,60 @@ TRANSFORMERS = {"sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"
 FAMILY_NAMES = {"sd3": "SD3", "flux": "Flux", "flux2": "Flux 2"}
 
 
-def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> FlowTarget:
-    """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype."""
+def load_from_folder(info: FlowModelInfo, name: str, folder: Path, transformers: Any, allow_pickle: bool) -> Any:
+    """Return one component of the pipeline loaded strictly from its folder (the weight files of ``model.variant``)."""
+    import diffusers
+
+    from naa_guard.targets.components import load_component
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
+
+    if name != "transformer":
+        # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
+        kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
+        return load_component(kind.get(name, name), folder, transformers, allow_pickle, info.variant)
+    use_safetensors, variant = check_component_weights(folder, allow_pickle, variant=info.variant)
+    transformer = getattr(diffusers, TRANSFORMERS[info.family]).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+    check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
+    return transformer
+
+
+def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str, load: Any = None) -> FlowTarget:
+    """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype.
+
+    ``load(name, folder, transformers, allow_pickle)`` loads a component (default: :func:`load_from_folder`).
+    """
     transformers = _import_sd_libraries()
     import diffusers
     import torch
 
-    from naa_guard.targets.components import load_component
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
-
     torch_device, torch_dtype = resolve_device(device), getattr(torch, dtype)
-    folder = info.components["transformer"]
     verbosity = diffusers.logging.get_verbosity(), transformers.logging.get_verbosity()
     diffusers.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     try:
         with offline_environment():
-            # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
-            kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
             if info.family == "flux2":
                 from naa_guard.targets.flux2load import load_flux2_parts
 
-                parts = load_flux2_parts(info.components, transformers, allow_pickle)
+                parts = {**load_flux2_parts(info.components, transformers, allow_pickle), "transformer": load_from_folder(info, "transformer", info.components["transformer"], transformers, allow_pickle)}
             else:
-                parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
-            use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
-            transformer = getattr(diffusers, TRANSFORMERS[info.family]).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
-            check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
-            if info.lora is not None:  # SD3 only (read_flux_info refuses a Flux LoRA); checked to apply fully, as for SD / SDXL
+                parts = {
+                    name: load(name, path, transformers, allow_pickle) if load is not None else load_from_folder(info, name, path, transformers, allow_pickle)
+                    for name, path in info.components.items() if name != "scheduler"
+                }  # fmt: skip
+            if info.lora is not None:  # SD3 (Flux: h12); checked to apply fully, as for SD / SDXL
                 from naa_guard.targets.lora import apply_lora
 
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)
-                apply_lora({**parts, "transformer": transformer}, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
+                apply_lora(parts, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
         if info.family == "flux2":
             from naa_guard.targets.flux2 import Flux2KleinTarget
 
-            return Flux2KleinTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
+            return Flux2KleinTarget(parts, info.sample_size, torch_device, torch_dtype)
         if info.family == "flux":
-            return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
-        return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
+            return FluxTarget(parts, info.sample_size, torch_device, torch_dtype)
+        return FlowTarget(parts, info.sample_size, torch_device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail
 

@@ -16,7 +16,6 @@ from naa_guard.targets.base import check_component_weights, read_json
 from naa_guard.targets.flux2_info import QWEN3_ENCODER, QWEN_TOKENIZERS
 
 QWEN_WEIGHTS = ("model.safetensors", "model.fp16.safetensors")
-QWEN_SHARDED = "model.safetensors.index.json"
 
 
 def load_qwen_tokenizer(folder: Path, transformers: Any) -> Any:
@@ -30,9 +29,11 @@ def load_qwen_tokenizer(folder: Path, transformers: Any) -> Any:
 def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_pickle: bool) -> dict[str, Any]:
     """Return the pipeline's vae, text_encoder and tokenizer, each loaded strictly from its folder."""
     import diffusers
+    import torch
 
     from naa_guard.targets.components import _check_text_weights, _text_weight_files
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     tokenizer = load_qwen_tokenizer(info_components["tokenizer"], transformers)
     vae_folder = info_components["vae"]
@@ -40,7 +41,7 @@ def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_
     vae = diffusers.AutoencoderKLFlux2.from_pretrained(vae_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
     check_weights_match(vae, weight_files_for(vae_folder, use_safetensors, variant), vae_folder)
     encoder_folder = info_components["text_encoder"]
-    use_safetensors, variant = (True, None) if (encoder_folder / QWEN_SHARDED).is_file() else check_component_weights(encoder_folder, allow_pickle, QWEN_WEIGHTS)
-    encoder = getattr(transformers, QWEN3_ENCODER).from_pretrained(encoder_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
-    _check_text_weights(encoder, _text_weight_files(encoder_folder, use_safetensors, variant), encoder_folder)
+    use_safetensors, variant = check_component_weights(encoder_folder, allow_pickle, QWEN_WEIGHTS)
+    encoder = getattr(transformers, QWEN3_ENCODER).from_pretrained(encoder_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)  # the stored weights exactly, not config.json's dtype; the target casts to runtime.dtype
+    _check_text_weights(encoder, _text_weight_files(encoder_folder, variant), encoder_folder)
     return {"vae": vae, "text_encoder": encoder, "tokenizer": tokenizer}

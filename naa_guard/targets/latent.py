@@ -22,6 +22,7 @@ come with the ``naa-guard[sd]`` extra.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import NonFiniteScoreError, TargetError
@@ -234,7 +235,8 @@ def load_latent_target(info: LatentModelInfo, *, allow_pickle: bool, device: str
     transformers.logging.disable_progress_bar()
     try:
         with offline_environment():
-            parts = {name: (load or load_component)(name, folder, transformers, allow_pickle) for name, folder in info.components.items() if name != "scheduler"}
+            load = load or partial(load_component, variant=info.variant)
+            parts = {name: load(name, folder, transformers, allow_pickle) for name, folder in info.components.items() if name != "scheduler"}
             scheduler = scheduler_class(scheduler_dir, scheduler_config).from_pretrained(scheduler_dir, local_files_only=True)
             if info.lora is not None:
                 from naa_guard.targets.lora import apply_lora

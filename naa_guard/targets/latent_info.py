@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import PICKLE_SUFFIXES, read_json
+from naa_guard.targets.variants import component_files
 from naa_guard.userfiles import entry_problem
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class LatentModelInfo:
     in_channels: int  # image channels the VAE takes
     lora: Path | None = None  # the LoRA weight file
     lora_scale: float = 1.0
+    variant: str | None = None  # model.variant: the precision variant whose weight files load
     takes_text = True  # the data loader's captions condition this model
 
     @property
@@ -54,13 +56,12 @@ class LatentModelInfo:
 
     def identity_files(self) -> list[Path]:
         """Return the files whose content identifies this model: every component's files and the LoRA."""
-        files = [p for folder in self.components.values() for p in sorted(folder.iterdir()) if p.is_file()]
+        files = [p for name, folder in self.components.items() for p in component_files(folder, self.variant, name)]
         return files + ([self.lora] if self.lora is not None else [])
 
     def encoder_files(self) -> list[Path]:
         """Return the files the encodings depend on: the VAE, text encoders and tokenizers, and the LoRA (it may touch the text encoders)."""
-        encoders = [folder for name, folder in self.components.items() if name not in ("unet", "scheduler")]
-        files = [p for folder in encoders for p in sorted(folder.iterdir()) if p.is_file()]
+        files = [p for name, folder in self.components.items() if name not in ("unet", "scheduler") for p in component_files(folder, self.variant, name)]
         return files + ([self.lora] if self.lora is not None else [])
 
     def identity_material(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class LatentModelInfo:
         return text
 
 
-def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora: Path | None, lora_scale: float) -> LatentModelInfo:
+def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora: Path | None, lora_scale: float, variant: str | None = None) -> LatentModelInfo:
     """Return a latent pipeline folder's components and image geometry, without importing torch."""
     names = ["vae", "unet", "scheduler", "text_encoder", "tokenizer"] + (["text_encoder_2", "tokenizer_2"] if sdxl else [])
     folders = {name: root / ((unet_subfolder or "unet") if name == "unet" else name) for name in names}
@@ -121,7 +122,7 @@ def read_latent_info(root: Path, unet_subfolder: str | None, *, sdxl: bool, lora
     for tokenizer in ("tokenizer", "tokenizer_2") if sdxl else ("tokenizer",):
         if not any(folders[tokenizer].glob("*.json")):
             raise TargetError(f"{folders[tokenizer]}: no tokenizer files (tokenizer_config.json, vocab.json, ...). Save the tokenizer with save_pretrained.")
-    return LatentModelInfo(root, folders, unet_config, vae_config, latent_size * 2 ** (len(blocks) - 1), image_channels, find_lora(lora), lora_scale)
+    return LatentModelInfo(root, folders, unet_config, vae_config, latent_size * 2 ** (len(blocks) - 1), image_channels, find_lora(lora), lora_scale, variant)
 
 
 def _check_text_width(unet_config: dict[str, Any], unet_file: Path, folders: dict[str, Path], sdxl: bool) -> None:

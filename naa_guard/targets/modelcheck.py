@@ -43,7 +43,6 @@ __all__ = [
     "check_weights_match",
     "read_json_object",
     "read_safetensors_header",
-    "weight_files_for",
     "weight_shapes",
 ]
 
@@ -296,26 +295,6 @@ def read_safetensors_header(file: Path) -> dict[str, tuple[int, ...]]:
     if 8 + length + end != size:
         raise corrupt(f"the header describes {8 + length + end} bytes, the file has {size}: truncated or padded")
     return shapes
-
-
-def weight_files_for(folder: Path, use_safetensors: bool, variant: str | None) -> list[Path]:
-    """Return the weight files diffusers loads from ``folder`` for this format and variant (shards included)."""
-    suffix = ".safetensors" if use_safetensors else ".bin"
-    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
-    single = folder / f"{stem}{suffix}"
-    if single.is_file():
-        return [single]
-    index_file = folder / f"{stem}{suffix}.index.json"
-    if index_file.is_file():
-        weight_map = read_json_object(index_file).get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise TargetError(f"{index_file}: weight_map must map tensor names to shard file names. {RESAVE}.")
-        return [folder / shard for shard in sorted(set(weight_map.values()))]
-    if not use_safetensors:
-        pickles = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
-        if pickles:
-            return pickles
-    raise TargetError(f"{folder}: no weight file {single.name} (nor a sharded index). Save the component with save_pretrained.")
 
 
 def weight_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:

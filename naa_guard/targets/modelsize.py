@@ -28,7 +28,7 @@ def size_source(policy: Any) -> str | None:
     from naa_guard.targets import read_model_info
 
     try:
-        info = read_model_info(model.path, model.unet_subfolder)
+        info = read_model_info(model.path, model.unet_subfolder, variant=model.variant, weights=False)
     except NaaGuardError:
         return None
     describe = getattr(info, "size_source", None)

@@ -27,7 +27,6 @@ from naa_guard.targets.pixart_info import PixArtModelInfo
 if TYPE_CHECKING:
     import torch
 
-SHARDED_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 
 def prepare_captions(texts: list[str]) -> list[str]:
@@ -98,7 +97,8 @@ def load_pixart_target(info: PixArtModelInfo, *, allow_pickle: bool, device: str
     import torch
 
     from naa_guard.targets.components import load_component
-    from naa_guard.targets.modelcheck import check_alphas_cumprod, check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_alphas_cumprod, check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     torch_device, torch_dtype = resolve_device(device), getattr(torch, dtype)
     folder, scheduler_dir = info.components["transformer"], info.components["scheduler"]
@@ -110,7 +110,7 @@ def load_pixart_target(info: PixArtModelInfo, *, allow_pickle: bool, device: str
             # the T5 encoder and tokenizer load under the names that select the T5 classes (SD3's text_encoder_3)
             kind = {"text_encoder": "text_encoder_3", "tokenizer": "tokenizer_3"}
             parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
-            use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
+            use_safetensors, variant = check_component_weights(folder, allow_pickle)
             transformer = diffusers.PixArtTransformer2DModel.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
             check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
             config = read_json(scheduler_dir / "scheduler_config.json")

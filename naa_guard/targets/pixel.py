@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.base import check_component_weights, offline_environment, padding_rows, raise_if_non_finite, read_json, resolve_device, scheduler_class, weight_files
+from naa_guard.targets.base import check_component_weights, offline_environment, padding_rows, raise_if_non_finite, read_json, resolve_device, scheduler_class
 from naa_guard.targets.modelcheck import (
     check_alphas_cumprod,
     check_config_types,
@@ -22,9 +22,9 @@ from naa_guard.targets.modelcheck import (
     check_scheduler_config,
     check_unet_config,
     check_weights_match,
-    weight_files_for,
     weight_shapes,
 )
+from naa_guard.targets.variants import choose_weights, weight_files_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,6 +45,7 @@ class ModelInfo:
     weight_files: tuple[Path, ...]
     sample_size: int
     in_channels: int
+    variant: str | None = None  # model.variant: the precision variant whose weight files load
 
     def identity_files(self) -> list[Path]:
         """Return the files whose content identifies this model (for score cache keys)."""
@@ -59,7 +60,7 @@ class ModelInfo:
         return f"sample_size {self.sample_size} in {self.unet_dir / 'config.json'}"
 
 
-def read_pixel_info(root: Path, unet_subfolder: str | None = None, *, key: str = "model.path") -> ModelInfo:
+def read_pixel_info(root: Path, unet_subfolder: str | None = None, *, key: str = "model.path", variant: str | None = None) -> ModelInfo:
     """Return a pixel model folder's layout and UNet geometry, without importing torch (``key``: the policy key of ``root``)."""
     unet_dir = root / (unet_subfolder or "unet")
     scheduler_dir = root / "scheduler"
@@ -83,7 +84,7 @@ def read_pixel_info(root: Path, unet_subfolder: str | None = None, *, key: str =
     in_channels = config.get("in_channels")
     if not isinstance(in_channels, int) or in_channels not in (1, 3):
         raise TargetError(f"{config_file}: in_channels is {in_channels!r}; expected 1 (grayscale) or 3 (RGB) image channels.")
-    return ModelInfo(root, unet_dir, scheduler_dir, config, weight_files(unet_dir), sample_size, in_channels)
+    return ModelInfo(root, unet_dir, scheduler_dir, config, choose_weights(unet_dir, variant).identity, sample_size, in_channels, variant)
 
 
 def square_sample_size(config: dict[str, Any], config_file: Path) -> int:
@@ -151,7 +152,7 @@ def load_pixel_target(info: ModelInfo, *, allow_pickle: bool, device: str, dtype
 
     torch_device = resolve_device(device)
     torch_dtype = getattr(torch, dtype)
-    use_safetensors, variant = check_component_weights(info.unet_dir, allow_pickle)
+    use_safetensors, variant = check_component_weights(info.unet_dir, allow_pickle, variant=info.variant)
     unet_class = getattr(diffusers, str(info.unet_config.get("_class_name", "UNet2DModel")), None)
     if unet_class is not diffusers.UNet2DModel:
         raise TargetError(

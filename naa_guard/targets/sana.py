@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.targets.base import check_component_weights, offline_environment, padding_rows, resolve_device
-from naa_guard.targets.flow import SHARDED_INDEX, FlowTarget, flow_alphas_cumprod
+from naa_guard.targets.flow import FlowTarget, flow_alphas_cumprod
 from naa_guard.targets.flow_info import FLOW_STEPS
 from naa_guard.targets.latent import LatentTarget, _import_sd_libraries
 from naa_guard.targets.sana_info import GEMMA_TOKENIZERS, SANA_TOKENS, SanaModelInfo
@@ -54,17 +54,19 @@ def tokenize_gemma(tokenizer: Any, texts: list[str]) -> Any:
 
 def load_gemma(info: SanaModelInfo, transformers: Any, allow_pickle: bool) -> tuple[Any, Any]:
     """Return the Gemma2 encoder (strictly from its weights) and its tokenizer, offline."""
+    import torch
+
     from naa_guard.targets.base import read_json
-    from naa_guard.targets.components import _check_text_weights, _text_weight_files, text_weights
+    from naa_guard.targets.components import TEXT_WEIGHTS, _check_text_weights, _text_weight_files
 
     tokenizer_folder, folder = info.components["tokenizer"], info.components["text_encoder"]
     class_name = str(read_json(tokenizer_folder / "tokenizer_config.json").get("tokenizer_class"))
     if class_name not in GEMMA_TOKENIZERS:
         raise TargetError(f"{tokenizer_folder}: tokenizer class {class_name!r}; a SanaPipeline's tokenizer is a {' or '.join(GEMMA_TOKENIZERS)}.")
     tokenizer = getattr(transformers, class_name).from_pretrained(tokenizer_folder, local_files_only=True)
-    use_safetensors, variant = text_weights(folder, allow_pickle)
-    encoder = transformers.Gemma2Model.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant)
-    _check_text_weights(encoder, _text_weight_files(folder, use_safetensors, variant), folder)
+    use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
+    encoder = transformers.Gemma2Model.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)  # the stored weights exactly, not config.json's dtype; the target casts to runtime.dtype
+    _check_text_weights(encoder, _text_weight_files(folder, variant), folder)
     return encoder, tokenizer
 
 
@@ -137,7 +139,8 @@ def load_sana_target(info: SanaModelInfo, *, allow_pickle: bool, device: str, dt
     import diffusers
     import torch
 
-    from naa_guard.targets.modelcheck import check_weights_match, weight_files_for
+    from naa_guard.targets.modelcheck import check_weights_match
+    from naa_guard.targets.variants import weight_files_for
 
     torch_device, torch_dtype = resolve_device(device), getattr(torch, dtype)
     verbosity = diffusers.logging.get_verbosity(), transformers.logging.get_verbosity()
@@ -149,7 +152,7 @@ def load_sana_target(info: SanaModelInfo, *, allow_pickle: bool, device: str, dt
             modules = {}
             for name, cls in (("vae", diffusers.AutoencoderDC), ("transformer", diffusers.SanaTransformer2DModel)):
                 folder = info.components[name]
-                use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
+                use_safetensors, variant = check_component_weights(folder, allow_pickle)
                 modules[name] = cls.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
                 check_weights_match(modules[name], weight_files_for(folder, use_safetensors, variant), folder)
         return SanaTarget({**modules, "text_encoder": encoder, "tokenizer": tokenizer}, info, torch_device, torch_dtype)

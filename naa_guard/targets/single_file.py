@@ -65,7 +65,7 @@ def check_not_lora(names: list[str], file: Path, config: Path | None) -> None:
         raise TargetError(
             f"model.single_file {file}: this is a LoRA adapter ({len(lora)} of its {len(names)} tensors are LoRA weights, e.g. {lora[0]}), "
             f"not a whole model. Give it as model.lora on top of the base pipeline it was trained for, e.g. "
-            f"model: {{path: {base}, lora: {file}}} (model.single_file is for whole SD 1.x / 2.x / SDXL checkpoints)."
+            f"model: {{path: {base}, lora: {file}}} (model.single_file is for whole checkpoints: SD 1.x / 2.x / SDXL, SD3 / SD3.5, Flux)."
         )
 
 

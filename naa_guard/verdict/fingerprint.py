@@ -59,7 +59,14 @@ def model_layout(policy: Policy, info: AnyModelInfo | None) -> dict[str, Any]:
             material["parametrization"] = info.identity_material()["parametrization"]
             summary = f"{summary.split(', scheduler')[0]}, {material['parametrization']}"
     # The material itself too, so that a baseline of another layout names the key that differs.
-    return {"digest": digest(material), "summary": summary, **material}
+    layout = {"digest": digest(material), "summary": summary, **material}
+    # Where the weights come from (a precision variant's files, a single file's components): said, not part of the
+    # layout's digest (the weights are what a baseline comparison lets change); the score cache key covers the files.
+    if getattr(info, "variant", None) is not None:
+        layout["variant"] = info.variant  # type: ignore[union-attr]
+    if callable(getattr(info, "weight_sources", None)):
+        layout["weights"] = info.weight_sources()  # type: ignore[union-attr]
+    return layout
 
 
 def sample_set(samples: SampleSet) -> dict[str, Any]:
