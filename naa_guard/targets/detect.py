@@ -81,7 +81,7 @@ def read_model_info(path: Path, unet_subfolder: str | None = None, *, lora: Path
         if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
             return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale)
         if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
-            return read_flux_info(root, index, lora=lora)
+            return read_flux_info(root, index, lora=lora, lora_scale=lora_scale)
         raise TargetError(
             f"{index_file}: this pipeline ({index.get('_class_name')}) denoises with a transformer (PixArt, Sana, Flux Kontext / Fill, ...); "
             f"naa-guard audits UNet pipelines (DDPM, Stable Diffusion 1.x/2.x, SDXL), {SD3_PIPELINE} and {FLUX_PIPELINE} for now; "

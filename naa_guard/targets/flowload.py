@@ -36,7 +36,7 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
             use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
             transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
             check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
-            if info.lora is not None:  # SD3 only (read_flux_info refuses a Flux LoRA); checked to apply fully, as for SD / SDXL
+            if info.lora is not None:  # checked to apply fully, as for SD / SDXL (a Flux LoRA layer by layer: targets/loralayers.py)
                 from naa_guard.targets.lora import apply_lora
 
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)
