@@ -20,9 +20,9 @@ LoRA in diffusers' Flux loader: a file with T5 keys is refused rather than loade
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from naa_guard.errors import TargetError
+from naa_guard.targets.loralayers import LayerTarget, diffusers_targets
 
 # kohya's double-block parts -> the FluxTransformerBlock layers (a fused qkv projection is split in this order)
 _DOUBLE = {
@@ -55,17 +55,6 @@ _GLOBAL = {
     "final_layer_adaLN_modulation_1": "norm_out.linear",  # BFL orders (shift, scale), diffusers (scale, shift)
 }
 _BLOCK = re.compile(r"^(?P<kind>double|single)_blocks_(?P<index>\d+)_(?P<part>.+)$")
-# old diffusers text-encoder LoRA names (``to_q_lora``) for the CLIP attention projections
-_OLD_CLIP = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
-
-
-@dataclass(frozen=True)
-class LayerTarget:
-    """One layer a module of a LoRA file updates: its component, its module path, and how the up rows map."""
-
-    component: str  # "transformer" or "text_encoder"
-    layer: str  # the module path inside the component
-    swap_halves: bool = False  # the up weight's two row halves swapped (BFL's final modulation)
 
 
 def describe_lora(names: list[str]) -> str | None:
@@ -104,12 +93,8 @@ def flux_targets(module: str) -> list[LayerTarget] | None:
         module = "lora_unet_" + module.removeprefix("diffusion_model.").replace(".", "_")
     elif module.startswith("text_encoders.clip_l.transformer."):
         module = "lora_te_" + module.removeprefix("text_encoders.clip_l.transformer.").replace(".", "_")
-    if module.startswith("transformer."):
-        return [LayerTarget("transformer", module.removeprefix("transformer."))]
-    if module.startswith("text_encoder."):
-        layer = module.removeprefix("text_encoder.")
-        head, _, last = layer.rpartition(".")
-        return [LayerTarget("text_encoder", f"{head}.{_OLD_CLIP.get(last, last)}" if head else layer)]
+    if module.startswith(("transformer.", "text_encoder.")):
+        return diffusers_targets(module, ("transformer", "text_encoder"))
     if module.startswith(("lora_te1_", "lora_te_")):
         return [LayerTarget("text_encoder", "flat:" + module.removeprefix("lora_te1_").removeprefix("lora_te_"))]
     if not module.startswith("lora_unet_"):
@@ -123,12 +108,6 @@ def flux_targets(module: str) -> list[LayerTarget] | None:
     if name in _GLOBAL:
         return [LayerTarget("transformer", _GLOBAL[name], swap_halves=name == "final_layer_adaLN_modulation_1")]
     return None
-
-
-def resolve_flat(layer: str, names: list[str]) -> str | None:
-    """Return the module path among ``names`` whose dots-as-underscores spelling is ``layer`` (kohya's text-encoder names)."""
-    found = [name for name in names if name.replace(".", "_") in (layer, layer.removeprefix("text_model_"))]
-    return found[0] if len(found) == 1 else None
 
 
 def check_no_t5_keys(names: list[str], file: object) -> None:

@@ -9,9 +9,10 @@ through ``set_adapters`` (0 gives the base model's predictions), and every loade
 effective scaling must then equal the alpha / rank x scale the file declares
 (:mod:`naa_guard.targets.lorastrength`).
 
-On a Flux pipeline the file may come in the kohya or ComfyUI layouts diffusers converts, so there
-the check is layer by layer (:mod:`naa_guard.targets.loralayers`): every key of the file must name a
-Flux layer, and each layer's loaded update must equal the file's for that layer. A file whose keys
+On Flux and SD3 pipelines the check is layer by layer instead (:mod:`naa_guard.targets.loralayers`):
+every key of the file must name a layer (on Flux also through the kohya and ComfyUI layouts diffusers
+converts, :mod:`naa_guard.targets.fluxlora`), and each layer's loaded update must equal the file's
+for that layer, not merely be found somewhere. A file whose keys
 show another architecture (an SD / SDXL / SD3 LoRA on Flux, a Flux LoRA on SD3 or SD) is refused
 naming what it is (:func:`naa_guard.targets.fluxlora.refuse_other_architecture`).
 """
@@ -118,7 +119,7 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
     from naa_guard.targets.fluxlora import check_no_t5_keys, flux_targets, refuse_other_architecture
-    from naa_guard.targets.loralayers import check_loaded_layers, check_scale, expected_layers
+    from naa_guard.targets.loralayers import check_loaded_layers, check_scale, diffusers_targets, expected_layers
     from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
 
     everything, metadata = _file_tensors(file, allow_pickle)
@@ -132,6 +133,8 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
     if family == "flux":
         check_no_t5_keys(list(everything), file)
         expected = expected_layers(everything, declared, parts, file, flux_targets)
+    elif family == "sd3":  # diffusers' SD3 loader converts no layout: every key is <component>.<layer>
+        expected = expected_layers(everything, declared, parts, file, lambda module: diffusers_targets(module, ("transformer", "text_encoder", "text_encoder_2")))
     pipeline = _pipeline(parts, scheduler)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
@@ -151,7 +154,7 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
             ) from None
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
-    if expected is not None:  # Flux: the loaded update of every layer is the file's, then the scale moves each by model.lora_scale
+    if expected is not None:  # Flux and SD3: the loaded update of every layer is the file's, then the scale moves each by model.lora_scale
         before = check_loaded_layers(parts, ADAPTER, expected, file)
         pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
         check_scale(parts, ADAPTER, before, scale, file)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from naa_guard.errors import TargetError
-from naa_guard.targets.fluxlora import LayerTarget, resolve_flat
 from naa_guard.targets.lorastrength import DeclaredScaling
 
 _PAIRS = ((".lora_A.weight", ".lora_B.weight"), (".lora_down.weight", ".lora_up.weight"), (".lora.down.weight", ".lora.up.weight"), ("_lora.down.weight", "_lora.up.weight"))
@@ -30,6 +29,36 @@ _PAIRS = ((".lora_A.weight", ".lora_B.weight"), (".lora_down.weight", ".lora_up.
 # float32 files (float64 products of float32 factors), far below any change of strength.
 FLOOR_TOL = 1e-6
 SCALE_REL_TOL = 1e-9
+
+
+# old diffusers text-encoder LoRA names (``to_q_lora``) for the CLIP attention projections
+_OLD_CLIP = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    """One layer a module of a LoRA file updates: its component, its module path, and how the up rows map."""
+
+    component: str  # "transformer", "text_encoder", ...
+    layer: str  # the module path inside the component ("flat:" + its dots-as-underscores spelling for kohya names)
+    swap_halves: bool = False  # the up weight's two row halves swapped (BFL's final modulation)
+
+
+def diffusers_targets(module: str, components: tuple[str, ...]) -> list[LayerTarget] | None:
+    """Return the layer a diffusers / peft module name (``<component>.<module path>``) updates; None for another component."""
+    component, _, layer = module.partition(".")
+    if component not in components or not layer:
+        return None
+    if component.startswith("text_encoder"):
+        head, _, last = layer.rpartition(".")
+        layer = f"{head}.{_OLD_CLIP.get(last, last)}" if head else layer
+    return [LayerTarget(component, layer)]
+
+
+def resolve_flat(layer: str, names: list[str]) -> str | None:
+    """Return the module path among ``names`` whose dots-as-underscores spelling is ``layer`` (kohya's text-encoder names)."""
+    found = [name for name in names if name.replace(".", "_") in (layer, layer.removeprefix("text_model_"))]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -122,7 +151,7 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
 def _adapter_layers(parts: dict[str, Any], adapter: str, file: Path) -> dict[tuple[str, str], Any]:
     """Return every layer carrying ``adapter``, as (component, name); TargetError for an adapter of a kind not checked here."""
     found = {}
-    for component in ("transformer", "text_encoder", "text_encoder_2", "unet"):
+    for component in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "unet"):
         if component not in parts:
             continue
         for name, layer in parts[component].named_modules():
