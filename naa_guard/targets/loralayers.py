@@ -82,13 +82,13 @@ def _pair(module: str, tensors: dict[str, Any]) -> tuple[str, str]:
     raise AssertionError(module)  # declared_scalings found a down key of one of these forms
 
 
-def _linear(parts: dict[str, Any], target: LayerTarget, key: str, file: Path) -> tuple[str, Any]:
+def _linear(parts: dict[str, Any], target: LayerTarget, key: str, file: Path, cache: dict[str, dict[str, Any]]) -> tuple[str, Any]:
     import torch
 
     component = parts.get(target.component)
     if component is None:
         raise TargetError(f"model.lora {file}: {key} is for the {target.component}, which this pipeline does not have. Use the LoRA trained for this base pipeline.")
-    modules = dict(component.named_modules())
+    modules = cache.setdefault(target.component, dict(component.named_modules()))
     name = resolve_flat(target.layer.removeprefix("flat:"), list(modules)) if target.layer.startswith("flat:") else target.layer
     if name is not None and name not in modules and name.startswith("text_model."):  # CLIPTextModel is flat in recent transformers
         name = name.removeprefix("text_model.")
@@ -108,6 +108,7 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
 
     expected: Expected = {}
     consumed: set[str] = set()
+    modules: dict[str, dict[str, Any]] = {}  # per component: its modules by name, read once
     for module in declared:
         down_key, up_key = _pair(module.module, tensors)
         if up_key not in tensors:
@@ -119,7 +120,7 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
         up, down = tensors[up_key], tensors[down_key]
         if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
             raise TargetError(f"model.lora {file}: {up_key} is {tuple(up.shape)} and {down_key} {tuple(down.shape)}; a linear LoRA pair is (out, rank) and (rank, in). Re-save the LoRA.")
-        layers = [(target, *_linear(parts, target, down_key, file)) for target in targets]
+        layers = [(target, *_linear(parts, target, down_key, file, modules)) for target in targets]
         widths = [int(layer.out_features) for _, _, layer in layers]
         if sum(widths) != up.shape[0] or any(int(layer.in_features) != down.shape[1] for _, _, layer in layers):
             shown = " + ".join(f"{name} {layer.out_features}x{layer.in_features}" for _, name, layer in layers)
