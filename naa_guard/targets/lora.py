@@ -140,8 +140,8 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
     except AssertionError as exc:  # diffusers' kohya Flux converter asserts Flux.1's widths (3072 / 12288) for single blocks' linear1
         raise TargetError(
-            f"model.lora {file}: diffusers could not convert this LoRA's layout for this pipeline (AssertionError {exc}); its kohya "
-            f"converter assumes Flux.1's layer widths. Re-save the LoRA in the diffusers layout (save_lora_weights), or use the base it was trained for."
+            f"model.lora {file}: diffusers could not convert this LoRA's layout for this pipeline (AssertionError{f': {exc}' if str(exc) else ''}; its kohya "
+            f"converter assumes Flux.1's widths, 3072 / 12288, for single blocks' linear1). Re-save the LoRA in the diffusers layout (save_lora_weights), or use the base it was trained for."
         ) from None
     except (ValueError, RuntimeError, KeyError, OSError, AttributeError) as exc:
         mismatches = _shape_mismatches(str(exc), tensors)

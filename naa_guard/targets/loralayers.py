@@ -134,7 +134,7 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
             start += width
             if target.swap_halves:
                 rows = torch.cat(rows.chunk(2, dim=0)[::-1])
-            term = Term(down_key, rows, down, module.scaling(1.0), module.describe(1.0))
+            term = Term(down_key, rows, down, module.scaling(1.0), module.describe(1.0).replace(" x lora_scale 1 ", " "))
             expected.setdefault((target.component, name), []).append(term)
     unknown = sorted(set(tensors) - consumed)
     if unknown:
