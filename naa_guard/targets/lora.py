@@ -119,7 +119,7 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
     from naa_guard.targets.fluxlora import check_no_t5_keys, flux_targets, refuse_other_architecture
-    from naa_guard.targets.loralayers import check_loaded_layers, check_scale, diffusers_targets, expected_layers
+    from naa_guard.targets.loralayers import check_loaded_layers, check_scale, diffusers_targets, expected_layers, sd_targets
     from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
 
     everything, metadata = _file_tensors(file, allow_pickle)
@@ -129,12 +129,17 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
     family = _family(parts)
     refuse_other_architecture(list(everything), family, file)
     declared = declared_scalings(everything, file, metadata)
-    expected = None
+    expected, layers = None, None
     if family == "flux":
         check_no_t5_keys(list(everything), file)
         expected = expected_layers(everything, declared, parts, file, flux_targets)
     elif family == "sd3":  # diffusers' SD3 loader converts no layout: every key is <component>.<layer>
         expected = expected_layers(everything, declared, parts, file, lambda module: diffusers_targets(module, ("transformer", "text_encoder", "text_encoder_2")))
+    else:  # SD / SDXL: layer by layer where every module names a linear layer the way diffusers does; else the value checks below alone
+        try:
+            layers = expected_layers(everything, declared, parts, file, sd_targets)
+        except TargetError:
+            layers = None  # SDXL's original (input_blocks) names, conv layers, attention-processor names: diffusers converts these
     pipeline = _pipeline(parts, scheduler)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
@@ -174,3 +179,5 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
         )
     pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
     check_scalings(declared, loaded_scalings(parts, ADAPTER, _fingerprint), scale, file, _fingerprint)
+    if layers is not None:
+        check_loaded_layers(parts, ADAPTER, layers, file, scale=scale)  # and each value in its own layer, not only somewhere

@@ -55,6 +55,16 @@ def diffusers_targets(module: str, components: tuple[str, ...]) -> list[LayerTar
     return [LayerTarget(component, layer)]
 
 
+def sd_targets(module: str) -> list[LayerTarget] | None:
+    """Return the layer an SD / SDXL LoRA module names: diffusers / peft names, or kohya names spelling the diffusers path with underscores."""
+    if module.startswith(("unet.", "text_encoder.", "text_encoder_2.")):
+        return diffusers_targets(module, ("unet", "text_encoder", "text_encoder_2"))
+    for prefix, component in (("lora_unet_", "unet"), ("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"), ("lora_te_", "text_encoder")):
+        if module.startswith(prefix):
+            return [LayerTarget(component, "flat:" + module.removeprefix(prefix))]
+    return None
+
+
 def resolve_flat(layer: str, names: list[str]) -> str | None:
     """Return the module path among ``names`` whose dots-as-underscores spelling is ``layer`` (kohya's text-encoder names)."""
     found = [name for name in names if name.replace(".", "_") in (layer, layer.removeprefix("text_model_"))]
@@ -82,7 +92,7 @@ def _pair(module: str, tensors: dict[str, Any]) -> tuple[str, str]:
     raise AssertionError(module)  # declared_scalings found a down key of one of these forms
 
 
-def _linear(parts: dict[str, Any], target: LayerTarget, key: str, file: Path, cache: dict[str, dict[str, Any]]) -> tuple[str, Any]:
+def _layer(parts: dict[str, Any], target: LayerTarget, key: str, file: Path, cache: dict[str, dict[str, Any]]) -> tuple[str, Any]:
     import torch
 
     component = parts.get(target.component)
@@ -93,13 +103,20 @@ def _linear(parts: dict[str, Any], target: LayerTarget, key: str, file: Path, ca
     if name is not None and name not in modules and name.startswith("text_model."):  # CLIPTextModel is flat in recent transformers
         name = name.removeprefix("text_model.")
     layer = modules.get(name) if name is not None else None
-    if not isinstance(layer, torch.nn.Linear):
+    if not isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)) or getattr(layer, "groups", 1) != 1:
         raise TargetError(
             f"model.lora {file}: {key} names the layer {target.component}.{target.layer.removeprefix('flat:')}, which the pipeline's "
-            f"{target.component} does not have as a linear layer. The LoRA was trained for another architecture or size (other block "
+            f"{target.component} does not have as a linear (or convolution) layer. The LoRA was trained for another architecture or size (other block "
             f"counts or layer names); use the LoRA trained for this base pipeline."
         )
     return str(name), layer
+
+
+def _width(layer: Any) -> tuple[int, int]:
+    """Return (out, in) of the layer's weight as a matrix: a k x k convolution's input counts in x k x k."""
+    if hasattr(layer, "out_features"):
+        return int(layer.out_features), int(layer.in_features)
+    return int(layer.out_channels), int(layer.in_channels) * math.prod(layer.kernel_size)
 
 
 def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], parts: dict[str, Any], file: Path, resolve: Callable[[str], list[LayerTarget] | None]) -> Expected:
@@ -118,12 +135,17 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
             continue  # left unconsumed: reported below with every other unknown key
         consumed.update((down_key, up_key, f"{module.module}.alpha"))
         up, down = tensors[up_key], tensors[down_key]
-        if up.ndim != 2 or down.ndim != 2 or up.shape[1] != down.shape[0]:
-            raise TargetError(f"model.lora {file}: {up_key} is {tuple(up.shape)} and {down_key} {tuple(down.shape)}; a linear LoRA pair is (out, rank) and (rank, in). Re-save the LoRA.")
-        layers = [(target, *_linear(parts, target, down_key, file, modules)) for target in targets]
-        widths = [int(layer.out_features) for _, _, layer in layers]
-        if sum(widths) != up.shape[0] or any(int(layer.in_features) != down.shape[1] for _, _, layer in layers):
-            shown = " + ".join(f"{name} {layer.out_features}x{layer.in_features}" for _, name, layer in layers)
+        layers = [(target, *_layer(parts, target, down_key, file, modules)) for target in targets]
+        kernels = {tuple(getattr(layer, "kernel_size", ())) for _, _, layer in layers}
+        if up.ndim != down.ndim or up.ndim not in (2, 4) or up.shape[1] != down.shape[0] or up.shape[2:] not in ((), (1, 1)) or kernels != {tuple(down.shape[2:])}:
+            raise TargetError(
+                f"model.lora {file}: {up_key} is {tuple(up.shape)} and {down_key} {tuple(down.shape)}; a LoRA pair is (out, rank) and (rank, in) for a "
+                f"linear layer, (out, rank, 1, 1) and (rank, in, k, k) for a k x k convolution, and its layer is {'/'.join(str(k) or 'linear' for k in kernels)}. Re-save the LoRA."
+            )
+        up, down = up.reshape(up.shape[0], up.shape[1]), down.reshape(down.shape[0], -1)
+        widths = [_width(layer)[0] for _, _, layer in layers]
+        if sum(widths) != up.shape[0] or any(_width(layer)[1] != down.shape[1] for _, _, layer in layers):
+            shown = " + ".join(f"{name} {_width(layer)[0]}x{_width(layer)[1]}" for _, name, layer in layers)
             raise TargetError(
                 f"model.lora {file}: {up_key} / {down_key} update a {up.shape[0]}x{down.shape[1]} weight, but the layer(s) they belong "
                 f"to take {shown}. The LoRA was trained for another base (another width); use the LoRA trained for this base pipeline."
@@ -199,8 +221,8 @@ def _tolerance(terms: list[Term], up: Any) -> float:
     return max(FLOOR_TOL, 2 * max(float(torch.finfo(dtype).eps) for dtype in dtypes))
 
 
-def check_loaded_layers(parts: dict[str, Any], adapter: str, expected: Expected, file: Path) -> dict[tuple[str, str], float]:
-    """Return each adapter layer's scaling after checking the loaded update equals the file's, layer by layer (adapter weight 1)."""
+def check_loaded_layers(parts: dict[str, Any], adapter: str, expected: Expected, file: Path, *, scale: float = 1.0) -> dict[tuple[str, str], float]:
+    """Return each adapter layer's scaling after checking the loaded update equals the file's times ``scale`` (the adapter weight set), layer by layer."""
     loaded = _adapter_layers(parts, adapter, file)
     missing = sorted(set(expected) - set(loaded))
     if missing:
@@ -218,6 +240,8 @@ def check_loaded_layers(parts: dict[str, Any], adapter: str, expected: Expected,
     for key in sorted(expected):
         layer, terms = loaded[key], expected[key]
         up, down, scaling = layer.lora_B[adapter].weight.detach(), layer.lora_A[adapter].weight.detach(), float(layer.scaling[adapter])
+        up, down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+        terms = [Term(term.key, term.up, term.down, term.factor * scale, term.declared) for term in terms] if scale != 1.0 else terms
         gap, wanted, size = _gap(terms, up.cpu(), down.cpu(), scaling)
         if not gap <= _tolerance(terms, up) * size:
             loaded_norm = abs(scaling) * _product_norm(up.cpu(), down.cpu())
