@@ -267,3 +267,29 @@ def test_init_writes_reference_base_for_a_flux_lora(tmp_path: Path, flux: Path, 
     info = read_model_info(policy.model.path, lora=policy.model.lora)  # what the audit reads: a Flux LoRA is taken
     assert info.lora == file.resolve() and info.family == "flux"
 
+
+
+def test_a_memorising_flux_lora_fails_the_gate_raw_and_calibrated(tmp_path: Path, flux: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pipeline with the adapter denoises toward the nearest member (a perfectly memorising LoRA, simulated:
+    training one on the tiny Flux to memorise is too slow here); the base without it does not. Both rows FAIL."""
+    from test_flux import FluxTarget
+    from tiny_sd import read_set
+
+    file = _save(kohya_tensors(), tmp_path / "kohya.safetensors")
+    policy = _policy(tmp_path, flux, attacks="{loss: {}}", extra=f", lora: {file}, reference: base")
+    members = torch.from_numpy(read_set(tmp_path / "sets" / "a.csv")[0])
+    original = FluxTarget.predict_velocity
+
+    def memorised(self: FluxTarget, x_s: torch.Tensor, t: int, cond: object = None) -> torch.Tensor:
+        out = original(self, x_s, t, cond)
+        s = self.flow_time(t)
+        if s == 0.0 or not getattr(self.transformer, "peft_config", None):  # the base (reference) is left as it is
+            return out
+        memory = torch.stack(self._encode_images(members))
+        nearest = ((x_s[:, None] - (1 - s) * memory[None]) ** 2).flatten(2).sum(2).argmin(dim=1)
+        return (x_s - memory[nearest]) / s
+
+    monkeypatch.setattr(FluxTarget, "predict_velocity", memorised)
+    assert main(["audit", str(policy), "--json", str(tmp_path / "r.json")]) == 1, capsys.readouterr().out
+    attacks = json.loads((tmp_path / "r.json").read_text())["attacks"]
+    assert attacks["loss"]["auc"] > 0.95 and attacks["loss/ref"]["auc"] > 0.95

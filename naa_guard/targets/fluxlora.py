@@ -57,6 +57,12 @@ _GLOBAL = {
 _BLOCK = re.compile(r"^(?P<kind>double|single)_blocks_(?P<index>\d+)_(?P<part>.+)$")
 
 
+FLUX_LAYOUTS = (
+    "diffusers / peft keys (transformer.<layer>.lora_A.weight / lora_B.weight, text_encoder.<layer>...), kohya keys "
+    "(lora_unet_double_blocks_*, lora_unet_single_blocks_*, lora_te1_*, with lora_down / lora_up and .alpha), or their ComfyUI spelling (diffusion_model.*)"
+)
+
+
 def describe_lora(names: list[str]) -> str | None:
     """Return what a LoRA file is for, read from its key names ('a Flux LoRA', 'an SDXL LoRA', ...); None when they do not tell."""
     def has(*marks: str) -> bool:

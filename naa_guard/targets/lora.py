@@ -118,7 +118,7 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
-    from naa_guard.targets.fluxlora import check_no_t5_keys, flux_targets, refuse_other_architecture
+    from naa_guard.targets.fluxlora import FLUX_LAYOUTS, check_no_t5_keys, flux_targets, refuse_other_architecture
     from naa_guard.targets.loralayers import check_loaded_layers, check_scale, diffusers_targets, expected_layers, sd_targets
     from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
 
@@ -132,7 +132,7 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
     expected, layers = None, None
     if family == "flux":
         check_no_t5_keys(list(everything), file)
-        expected = expected_layers(everything, declared, parts, file, flux_targets)
+        expected = expected_layers(everything, declared, parts, file, flux_targets, FLUX_LAYOUTS)
     elif family == "sd3":  # diffusers' SD3 loader converts no layout: every key is <component>.<layer>
         expected = expected_layers(everything, declared, parts, file, lambda module: diffusers_targets(module, ("transformer", "text_encoder", "text_encoder_2")))
     else:  # SD / SDXL: layer by layer where every module names a linear layer the way diffusers does; else the value checks below alone

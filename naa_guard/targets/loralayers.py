@@ -119,8 +119,13 @@ def _width(layer: Any) -> tuple[int, int]:
     return int(layer.out_channels), int(layer.in_channels) * math.prod(layer.kernel_size)
 
 
-def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], parts: dict[str, Any], file: Path, resolve: Callable[[str], list[LayerTarget] | None]) -> Expected:
-    """Return, per (component, layer), the file's terms for that layer; TargetError for any key no layer takes, or a shape that does not fit."""
+DIFFUSERS_LAYOUT = "diffusers / peft keys (<component>.<layer>.lora_A.weight / lora_B.weight, as the pipeline's save_lora_weights writes them)"
+
+
+def expected_layers(
+    tensors: dict[str, Any], declared: list[DeclaredScaling], parts: dict[str, Any], file: Path, resolve: Callable[[str], list[LayerTarget] | None], layouts: str = DIFFUSERS_LAYOUT,
+) -> Expected:  # fmt: skip
+    """Return, per (component, layer), the file's terms for that layer; TargetError for any key no layer takes (``layouts`` names the readable ones), or a shape that does not fit."""
     import torch
 
     expected: Expected = {}
@@ -164,9 +169,7 @@ def expected_layers(tensors: dict[str, Any], declared: list[DeclaredScaling], pa
         raise TargetError(
             f"model.lora {file}: {len(unknown)} of the file's {len(tensors)} tensors name no layer of this pipeline in a layout "
             f"naa-guard reads ({shown}); diffusers would drop or misplace them and the audit would score another model. Expected "
-            f"diffusers / peft keys (transformer.<layer>.lora_A.weight / lora_B.weight), kohya keys (lora_unet_double_blocks_*, "
-            f"lora_unet_single_blocks_*, lora_te1_*, with lora_down / lora_up and .alpha), or their ComfyUI spelling. Re-save the LoRA "
-            f"with save_lora_weights, or remove the tensors that belong to no layer."
+            f"{layouts}. Re-save the LoRA with save_lora_weights, or remove the tensors that belong to no layer."
         )
     return expected
 
