@@ -110,9 +110,3 @@ def test_init_writes_a_policy_that_audits_a_flux_folder_with_its_captions(tmp_pa
     captured = capsys.readouterr()
     assert code in (0, 1), captured.out + captured.err
     assert json.loads((tmp_path / "r.json").read_text())["conditioning"] != "empty"
-
-
-def test_a_flux_lora_is_refused_until_it_is_audited(tmp_path: Path, flux: Path) -> None:
-    (tmp_path / "l.safetensors").write_bytes(b"")
-    with pytest.raises(TargetError, match="model.lora on a Flux pipeline"):
-        read_model_info(flux, lora=tmp_path / "l.safetensors")

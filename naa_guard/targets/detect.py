@@ -96,7 +96,7 @@ def _read_model_info(root: Path, unet_subfolder: str | None, *, lora: Path | Non
         if index.get("_class_name") == SD3_PIPELINE and unet_subfolder is None:
             return read_sd3_info(root, index, lora=lora, lora_scale=lora_scale, variant=variant)
         if index.get("_class_name") == FLUX_PIPELINE and unet_subfolder is None:
-            return read_flux_info(root, index, lora=lora, variant=variant)
+            return read_flux_info(root, index, lora=lora, lora_scale=lora_scale, variant=variant)
         newer = {SANA_PIPELINE: "Sana", KLEIN_PIPELINE: "Flux 2 [klein]", **{name: "PixArt" for name in PIXART_TOKENS}}
         if variant is not None and index.get("_class_name") in newer:  # their loaders read the plain weight files only
             raise TargetError(

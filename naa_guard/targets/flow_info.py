@@ -145,7 +145,7 @@ def _check_text_widths(config: dict[str, Any], file: Path, folders: dict[str, Pa
 
 def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Path | None, kind: str) -> tuple[dict[str, Path], dict[str, Any], dict[str, Any], Path, Path]:
     """Return (folders, transformer config, VAE config, their files) after the checks every flow pipeline shares."""
-    if lora is not None:
+    if lora is not None and kind != "Flux":  # Flux LoRAs: checked layer by layer on loading (targets/lora.py, loralayers.py)
         raise TargetError(f"{root}: model.lora on a {kind} pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
     folders = {name: root / name for name in names}
     missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
@@ -167,7 +167,7 @@ def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Pa
     return folders, config, vae_config, transformer_file, vae_file
 
 
-def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None, variant: str | None = None) -> FlowModelInfo:
+def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_scale: float = 1.0, variant: str | None = None) -> FlowModelInfo:
     """Return a Flux pipeline folder's components and geometry (CLIP + T5, 2x2-packed latents) after checking its configs agree."""
     names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
     folders, config, vae_config, transformer_file, vae_file = _common_checks(root, index, names, lora, "Flux")
@@ -195,4 +195,4 @@ def read_flux_info(root: Path, index: dict[str, Any], *, lora: Path | None, vari
     image_channels = vae_config.get("in_channels", 3)
     if image_channels not in (1, 3):
         raise TargetError(f"{vae_file}: in_channels is {image_channels!r}; expected 1 or 3 image channels.")
-    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, None, 1.0, variant, family="flux")
+    return FlowModelInfo(root, folders, config, vae_config, size, image_channels, find_lora(lora), lora_scale, variant, family="flux")

@@ -62,7 +62,7 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
                     name: load(name, path, transformers, allow_pickle) if load is not None else load_from_folder(info, name, path, transformers, allow_pickle)
                     for name, path in info.components.items() if name != "scheduler"
                 }  # fmt: skip
-            if info.lora is not None:  # SD3 (Flux: h12); checked to apply fully, as for SD / SDXL
+            if info.lora is not None:  # checked to apply fully, as for SD / SDXL (a Flux LoRA layer by layer: targets/loralayers.py)
                 from naa_guard.targets.lora import apply_lora
 
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)

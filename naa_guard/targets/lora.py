@@ -8,6 +8,13 @@ text encoders; otherwise the load is an error. The adapter is applied at ``model
 through ``set_adapters`` (0 gives the base model's predictions), and every loaded layer's
 effective scaling must then equal the alpha / rank x scale the file declares
 (:mod:`naa_guard.targets.lorastrength`).
+
+On Flux and SD3 pipelines the check is layer by layer instead (:mod:`naa_guard.targets.loralayers`):
+every key of the file must name a layer (on Flux also through the kohya and ComfyUI layouts diffusers
+converts, :mod:`naa_guard.targets.fluxlora`), and each layer's loaded update must equal the file's
+for that layer, not merely be found somewhere. A file whose keys
+show another architecture (an SD / SDXL / SD3 LoRA on Flux, a Flux LoRA on SD3 or SD) is refused
+naming what it is (:func:`naa_guard.targets.fluxlora.refuse_other_architecture`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ ADAPTER = "naa_guard_audit"
 HOW = "Use the LoRA trained for this base pipeline (same UNet and text encoder layout), saved with save_lora_weights"
 
 
+def _family(parts: dict[str, Any]) -> str:
+    """Return the pipeline family the components make: 'flux', 'sd3' or 'sd' (SD 1.x / 2.x and SDXL)."""
+    if "transformer" not in parts:
+        return "sd"
+    return "flux" if type(parts["transformer"]).__name__ == "FluxTransformer2DModel" else "sd3"
+
+
 def _pipeline(parts: dict[str, Any], scheduler: Any) -> Any:
     """Return a diffusers pipeline over the loaded components (only to call its LoRA loader)."""
     import warnings
@@ -31,6 +45,8 @@ def _pipeline(parts: dict[str, Any], scheduler: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scheduler-config deprecation notes: not the audit's business
+        if _family(parts) == "flux":  # its loader: LoRAs into the transformer and the CLIP text_encoder (never the T5)
+            return diffusers.FluxPipeline(scheduler=scheduler, **parts)
         if "transformer" in parts:  # SD3 (flow matching): its LoRA loader, without T5 (a T5 takes no LoRA here)
             t5 = {name: parts.get(name) for name in ("text_encoder_3", "tokenizer_3")}
             others = {name: part for name, part in parts.items() if name not in t5}
@@ -102,16 +118,36 @@ def _shape_mismatches(message: str, tensors: dict[str, Any]) -> list[str]:
 
 def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, *, allow_pickle: bool) -> None:
     """Return None after loading the LoRA into ``parts`` (UNet, text encoders) at ``scale``, checked to apply fully."""
+    from naa_guard.targets.fluxlora import FLUX_LAYOUTS, check_no_t5_keys, flux_targets, refuse_other_architecture
+    from naa_guard.targets.loralayers import check_loaded_layers, check_scale, diffusers_targets, expected_layers, sd_targets
     from naa_guard.targets.lorastrength import check_scalings, declared_scalings, loaded_scalings
 
     everything, metadata = _file_tensors(file, allow_pickle)
     tensors = {name: tensor for name, tensor in everything.items() if "lora" in name and not name.endswith("alpha")}
     if not tensors:
         raise TargetError(f"model.lora {file}: the file holds no LoRA tensors (no key contains 'lora'). {HOW}.")
+    family = _family(parts)
+    refuse_other_architecture(list(everything), family, file)
     declared = declared_scalings(everything, file, metadata)
+    expected, layers = None, None
+    if family == "flux":
+        check_no_t5_keys(list(everything), file)
+        expected = expected_layers(everything, declared, parts, file, flux_targets, FLUX_LAYOUTS)
+    elif family == "sd3":  # diffusers' SD3 loader converts no layout: every key is <component>.<layer>
+        expected = expected_layers(everything, declared, parts, file, lambda module: diffusers_targets(module, ("transformer", "text_encoder", "text_encoder_2")))
+    else:  # SD / SDXL: layer by layer where every module names a linear layer the way diffusers does; else the value checks below alone
+        try:
+            layers = expected_layers(everything, declared, parts, file, sd_targets)
+        except TargetError:
+            layers = None  # SDXL's original (input_blocks) names, conv layers, attention-processor names: diffusers converts these
     pipeline = _pipeline(parts, scheduler)
     try:
         pipeline.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER, local_files_only=True, use_safetensors=file.suffix == ".safetensors")
+    except AssertionError as exc:  # diffusers' kohya Flux converter asserts Flux.1's widths (3072 / 12288) for single blocks' linear1
+        raise TargetError(
+            f"model.lora {file}: diffusers could not convert this LoRA's layout for this pipeline (AssertionError{f': {exc}' if str(exc) else ''}; its kohya "
+            f"converter assumes Flux.1's widths, 3072 / 12288, for single blocks' linear1). Re-save the LoRA in the diffusers layout (save_lora_weights), or use the base it was trained for."
+        ) from None
     except (ValueError, RuntimeError, KeyError, OSError, AttributeError) as exc:
         mismatches = _shape_mismatches(str(exc), tensors)
         if mismatches:
@@ -123,6 +159,11 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
             ) from None
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise TargetError(f"model.lora {file}: the LoRA does not fit this pipeline ({type(exc).__name__}: {detail}). {HOW}.") from None
+    if expected is not None:  # Flux and SD3: the loaded update of every layer is the file's, then the scale moves each by model.lora_scale
+        before = check_loaded_layers(parts, ADAPTER, expected, file)
+        pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
+        check_scale(parts, ADAPTER, before, scale, file)
+        return
     loaded = {
         _fingerprint(parameter)
         for component in (parts[name] for name in ("unet", "transformer", "text_encoder", "text_encoder_2") if name in parts)
@@ -138,3 +179,5 @@ def apply_lora(parts: dict[str, Any], scheduler: Any, file: Path, scale: float, 
         )
     pipeline.set_adapters([ADAPTER], adapter_weights=[scale])
     check_scalings(declared, loaded_scalings(parts, ADAPTER, _fingerprint), scale, file, _fingerprint)
+    if layers is not None:
+        check_loaded_layers(parts, ADAPTER, layers, file, scale=scale)  # and each value in its own layer, not only somewhere
