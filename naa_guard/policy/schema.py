@@ -78,6 +78,16 @@ class ModelSection(_Section):
     lora_scale: StrictNumber = Field(1.0, ge=0.0, le=10.0, description="scale the LoRA is applied at (0: the base model alone)")
     single_file: Path | None = Field(None, **_PATH, description="a whole SD 1.x / 2.x / SDXL model in one .safetensors / .ckpt (A1111, kohya-ss); needs model.config")
     config: Path | None = Field(None, **_PATH, description="with single_file: a local diffusers folder of the same architecture (configs, tokenizers, scheduler)")
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512,
+        description="SD3 / Flux: T5 tokens per prompt, as in training (null: the pipeline's default, SD3 256, Flux 512; SD3 DreamBooth "
+        "trains with 77, Flux schnell with 256); an SD3 pipeline without T5 feeds this many zero tokens, as diffusers does; an error on other models",
+    )
+    guidance: StrictNumber | None = Field(
+        None, gt=0.0, le=100.0,
+        description="guidance-distilled Flux (transformer config guidance_embeds: true) only: the guidance input, as in training "
+        "(null: the pipeline's default 3.5); an error on any other model",
+    )
     reference: Path | Literal["base"] | None = Field(
         None,
         description="reference model for calibrated attacks (score minus the reference's score on the same noise, reported as "
@@ -127,6 +137,8 @@ class ModelSection(_Section):
             raise ValueError("give model.path (a diffusers folder or a cached Hub id org/name), model.single_file with model.config, or model.loader ('package.module:function')")
         if self.loader is not None and self.unet_subfolder is not None:
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
+        if self.loader is not None and (self.max_sequence_length is not None or self.guidance is not None):
+            raise ValueError("max_sequence_length and guidance apply to SD3 / Flux diffusers folders only; a model.loader's target encodes its own prompts")
         if self.loader is not None and self.lora is not None:
             raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
         if self.reference is not None and self.loader is not None:

@@ -42,8 +42,9 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)
                 apply_lora({**parts, "transformer": transformer}, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
         if info.family == "flux":
-            return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
-        return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
+            guidance = info.guidance_input
+            return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype, t5_tokens=info.t5_tokens, **({} if guidance is None else {"guidance": guidance}))
+        return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype, t5_tokens=info.t5_tokens)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail
 
