@@ -43,6 +43,9 @@ class ModelSummary:
     in_channels: int  # of the images (latent: 3)
     prediction_type: str
     timesteps: int
+    family: str | None = None  # a flow-matching family (SPEC 3b): "sd3" or "flux"; None: DDPM noise prediction
+    t5: bool = False  # a T5 text encoder (flow families)
+    guidance_embeds: bool = False  # a guidance-distilled transformer (Flux)
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,9 @@ def inspect_model(folder: Path) -> ModelSummary:
     if index.get("_class_name") in FLOW_PIPELINES:  # SD3 / Flux: every check of the audit's own reading (SPEC 3b)
         from naa_guard.targets.detect import read_model_info
 
-        info = read_model_info(folder)
-        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, "flow matching (velocity)", 1000)
+        info: Any = read_model_info(folder)
+        t5, guided = "text_encoder_3" in info.components or info.family == "flux", bool(info.unet_config.get("guidance_embeds", False))
+        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, "flow matching (velocity)", 1000, info.family, t5, guided)
     for needed in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / needed).is_file():
             raise TargetError(f"{folder}: no {needed}. A diffusers model folder needs unet/ and scheduler/; save the pipeline with save_pretrained.")
@@ -198,12 +202,18 @@ def render_policy(
             f"too few samples to resolve any gate: {n_members} members, {n_nonmembers} non-members; an AUC gate needs "
             f"at least {MIN_PER_SIDE} of each. Add samples to the smaller set."
         )
+    from naa_guard.policy.flowinit import calibration_part, flow_attack_lines, flow_model_lines, scan_fits
+    from naa_guard.tuning import MIN_CALIBRATION_SAMPLES
+
+    scan, how = model.family is not None and all(scan_fits(n, MIN_CALIBRATION_SAMPLES, MIN_PER_SIDE) for n in (n_members, n_nonmembers)), ""
+    if scan:  # the gates are evaluated on what the tuning split leaves (naa_guard.tuning): set them for those counts
+        n_members, n_nonmembers, how = n_members - calibration_part(n_members), n_nonmembers - calibration_part(n_nonmembers), " as evaluated after the tuning split"
     floor = smallest_certifiable_auc(n_members, n_nonmembers, CONFIDENCE)
     auc_limit = max(DEFAULT_AUC, floor)  # a limit a model that does not leak can pass at these counts
     at_default = needed_per_side(lambda n: null_auc_upper(n, n, CONFIDENCE) <= DEFAULT_AUC, start=MIN_PER_SIDE)
     auc_note = (
-        f"certifiable: the smallest AUC limit {n_members} members / {n_nonmembers} non-members can certify is {floor:.2f}"
-        + ("" if auc_limit == DEFAULT_AUC else f"; {DEFAULT_AUC:.2f} needs {at_default} per side")
+        f"certifiable: the smallest AUC limit {n_members} members / {n_nonmembers} non-members{how} can certify is {floor:.2f}"
+        + ("" if auc_limit == DEFAULT_AUC else f"; {DEFAULT_AUC:.2f} needs {at_default} per side{how}")
     )
     gates = [f"  auc: {auc_limit:.2f}           # {auc_note}"]
     for metric, rate in FPR_LEVELS.items():
@@ -212,7 +222,7 @@ def render_policy(
         if n_nonmembers >= needed and null_tpr_upper(n_members, n_nonmembers, rate, CONFIDENCE) <= limit:
             gates.append(f"  {metric}: {limit}    # resolvable: {n_nonmembers} >= {needed} non-members, and a model that does not leak can pass {limit}")
         else:
-            gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}")
+            gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}{how}")
 
     kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
     lines = [
@@ -224,6 +234,7 @@ def render_policy(
         f"  # {kind}: {model.pipeline}, images {model.sample_size}x{model.sample_size}, {model.in_channels} channel(s),",
         f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
         *model_lines(model_path, config, policy_dir),
+        *(flow_model_lines(model.family, model.t5, model.guidance_embeds) if model.family is not None else []),
         *reference_lines(lora, reference, policy_dir),
         "data:",
         f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
@@ -238,11 +249,13 @@ def render_policy(
         *split_lines(members, nonmembers),
         *_conditioning_lines(model, members, nonmembers),
         "  limit: null          # a seeded subsample per side; null scores every sample",
-        "attacks:               # the strong cheap peers, 9 queries per image in all: the gate holds against the strongest",
-        "  naa: {}              # 5 queries",
-        "  sima: {}             # 1 query: the noise prediction at the clean input",
-        "  pia: {}              # 2 queries",
-        "  loss: {}             # 1 query",
+        *(flow_attack_lines(scan, MIN_CALIBRATION_SAMPLES, MIN_PER_SIDE) if model.family is not None else [
+            "attacks:               # the strong cheap peers, 9 queries per image in all: the gate holds against the strongest",
+            "  naa: {}              # 5 queries",
+            "  sima: {}             # 1 query: the noise prediction at the clean input",
+            "  pia: {}              # 2 queries",
+            "  loss: {}             # 1 query",
+        ]),
         "thresholds:            # a gate fails when its metric is ABOVE the limit; null disables it",
         *gates,
         "  epsilon_lb: null     # limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit)",
