@@ -118,21 +118,22 @@ def test_another_length_never_reuses_stored_encodings_or_scores(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(
-    ("extra", "words"),
+    ("bad", "good", "words"),
     [
-        (", max_sequence_length: 0", "model.max_sequence_length"),
-        (", max_sequence_length: 513", "model.max_sequence_length"),
-        (", max_sequence_length: '77'", "model.max_sequence_length"),
-        (", max_sequence_length: true", "model.max_sequence_length"),
-        (", guidance: 0", "model.guidance"),
-        (", guidance: .nan", "model.guidance"),
-        (", guidance: '3.5'", "model.guidance"),
-        (", loader: 'a.b:c', guidance: 3.5", "guidance apply to SD3 / Flux"),
+        (", max_sequence_length: 0", ", max_sequence_length: 1", "model.max_sequence_length"),
+        (", max_sequence_length: 513", ", max_sequence_length: 512", "model.max_sequence_length"),
+        (", max_sequence_length: '77'", ", max_sequence_length: 77", "model.max_sequence_length"),
+        (", max_sequence_length: true", ", max_sequence_length: 77", "model.max_sequence_length"),
+        (", guidance: 0", ", guidance: 0.5", "model.guidance"),
+        (", guidance: .nan", ", guidance: 3.5", "model.guidance"),
+        (", guidance: '3.5'", ", guidance: 3", "model.guidance"),
+        (", loader: 'a.b:c', guidance: 3.5", ", loader: 'a.b:c'", "guidance apply to SD3 / Flux"),
     ],
 )
-def test_bad_values_are_policy_errors_naming_the_file_and_key(tmp_path: Path, extra: str, words: str) -> None:
+def test_bad_values_are_policy_errors_naming_the_file_and_key(tmp_path: Path, bad: str, good: str, words: str) -> None:
+    load_policy(_policy(tmp_path, tmp_path, extra=good))  # the key and its valid values are known
     with pytest.raises(PolicyError, match=words) as caught:
-        load_policy(_policy(tmp_path, tmp_path, extra=extra))
+        load_policy(_policy(tmp_path, tmp_path, extra=bad))
     assert "f.naa.yaml" in str(caught.value)
 
 
