@@ -52,6 +52,8 @@ def test_init_writes_the_scan_as_tuned_candidates_and_the_policy_audits(tmp_path
     assert policy.thresholds.auc == smallest_certifiable_auc(38, 38, 0.95)  # set for the evaluation part, not the 48 listed
     assert unresolvable_gates(policy, members, nonmembers) == []
     report = _audit(tmp_path, output, capsys)
+    layout = report["fingerprint"]["model_layout"]  # the report states the conditioning used: the pipelines' defaults here
+    assert ("T5 tokens 512, guidance 3.5" if family == "flux" else "no T5: 256 zero tokens") in layout["parametrization"] in layout["summary"]
     loss = report["attacks"]["loss"]
     assert loss["tuning"]["chosen"]["t"] in LOSS_SCAN and len(loss["tuning"]["candidates"]) == len(LOSS_SCAN)
     gates = {(gate["attack"], gate["metric"]) for gate in report["gates"]}

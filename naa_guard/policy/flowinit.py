@@ -64,16 +64,16 @@ def flow_attack_lines(scan: bool, min_calibration: int, min_evaluation: int) -> 
             f"  loss: {{t: {SINGLE['loss']}}}        # 1 query: the flow-matching loss at s = {SINGLE['loss'] / 1000:g}, the held-back peak",
             f"  sima: {{t: {SINGLE['sima']}}}         # 1 query: e_hat at the clean latent, s = {SINGLE['sima'] / 1000:g} (held-back best: s = 0-0.01)",
             f"  pia: {{t: {SINGLE['pia']}}}         # 2 queries: the deterministic noise, then s = {SINGLE['pia'] / 1000:g} (held-back: s = 0.2-0.5)",
-            "  naa: {}              # 5 queries along the Euler path of the flow ODE from s = 0.08",
+            "  naa: {}              # 5 queries along the Euler path of the flow ODE, s = 0.08 down to 0.04",
         ]
     return head + [
         "  # Each list is a set of TUNED candidates: the audit scores them on the calibration split (tune.fraction of each",
         "  # side), keeps the one that leaks most and gates it, under the attack's own name, on the rest: never chosen on the",
-        "  # images it reports. Candidates cost queries on the calibration part only.",
+        "  # images it reports. Candidates cost queries on the calibration part (and on the rest only to settle a tie).",
         f"  loss: {{t: {_listed(LOSS_SCAN)}}}   # 1 query: the flow-matching loss at s = 0.05 ... 0.7",
         f"  sima: {{t: {_listed(SIMA_SCAN)}}}              # 1 query: e_hat at the clean latent, small s (held-back best: s = 0-0.01)",
         f"  pia: {{t: {_listed(PIA_SCAN)}}}           # 2 queries: the deterministic noise, then s (held-back best: s = 0.2-0.5)",
-        "  naa: {}                                    # 5 queries along the Euler path of the flow ODE from s = 0.08",
+        "  naa: {}                                    # 5 queries along the Euler path of the flow ODE, s = 0.08 down to 0.04",
         "tune:",
         f"  fraction: {SCAN_FRACTION:g}        # share of each side the candidates are chosen on; the gates below are set for the rest",
     ]
