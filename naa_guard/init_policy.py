@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 
 from naa_guard.errors import DataError, PolicyError, TargetError
 from naa_guard.samples import ARRAY_SUFFIXES, IMAGE_EXTENSIONS, list_samples, load_samples
+from naa_guard.policy.initlines import model_lines, reference_lines, relative
 from naa_guard.samples.conditioning import CAPTION_SOURCES
 from naa_guard.userfiles import open_regular, read_regular_text
 from naa_guard.verdict.metrics import FPR_LEVELS, min_nonmembers_for
@@ -46,6 +46,9 @@ class ModelSummary:
     prediction_type: str
     timesteps: int
     variant: str | None = None  # the precision variant its weights exist only as (model.variant)
+    family: str | None = None  # a flow-matching family (SPEC 3b): "sd3", "flux", "flux2", "sana"; None: DDPM noise prediction
+    t5: bool = False  # a T5 text encoder (flow families)
+    guidance_embeds: bool = False  # a guidance-distilled transformer (Flux)
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,12 @@ def inspect_model(folder: Path) -> ModelSummary:
     index = _json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     if index.get("_class_name") in TRANSFORMER_PIPELINES:  # SD3 / Flux / Sana / PixArt: every check of the audit's own reading (SPEC 3b)
         from naa_guard.targets.detect import prediction_summary, read_model_info
+        from naa_guard.targets.flow_info import FlowModelInfo
 
-        info = read_model_info(folder, weights=False)  # which weight files load is model.variant's choice, written below
-        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, *prediction_summary(info))
+        info: Any = read_model_info(folder, weights=False)  # which weight files load is model.variant's choice, written below
+        t5, guided = "text_encoder_3" in info.components or info.family == "flux", bool(info.unet_config.get("guidance_embeds", False))
+        family = info.family if isinstance(info, FlowModelInfo) else None  # flow matching: the scan (and for SD3 / Flux the keys)
+        return ModelSummary("latent", str(index["_class_name"]), info.sample_size, info.in_channels, *prediction_summary(info), family=family, t5=t5, guidance_embeds=guided)
     for needed in ("unet/config.json", "scheduler/scheduler_config.json"):
         if not (folder / needed).is_file():
             raise TargetError(f"{folder}: no {needed}. A diffusers model folder needs unet/ and scheduler/; save the pipeline with save_pretrained.")
@@ -158,8 +164,6 @@ def inspect_set(source: Path, role: str, model: ModelSummary, split: str | None 
     return SetSummary(source, "manifest", len(rows), tuple(sorted({_image_size(f) for f in files})), captions)
 
 
-def _relative(path: Path, policy_dir: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), policy_dir.resolve())).as_posix()
 
 
 def _set_comment(summary: SetSummary, model: ModelSummary) -> str:
@@ -201,12 +205,18 @@ def render_policy(
             f"too few samples to resolve any gate: {n_members} members, {n_nonmembers} non-members; an AUC gate needs "
             f"at least {MIN_PER_SIDE} of each. Add samples to the smaller set."
         )
+    from naa_guard.policy.flowinit import calibration_part, flow_attack_lines, flow_model_lines, scan_fits
+    from naa_guard.tuning import MIN_CALIBRATION_SAMPLES
+
+    scan, how = model.family is not None and all(scan_fits(n, MIN_CALIBRATION_SAMPLES, MIN_PER_SIDE) for n in (n_members, n_nonmembers)), ""
+    if scan:  # the gates are evaluated on what the tuning split leaves (naa_guard.tuning): set them for those counts
+        n_members, n_nonmembers, how = n_members - calibration_part(n_members), n_nonmembers - calibration_part(n_nonmembers), " as evaluated after the tuning split"
     floor = smallest_certifiable_auc(n_members, n_nonmembers, CONFIDENCE)
     auc_limit = max(DEFAULT_AUC, floor)  # a limit a model that does not leak can pass at these counts
     at_default = needed_per_side(lambda n: null_auc_upper(n, n, CONFIDENCE) <= DEFAULT_AUC, start=MIN_PER_SIDE)
     auc_note = (
-        f"certifiable: the smallest AUC limit {n_members} members / {n_nonmembers} non-members can certify is {floor:.2f}"
-        + ("" if auc_limit == DEFAULT_AUC else f"; {DEFAULT_AUC:.2f} needs {at_default} per side")
+        f"certifiable: the smallest AUC limit {n_members} members / {n_nonmembers} non-members{how} can certify is {floor:.2f}"
+        + ("" if auc_limit == DEFAULT_AUC else f"; {DEFAULT_AUC:.2f} needs {at_default} per side{how}")
     )
     gates = [f"  auc: {auc_limit:.2f}           # {auc_note}"]
     for metric, rate in FPR_LEVELS.items():
@@ -215,7 +225,7 @@ def render_policy(
         if n_nonmembers >= needed and null_tpr_upper(n_members, n_nonmembers, rate, CONFIDENCE) <= limit:
             gates.append(f"  {metric}: {limit}    # resolvable: {n_nonmembers} >= {needed} non-members, and a model that does not leak can pass {limit}")
         else:
-            gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}")
+            gates.append(f"  {metric}: null   # needs >= {needed} non-members (and enough members) to be certified; you have {n_members} / {n_nonmembers}{how}")
 
     kind = "latent text-to-image pipeline (attacks run on VAE latents)" if model.kind == "latent" else "pixel-space diffusion model"
     lines = [
@@ -228,10 +238,11 @@ def render_policy(
         f"  # prediction type {model.prediction_type}, {model.timesteps} training timesteps",
         *model_lines(model_path, config, policy_dir),
         *([f"  variant: {model.variant}         # the weights exist only as this precision variant's files (loaded into runtime.dtype)"] if model.variant else []),
+        *(flow_model_lines(model.family, model.t5, model.guidance_embeds) if model.family in ("sd3", "flux") else []),
         *reference_lines(lora, reference, policy_dir),
         "data:",
-        f"  members: {json.dumps(_relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
-        f"  nonmembers: {json.dumps(_relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
+        f"  members: {json.dumps(relative(members.source, policy_dir))}        # {_set_comment(members, model)}",
+        f"  nonmembers: {json.dumps(relative(nonmembers.source, policy_dir))}  # {_set_comment(nonmembers, model)}",
         *([] if _fits(members, model) and _fits(nonmembers, model) else [
             f"  # REQUIRED before auditing: the images are not {model.sample_size}x{model.sample_size}, and naa-guard never resizes",
             f"  # silently. First check the model config: if {model.sample_size} is wrong there, fix the config, not the images.",
@@ -242,11 +253,13 @@ def render_policy(
         *split_lines(members, nonmembers),
         *_conditioning_lines(model, members, nonmembers),
         "  limit: null          # a seeded subsample per side; null scores every sample",
-        "attacks:               # the strong cheap peers, 9 queries per image in all: the gate holds against the strongest",
-        "  naa: {}              # 5 queries",
-        "  sima: {}             # 1 query: the noise prediction at the clean input",
-        "  pia: {}              # 2 queries",
-        "  loss: {}             # 1 query",
+        *(flow_attack_lines(scan, MIN_CALIBRATION_SAMPLES, MIN_PER_SIDE) if model.family is not None else [
+            "attacks:               # the strong cheap peers, 9 queries per image in all: the gate holds against the strongest",
+            "  naa: {}              # 5 queries",
+            "  sima: {}             # 1 query: the noise prediction at the clean input",
+            "  pia: {}              # 2 queries",
+            "  loss: {}             # 1 query",
+        ]),
         "thresholds:            # a gate fails when its metric is ABOVE the limit; null disables it",
         *gates,
         "  epsilon_lb: null     # limit on the empirical epsilon lower bound (a heuristic, not a formal DP audit)",
@@ -341,26 +354,8 @@ def model_folder(model: str | Path, config: Path | None) -> Path:
         raise TargetError(str(exc)) from None
 
 
-def reference_lines(lora: Path | None, reference: Path | None, policy_dir: Path) -> list[str]:
-    """Return the policy's LoRA and reference keys: a LoRA is calibrated against its base, a fine-tune against the given base."""
-    why = "# every attack also scored calibrated (name/ref): minus the reference's score on the same noise"
-    if lora is not None:
-        return [f"  lora: {json.dumps(_relative(lora, policy_dir))}", f"  reference: base      {why}"]
-    if reference is not None:
-        where = _relative(reference, policy_dir)
-        where = where if where.startswith((".", "/")) else f"./{where}"  # a folder named base is ./base: the word base means the LoRA's base
-        return [f"  reference: {json.dumps(where)}  {why}"]
-    return ["  # reference: ../base  # the model this one was fine-tuned from: calibrated attacks (name/ref), see the README"]
 
 
-def model_lines(model: str | Path, config: Path | None, policy_dir: Path) -> list[str]:
-    """Return the policy's model keys: path (a folder or a cached org/name), or single_file + config."""
-    path = Path(model)
-    if config is not None:
-        return [f"  single_file: {json.dumps(_relative(path, policy_dir))}", f"  config: {json.dumps(_relative(config, policy_dir))}"]
-    if not path.exists():  # a Hub id resolved in the local cache: keep the id, the audit resolves it again
-        return [f"  path: {json.dumps(str(model))}   # from the local Hugging Face cache (refs/main); the report records the snapshot"]
-    return [f"  path: {json.dumps(_relative(path, policy_dir))}"]
 
 
 def inspect_dataset(source: Path, role: str, model: ModelSummary, split: str | None) -> SetSummary:

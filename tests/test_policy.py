@@ -62,7 +62,7 @@ MALFORMED = [
     # (what is wrong, replacement in VALID, key path named, words in the message)
     ("wrong version", ("version: 1", "version: 2"), "version", "Input should be 1"),
     ("unknown top-level key", ("name: demo", "name: demo\nthreshold: {}"), "threshold", "allowed keys here"),
-    ("unknown model key", ("{path: ./model}", "{path: ./model, subfolder: ema}"), "model.subfolder", "allowed keys here: allow_pickle, config, loader, lora, lora_scale, path, reference, single_file, unet_subfolder"),
+    ("unknown model key", ("{path: ./model}", "{path: ./model, subfolder: ema}"), "model.subfolder", "allowed keys here: allow_pickle, config, guidance, loader, lora, lora_scale, max_sequence_length, path, reference, single_file, unet_subfolder"),
     ("missing nonmembers", ("nonmembers: ./nonmembers", "limit: 5"), "data.nonmembers", "required key is missing"),
     ("limit zero", ("nonmembers: ./nonmembers}", "nonmembers: ./nonmembers, limit: 0}"), "data.limit", "greater than or equal to 1"),
     ("unknown attack", ("naa: {", "nope: {"), "attacks.nope", "unknown attack; known attacks: loss, naa, pia, pian, secmi"),

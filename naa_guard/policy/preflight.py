@@ -21,15 +21,20 @@ CountCheck = Callable[[Policy, "int | None"], object]
 
 def _model_configs(policy: Policy) -> None:
     from naa_guard.targets import read_model_info
+    from naa_guard.targets.flow_info import with_text_settings
 
-    if policy.model.single_file is not None:
+    model, where = policy.model, str(policy.source or policy.name)
+    infos = []
+    if model.single_file is not None:
         from naa_guard.targets.detect import read_single_file_info
 
-        read_single_file_info(policy.model.single_file, policy.model.config, policy.model.unet_subfolder, variant=policy.model.variant)
-    elif policy.model.loader is None and policy.model.path is not None:
-        read_model_info(policy.model.path, policy.model.unet_subfolder, variant=policy.model.variant)
-    if policy.model.reference not in (None, "base"):
-        read_model_info(policy.model.reference, key="model.reference", variant=policy.model.variant)  # type: ignore[arg-type]  # a Path here
+        infos.append(read_single_file_info(model.single_file, model.config, model.unet_subfolder, variant=model.variant))
+    elif model.loader is None and model.path is not None:
+        infos.append(read_model_info(model.path, model.unet_subfolder, variant=model.variant))
+    if model.reference not in (None, "base"):
+        infos.append(read_model_info(model.reference, key="model.reference", variant=model.variant))  # type: ignore[arg-type]  # a Path here
+    for info in infos:  # model.max_sequence_length / model.guidance where they apply (the reference is conditioned alike)
+        with_text_settings(info, max_sequence_length=model.max_sequence_length, guidance=model.guidance, where=where)
 
 
 def model_free_problems(

@@ -90,6 +90,16 @@ class ModelSection(_Section):
         "shards *.<variant>-0000k-of-0000n.safetensors); every component with weights must have them; unset: the plain files. "
         "Weights load into runtime.dtype",
     )
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512,
+        description="SD3 / Flux: T5 tokens per prompt, as in training (null: the pipeline's default, SD3 256, Flux 512; SD3 DreamBooth "
+        "trains with 77, Flux schnell with 256); an SD3 pipeline without T5 feeds this many zero tokens, as diffusers does; an error on other models",
+    )
+    guidance: StrictNumber | None = Field(
+        None, gt=0.0, le=100.0,
+        description="guidance-distilled Flux (transformer config guidance_embeds: true) only: the guidance input, as in training "
+        "(null: the pipeline's default 3.5); an error on any other model",
+    )
     reference: Path | Literal["base"] | None = Field(
         None,
         description="reference model for calibrated attacks (score minus the reference's score on the same noise, reported as "
@@ -141,6 +151,8 @@ class ModelSection(_Section):
             raise ValueError("unet_subfolder applies to diffusers folders only; a model.loader gets model.path and picks its own weights")
         if self.loader is not None and self.variant is not None:
             raise ValueError("variant applies to diffusers folders and single files' model.config; a model.loader picks its own weight files")
+        if self.loader is not None and (self.max_sequence_length is not None or self.guidance is not None):
+            raise ValueError("max_sequence_length and guidance apply to SD3 / Flux diffusers folders only; a model.loader's target encodes its own prompts")
         if self.loader is not None and self.lora is not None:
             raise ValueError("lora applies to diffusers pipeline folders only; a model.loader loads its own adapters")
         if self.reference is not None and self.loader is not None:

@@ -83,6 +83,10 @@ def model_source(policy: Policy, target: Target | None = None, *, key: str = "mo
         info: AnyModelInfo | None = read_single_file_info(model.single_file, model.config, model.unet_subfolder, variant=model.variant)
     else:
         info = read_model_info(model.path, model.unet_subfolder, lora=model.lora, lora_scale=model.lora_scale, key=key, variant=model.variant) if model.loader is None else None
+    if info is not None:  # model.max_sequence_length / model.guidance: checked against the configs, before any model loads
+        from naa_guard.targets.flow_info import with_text_settings
+
+        info = with_text_settings(info, max_sequence_length=model.max_sequence_length, guidance=model.guidance, where=str(policy.source or policy.name))
     if info is not None and callable(getattr(info, "encoder_files", None)):  # the scores' key and the encodings' key: one read of the files
         expect_file_lists(info.identity_files(), info.encoder_files())  # type: ignore[union-attr]
     return ModelSource(policy, info, target)

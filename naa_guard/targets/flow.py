@@ -20,14 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import padding_rows, raise_if_non_finite
-from naa_guard.targets.flow_info import FLOW_STEPS, PARAMETRIZATION
+from naa_guard.targets.flow_info import FLOW_STEPS, PARAMETRIZATION, T5_TOKENS
 from naa_guard.targets.latent import LatentTarget, tokenize
 
 if TYPE_CHECKING:
     import torch
 
-# The pipeline's max_sequence_length default: without T5, diffusers feeds this many zero tokens.
-T5_TOKENS = 256
 SHARDED_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 
@@ -44,7 +42,8 @@ class FlowTarget(LatentTarget):
 
     parametrization = PARAMETRIZATION
 
-    def __init__(self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype, *, t5_tokens: int = T5_TOKENS["sd3"]) -> None:
+        """``t5_tokens``: the pipeline's max_sequence_length (model.max_sequence_length); without a T5, that many zero tokens."""
         import torch
 
         parts = {**parts, "unet": parts["transformer"]}
@@ -54,6 +53,7 @@ class FlowTarget(LatentTarget):
         self.joint_attention_dim = int(self.transformer.config.joint_attention_dim)
         self.t5 = parts["text_encoder_3"].to(device=device, dtype=dtype).eval() if "text_encoder_3" in parts else None
         self.t5_tokenizer = parts.get("tokenizer_3")
+        self.t5_tokens = int(t5_tokens)
         self._s = torch.arange(FLOW_STEPS, dtype=torch.float64) / FLOW_STEPS
 
     def flow_time(self, t: int) -> float:
@@ -76,7 +76,7 @@ class FlowTarget(LatentTarget):
                 states.append(out.hidden_states[-2])
                 pooled.append(out[0])
             if self.t5 is not None:  # as the pipeline: max_sequence_length tokens, special tokens added, no mask
-                tokens = self.t5_tokenizer(batch, padding="max_length", max_length=T5_TOKENS, truncation=True, add_special_tokens=True, return_tensors="pt")
+                tokens = self.t5_tokenizer(batch, padding="max_length", max_length=self.t5_tokens, truncation=True, add_special_tokens=True, return_tensors="pt")
                 t5_states = self.t5(tokens.input_ids.to(self.device))[0][:count].float().cpu()
         clip = torch.cat(states, dim=-1)[:count].float().cpu()
         clip = torch.nn.functional.pad(clip, (0, self.joint_attention_dim - clip.shape[-1]))
@@ -123,7 +123,7 @@ class FlowTarget(LatentTarget):
 
         states = cond["encoder_hidden_states"]
         if self.t5 is None:  # no T5: zeros, as diffusers feeds them (stored encodings keep the CLIP part only)
-            states = torch.cat([states, states.new_zeros((count, T5_TOKENS, self.joint_attention_dim))], dim=1)
+            states = torch.cat([states, states.new_zeros((count, self.t5_tokens, self.joint_attention_dim))], dim=1)
         timestep = torch.full((count + padding,), FLOW_STEPS * self.flow_time(t), device=self.device, dtype=torch.float32)
         with torch.inference_mode():
             out = self.transformer(

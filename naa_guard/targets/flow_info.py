@@ -8,11 +8,11 @@ diffusers does). Flux and other transformer pipelines are refused in :mod:`~naa_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from naa_guard.errors import TargetError
+from naa_guard.errors import PolicyError, TargetError
 from naa_guard.targets.base import read_json
 from naa_guard.targets.latent_info import LatentModelInfo, find_lora
 from naa_guard.targets.variants import component_files
@@ -28,12 +28,18 @@ ISSUE = "naa-guard issue 26"
 FLOW_STEPS = 1000
 PARAMETRIZATION = "flow matching: x_s = (1 - s) z0 + s e, velocity v = e - z0; e_hat = x_s + (1 - s) v_hat, z0_hat = x_s - s v_hat; attack timestep t means s = t / 1000"
 TIME_INPUTS = {
-    "sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), guidance 3.5 where guidance_embeds, 2x2-packed latents",
+    "sd3": "time input 1000 s", "flux": "time input s (the transformer scales by 1000), 2x2-packed latents",
     "flux2": (
         "time input s (the transformer scales by 1000), no guidance input; z0 = the VAE mode patchified 2x2, minus the VAE's "
         "bn.running_mean, over sqrt(bn.running_var + batch_norm_eps); Qwen3 hidden states 9, 18, 27 of the chat-templated caption (512 tokens)"
     ),
 }
+# The pipelines' defaults (diffusers 0.42): StableDiffusion3Pipeline's max_sequence_length 256 (without a T5 it feeds that
+# many zero tokens), FluxPipeline's 512 and guidance_scale 3.5 (the guidance input of guidance-distilled transformers).
+# Only these two families read model.max_sequence_length / model.guidance; the others' conditioning is in TIME_INPUTS.
+T5_TOKENS = {"sd3": 256, "flux": 512}
+MAX_T5_TOKENS = 512  # both pipelines refuse a longer max_sequence_length
+FLUX_GUIDANCE = 3.5
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,30 @@ class FlowModelInfo(LatentModelInfo):
     """What can be read from an SD3 pipeline folder; ``unet_config`` holds the transformer's config."""
 
     family: str = "sd3"
+    max_sequence_length: int | None = None  # model.max_sequence_length (None: the pipeline's default, T5_TOKENS)
+    guidance: float | None = None  # model.guidance (None: FLUX_GUIDANCE where the transformer is guidance-distilled)
+
+    @property
+    def t5_tokens(self) -> int | None:
+        """Return the T5 tokens of each prompt (SD3 without a T5: the zero tokens fed in their place); None for a family without the key."""
+        if self.family not in T5_TOKENS:
+            return None  # its text encoder and length are its own, stated in TIME_INPUTS
+        return self.max_sequence_length if self.max_sequence_length is not None else T5_TOKENS[self.family]
+
+    @property
+    def guidance_input(self) -> float | None:
+        """Return the guidance input of a guidance-distilled transformer (``guidance_embeds``), else None."""
+        if not self.unet_config.get("guidance_embeds", False):
+            return None
+        return self.guidance if self.guidance is not None else FLUX_GUIDANCE
+
+    def text_settings(self) -> str:
+        """Return the conditioning settings the scores depend on, as the reports state them."""
+        if self.family not in T5_TOKENS:
+            return "conditioning as stated for the family"
+        t5 = f"T5 tokens {self.t5_tokens}" if "text_encoder_3" in self.components or self.family != "sd3" else f"no T5: {self.t5_tokens} zero tokens"
+        guidance = self.guidance_input
+        return t5 + ("" if guidance is None else f", guidance {guidance:g}")
 
     @property
     def unet_dir(self) -> Path:
@@ -54,7 +84,36 @@ class FlowModelInfo(LatentModelInfo):
 
     def identity_material(self) -> dict[str, Any]:
         """Return what besides the files changes the scores: the family and its parametrization."""
-        return {"lora_scale": self.lora_scale if self.lora is not None else None, "family": self.family, "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}"}
+        return {
+            "lora_scale": self.lora_scale if self.lora is not None else None, "family": self.family,
+            "parametrization": f"{PARAMETRIZATION}; {self.family}: {TIME_INPUTS[self.family]}; {self.text_settings()}",
+            "t5_tokens": self.t5_tokens, "guidance": self.guidance_input,
+        }  # fmt: skip
+
+
+def with_text_settings(info: Any, *, max_sequence_length: int | None, guidance: float | None, where: str) -> Any:
+    """Return the model info with the policy's model.max_sequence_length and model.guidance; raise PolicyError where they do not apply.
+
+    Decided from the configs, before any model loads: model.max_sequence_length applies to SD3 and
+    Flux pipelines (SD3 without a T5 still feeds that many zero tokens, as diffusers does), and
+    model.guidance only to a guidance-distilled Flux transformer (``guidance_embeds: true``): on
+    any other model the key would change nothing, and a setting that is silently ignored is refused.
+    ``where`` names the policy file in messages.
+    """
+    if max_sequence_length is None and guidance is None:
+        return info
+    if not isinstance(info, FlowModelInfo) or info.family not in T5_TOKENS:  # Sana, Flux 2: their pipelines' own lengths, no guidance input
+        key = "model.max_sequence_length" if max_sequence_length is not None else "model.guidance"
+        raise PolicyError(f"{where}: {key} is set, but {info.root} is not an SD3 / Flux pipeline ({SD3_PIPELINE} or {FLUX_PIPELINE}); the key would change nothing there. Remove {key}.")
+    if max_sequence_length is not None and not 1 <= max_sequence_length <= MAX_T5_TOKENS:
+        raise PolicyError(f"{where}: model.max_sequence_length is {max_sequence_length}; expected 1 to {MAX_T5_TOKENS} (the pipelines refuse more T5 tokens).")
+    if guidance is not None and not info.unet_config.get("guidance_embeds", False):
+        config = info.unet_dir / "config.json"
+        raise PolicyError(
+            f"{where}: model.guidance is {guidance:g}, but this transformer takes no guidance input ({config}: guidance_embeds is "
+            f"{info.unet_config.get('guidance_embeds', False)!r}; only a guidance-distilled Flux transformer has one). Remove model.guidance."
+        )
+    return replace(info, max_sequence_length=max_sequence_length, guidance=guidance)
 
 
 def _int(config: dict[str, Any], key: str, file: Path) -> int:

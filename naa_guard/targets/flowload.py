@@ -72,8 +72,9 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
 
             return Flux2KleinTarget(parts, info.sample_size, torch_device, torch_dtype)
         if info.family == "flux":
-            return FluxTarget(parts, info.sample_size, torch_device, torch_dtype)
-        return FlowTarget(parts, info.sample_size, torch_device, torch_dtype)
+            guidance = info.guidance_input
+            return FluxTarget(parts, info.sample_size, torch_device, torch_dtype, t5_tokens=info.t5_tokens, **({} if guidance is None else {"guidance": guidance}))
+        return FlowTarget(parts, info.sample_size, torch_device, torch_dtype, t5_tokens=info.t5_tokens)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail
 

@@ -4,11 +4,12 @@ The flow conversion of :mod:`~naa_guard.targets.flow` applies unchanged (SPEC se
 differs is how the transformer is called, exactly as ``FluxPipeline`` calls it (diffusers 0.42):
 
 - the condition is CLIP's ``pooler_output`` (``pooled_projections``) and T5's last hidden states
-  over ``max_sequence_length = 512`` tokens, with zero text ids;
+  over ``max_sequence_length`` tokens (512 unless model.max_sequence_length says), with zero text ids;
 - the latent ``(c, h, w)`` is packed into ``h/2 * w/2`` tokens of ``4c`` channels, with image ids
   ``(0, row, col)``; the velocity comes back packed and is unpacked;
 - the time input is ``s`` itself (the transformer multiplies by 1000 inside), and a
-  guidance-distilled model (``guidance_embeds``) gets the pipeline's default guidance 3.5.
+  guidance-distilled model (``guidance_embeds``) gets the guidance input (3.5, the pipeline's default,
+  unless model.guidance says; :func:`~naa_guard.targets.flow_info.with_text_settings` refuses it elsewhere).
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import padding_rows
 from naa_guard.targets.flow import FlowTarget
+from naa_guard.targets.flow_info import FLUX_GUIDANCE, T5_TOKENS
 from naa_guard.targets.latent import tokenize
 
 if TYPE_CHECKING:
     import torch
-
-FLUX_T5_TOKENS = 512  # FluxPipeline's max_sequence_length default
-FLUX_GUIDANCE = 3.5  # FluxPipeline's guidance_scale default, the guidance input of guidance-distilled models
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
@@ -52,20 +51,23 @@ def image_ids(h: int, w: int) -> torch.Tensor:
 class FluxTarget(FlowTarget):
     """A Flux pipeline: latents in, ``e_hat`` out; the transformer sees packed latents at time input s."""
 
-    def __init__(self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype, *, t5_tokens: int = T5_TOKENS["flux"], guidance: float = FLUX_GUIDANCE,
+    ) -> None:  # fmt: skip
+        """``guidance`` is fed to a guidance-distilled transformer only (``guidance_embeds``), as FluxPipeline feeds guidance_scale."""
         renamed = {("text_encoder_3" if name == "text_encoder_2" else "tokenizer_3" if name == "tokenizer_2" else name): part for name, part in parts.items()}
-        super().__init__(renamed, image_size, device, dtype)
-        self.guidance = FLUX_GUIDANCE if getattr(self.transformer.config, "guidance_embeds", False) else None
+        super().__init__(renamed, image_size, device, dtype, t5_tokens=t5_tokens)
+        self.guidance = float(guidance) if getattr(self.transformer.config, "guidance_embeds", False) else None
 
     def _encode_texts(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
-        """Return Flux's condition per text: T5's hidden states (512 tokens) and CLIP's pooled output."""
+        """Return Flux's condition per text: T5's hidden states (``t5_tokens`` tokens) and CLIP's pooled output."""
         import torch
 
         count = len(texts)
         batch = texts + [""] * padding_rows(count)
         with torch.inference_mode():
             clip = self.text_encoders[0](tokenize(self.tokenizers[0], batch).input_ids.to(self.device), output_hidden_states=False).pooler_output
-            tokens = self.t5_tokenizer(batch, padding="max_length", max_length=FLUX_T5_TOKENS, truncation=True, return_tensors="pt")
+            tokens = self.t5_tokenizer(batch, padding="max_length", max_length=self.t5_tokens, truncation=True, return_tensors="pt")
             states = self.t5(tokens.input_ids.to(self.device), output_hidden_states=False)[0]
         parts = {"encoder_hidden_states": states[:count].float().cpu(), "pooled_projections": clip[:count].float().cpu()}
         if not all(bool(torch.isfinite(tensor).all()) for tensor in parts.values()):
