@@ -14,8 +14,18 @@ from naa_guard.targets.flux import FluxTarget
 from naa_guard.targets.latent import _import_sd_libraries
 
 
-def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str) -> FlowTarget:
-    """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype."""
+PARTS = ("all", "encoders", "denoiser")
+
+
+def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dtype: str, part: str = "all") -> FlowTarget:
+    """Return the loaded SD3 or Flux target, offline and strictly (every weight from its files), on the device and dtype.
+
+    ``part``: ``all`` the whole pipeline; ``encoders`` the VAE, text encoders and tokenizers (no
+    transformer); ``denoiser`` the VAE, transformer and tokenizers (no text encoder). A LoRA is
+    checked against the whole pipeline (it may touch the text encoders), so it loads only with ``all``.
+    """
+    if part not in PARTS or (part != "all" and info.lora is not None):
+        raise ValueError(f"part {part!r}: expected one of {PARTS} (a LoRA: all)")
     transformers = _import_sd_libraries()
     import diffusers
     import torch
@@ -32,18 +42,20 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
         with offline_environment():
             # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
             kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
-            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
-            use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
-            transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
-            check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
+            skipped = ("transformer", "scheduler") + (("text_encoder", "text_encoder_2", "text_encoder_3") if part == "denoiser" else ())
+            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in skipped}
+            if part != "encoders":
+                use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
+                transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+                check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
+                parts["transformer"] = transformer
             if info.lora is not None:  # SD3 only (read_flux_info refuses a Flux LoRA); checked to apply fully, as for SD / SDXL
                 from naa_guard.targets.lora import apply_lora
 
                 scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(info.components["scheduler"], local_files_only=True)
-                apply_lora({**parts, "transformer": transformer}, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
-        if info.family == "flux":
-            return FluxTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
-        return FlowTarget({**parts, "transformer": transformer}, info.sample_size, torch_device, torch_dtype)
+                apply_lora(parts, scheduler, info.lora, info.lora_scale, allow_pickle=allow_pickle)
+        build = FluxTarget if info.family == "flux" else FlowTarget
+        return build(parts, info.sample_size, torch_device, torch_dtype, config=info.unet_config, t5="text_encoder_3" in info.components)
     except (OSError, ValueError, RuntimeError) as exc:
         from naa_guard.targets.loaderror import load_error_detail
 
