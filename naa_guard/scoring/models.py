@@ -137,12 +137,6 @@ class ModelSource:
             self.loaded, self.encoder_loads = True, self.encoder_loads + 1
         return self._encoders
 
-    def stores_encodings(self) -> bool:
-        """Return whether this model's encodings are stored per chunk (a latent target; loads the model unless in parts)."""
-        from naa_guard.scoring.encodings import stores_encodings
-
-        return self.in_parts or stores_encodings(self.target())
-
     def release(self, part: str) -> bool:
         """Release the loaded ``encoders`` or ``denoiser`` part (in parts only); return whether one was held."""
         if not self.in_parts:

@@ -25,7 +25,7 @@ from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
 from naa_guard.scoring import abort
 from naa_guard.scoring.chunks import ChunkStore
-from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stored_encodings_exist
+from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stored_encodings_exist, stores_encodings
 from naa_guard.scoring.models import ModelSource
 from naa_guard.targets import PAD_MULTIPLE, Target
 
@@ -170,7 +170,7 @@ class ScoreJob:
         attack = ATTACKS[self.attack_name](self.params)
         samples = self.sets[role]
         encodings = None
-        if self.encodings is not None and models.stores_encodings():  # encoded (when not stored) before the denoiser is asked for
+        if self.encodings is not None and (models.in_parts or stores_encodings(models.target())):  # encoded (when not stored) before the denoiser is asked for
             encodings = chunk_encodings(self.encodings, models.encoder, samples, role, start, stop, model_batch(self.batch_size))
         target = models.target()
         check_timesteps(attack, target)

@@ -51,11 +51,6 @@ class _NoModel:
     def encoder(self) -> Target:
         raise ModelNeeded(f"a chunk of {self._models.policy.name} needs the model's encoders")
 
-    def stores_encodings(self) -> bool:
-        if self._models.in_parts:
-            return True
-        raise ModelNeeded(f"a chunk of {self._models.policy.name} needs the model")
-
 
 class StoredOnlyRunner:
     """Runs model-free chunk jobs here; raises ModelNeeded on the first chunk that needs the model."""
