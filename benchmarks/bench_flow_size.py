@@ -351,6 +351,7 @@ def run(args: argparse.Namespace, table: dict[str, tuple[int, int]]) -> None:
             memory.phase = "load all"
             handed = load_target(info, allow_pickle=False, device=args.device, dtype=args.dtype)
             memory.note()
+            memory.seconds["load all"] = time.perf_counter() - began
             before_transformer.append(memory.rss())
         memory.phase = "audit"
         result = audit(policy, target=handed, progress=False, checked=True)
@@ -372,7 +373,7 @@ def run(args: argparse.Namespace, table: dict[str, tuple[int, int]]) -> None:
         if phase in memory.seconds or phase in memory.peaks:
             print(f"  {phase:14s} {memory.seconds.get(phase, 0.0):8.1f}s  peak {memory.peaks.get(phase, 0) / GIB:6.2f} GiB")
     if before_transformer:
-        print(f"RSS just before the transformer loads: {before_transformer[0] / GIB:.2f} GiB (the text encoders {'released' if not args.whole else 'held'})")
+        print(f"RSS {'just before the transformer loads' if not args.whole else 'with every component loaded'}: {before_transformer[0] / GIB:.2f} GiB (the text encoders {'released' if not args.whole else 'held'})")
     for name, row in result.attacks.items():
         print(f"  attack {name}: {row.seconds:.1f}s for {2 * args.n} images x {row.queries_per_sample} queries = {row.seconds / (2 * args.n * row.queries_per_sample):.2f}s per image-query (includes the transformer's load)")
     encode_peak = max(memory.peaks.get("load encoders", 0), memory.peaks.get("encode", 0))

@@ -46,7 +46,7 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
             parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in skipped}
             if part != "encoders":
                 use_safetensors, variant = (True, None) if (folder / SHARDED_INDEX).is_file() else check_component_weights(folder, allow_pickle)
-                transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
+                transformer = getattr(diffusers, "FluxTransformer2DModel" if info.family == "flux" else "SD3Transformer2DModel").from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False, torch_dtype=torch_dtype)  # built in the audit's dtype: Flux's 12B never in float32 (48 GB) first
                 check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)
                 parts["transformer"] = transformer
             if info.lora is not None:  # SD3 only (read_flux_info refuses a Flux LoRA); checked to apply fully, as for SD / SDXL
