@@ -109,26 +109,20 @@ def test_the_text_encoders_are_released_before_the_first_transformer_forward_and
     assert _scores(result) == expected  # same machine, same code path for every number: bit-identical
 
 
-def test_a_tuned_audit_encodes_both_parts_of_the_split_before_the_transformer_loads(tmp_path: Path, models: dict[str, Path], spy: Spy) -> None:
+def test_a_tuned_audit_with_a_reference_loads_each_t5_once_and_never_beside_a_transformer(tmp_path: Path, models: dict[str, Path], spy: Spy) -> None:
     from naa_guard.audit import audit
     from naa_guard.policy import load_policy
 
-    policy = load_policy(_policy(tmp_path, models["sd3"], attacks="{loss: {t: [100, 300]}, sima: {}}", count=30, more="tune: {fraction: 0.34}\n"))
+    policy = load_policy(_policy(
+        tmp_path, models["sd3"], attacks="{loss: {t: [100, 300]}, sima: {}}", extra=f", reference: {models['base']}", count=30, more="tune: {fraction: 0.34}\n",
+    ))  # fmt: skip
     result = audit(policy, progress=False)
-    assert result.attacks["loss"].params["t"] in (100, 300) and np.isfinite(result.attacks["sima"].member_scores).all()
+    assert result.attacks["loss"].params["t"] in (100, 300) and "loss/ref" in result.attacks
+    assert all(np.isfinite(row.member_scores).all() for row in result.attacks.values())
     assert spy.problems == [] and spy.forwards > 0
-    assert spy.loads["text_encoder_3"] == 1  # the evaluation part was encoded with the calibration part: no re-load
-
-
-def test_a_reference_audit_loads_no_text_encoder_beside_a_transformer(tmp_path: Path, models: dict[str, Path], spy: Spy) -> None:
-    from naa_guard.audit import audit
-    from naa_guard.policy import load_policy
-
-    policy = load_policy(_policy(tmp_path, models["sd3"], attacks="{loss: {}}", extra=f", reference: {models['base']}", count=20))
-    result = audit(policy, progress=False)
-    assert "loss/ref" in result.attacks and np.isfinite(result.attacks["loss/ref"].member_scores).all()
-    assert spy.problems == [] and spy.forwards > 0
-    assert spy.loads["text_encoder_3"] == 2  # the model's T5 and the reference's, each once, each released before any transformer
+    # the model's T5 and the reference's, each once: the calibration and evaluation parts (and the
+    # reference's) were all encoded before the first transformer loaded, so nothing re-loads them
+    assert spy.loads["text_encoder_3"] == 2
 
 
 def test_a_transformer_part_never_makes_up_an_embedding(models: dict[str, Path]) -> None:
