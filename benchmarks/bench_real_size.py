@@ -73,7 +73,9 @@ class PhaseMemory:
             self.note()
 
     def note(self) -> None:
-        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), self.rss())
+        phase = self.phase  # read once: the label may change while the line runs (the old phase's peak was then stored under the new label)
+        rss = self.rss()
+        self.peaks[phase] = max(self.peaks.get(phase, 0), rss)
 
     def timed(self, phase: str, function: Any) -> Any:
         """Return ``function`` wrapped so its calls count as ``phase`` (time summed, memory peak kept)."""

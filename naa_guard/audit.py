@@ -106,6 +106,19 @@ class PreparedAudit:
             results[name] = self._result(name, attack, calibrate(scores, ref_scores), cached and ref_cached, seconds, sets, tuning, 2 * attack.queries_per_sample, operands)
         return results
 
+    def encode_ahead(self, calibration: tuple[SampleSet, SampleSet] | None, members: SampleSet, nonmembers: SampleSet, control: SampleSet | None) -> None:
+        """Store the encodings of every set the attacks will score (a tuned audit: the calibration part too), before any denoiser loads.
+
+        Only a model that loads in parts (:mod:`naa_guard.scoring.models`) encodes here: its text
+        encoders (and the reference's) then load once, and are released before the first transformer.
+        """
+        attacks = [ATTACKS[name](setting) for name, params in self.policy.attacks.items() for setting in (params.candidates if isinstance(params, AttackCandidates) else (params,))]
+        groups = ([{"members": calibration[0], "nonmembers": calibration[1]}] if calibration is not None else [])
+        groups.append({"members": members, "nonmembers": nonmembers, **({"control": control} if control is not None else {})})
+        for scorer, label in ((self.scorer, "the attacks"), (self.reference, "the reference")):
+            for sets in groups if scorer is not None else ():
+                scorer.encode_ahead(attacks, sets, label)
+
     def _result(
         self, name: str, attack: Attack, scores: dict[str, Any], cached: bool, seconds: float, sets: dict[str, SampleSet], tuning: TuningResult | None, queries: int,
         magnitudes: dict[str, np.ndarray] | None = None,
@@ -292,6 +305,7 @@ def audit(
     split, count_warnings = _checked_counts(policy, prepared.limit, members, nonmembers, control)
     if split is not None:
         members, nonmembers = split.evaluation
+    prepared.encode_ahead(split.calibration if split is not None else None, members, nonmembers, control)
 
     results: dict[str, AttackResult] = {}
     for name, params in policy.attacks.items():

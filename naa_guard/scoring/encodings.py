@@ -216,12 +216,12 @@ def save_encodings(plan: EncodingPlan, samples: SampleSet, role: str, start: int
         warnings.warn(f"naa-guard: could not store the encodings of {role} {start}..{stop} in {plan.folder()}: {exc}; they are computed again when needed", stacklevel=2)
 
 
-def chunk_encodings(plan: EncodingPlan, target: Target, samples: SampleSet, role: str, start: int, stop: int, step: int, images: np.ndarray | None = None) -> ChunkEncodings:
-    """Return the chunk's encodings: stored ones, else encoded here (from ``images`` when already decoded) and stored."""
+def chunk_encodings(plan: EncodingPlan, encoder: Callable[[], Target], samples: SampleSet, role: str, start: int, stop: int, step: int, images: np.ndarray | None = None) -> ChunkEncodings:
+    """Return the chunk's encodings: stored ones, else encoded here by ``encoder()`` (asked only then; from ``images`` when already decoded) and stored."""
     stored = stored_encodings(plan, samples, role, start, stop)
     if stored is not None:
         return stored
     pixels = samples.decode(start, stop) if images is None else images
-    encodings = encode_chunk(target, pixels, samples.captions[start:stop], step, samples.names[start:stop])
+    encodings = encode_chunk(encoder(), pixels, samples.captions[start:stop], step, samples.names[start:stop])
     save_encodings(plan, samples, role, start, stop, encodings)
     return encodings

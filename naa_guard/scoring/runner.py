@@ -25,7 +25,7 @@ from naa_guard.errors import NonFiniteScoreError, TargetError
 from naa_guard.samples import SampleSet
 from naa_guard.scoring import abort
 from naa_guard.scoring.chunks import ChunkStore
-from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stores_encodings
+from naa_guard.scoring.encodings import ChunkEncodings, EncodingPlan, chunk_encodings, stored_encodings_exist, stores_encodings
 from naa_guard.scoring.models import ModelSource
 from naa_guard.targets import PAD_MULTIPLE, Target
 
@@ -168,12 +168,12 @@ class ScoreJob:
     def run(self, models: ModelSource, role: str, start: int, stop: int) -> np.ndarray:
         """Return the chunk's scores (saved to the store first, when there is one)."""
         attack = ATTACKS[self.attack_name](self.params)
-        target = models.target()
-        check_timesteps(attack, target)
         samples = self.sets[role]
         encodings = None
-        if self.encodings is not None and stores_encodings(target):
-            encodings = chunk_encodings(self.encodings, target, samples, role, start, stop, model_batch(self.batch_size))
+        if self.encodings is not None and (models.in_parts or stores_encodings(models.target())):  # encoded (when not stored) before the denoiser is asked for
+            encodings = chunk_encodings(self.encodings, models.encoder, samples, role, start, stop, model_batch(self.batch_size))
+        target = models.target()
+        check_timesteps(attack, target)
         scores = score_chunk(attack, target, samples, role, start, stop, batch_size=self.batch_size, seed=self.seed, encodings=encodings)
         if self.store is not None and self.store_key is not None:
             self.store.save(self.store_key, role, start, stop, noise_keys(samples, role, start, stop), scores)
@@ -182,6 +182,26 @@ class ScoreJob:
     def result_length(self, result: np.ndarray) -> int:
         """Return the number of scores in a chunk's result (-1: not a 1-D array of scores)."""
         return len(result) if isinstance(result, np.ndarray) and result.ndim == 1 else -1
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Store the encodings of chunks of some sets (a model that loads in parts: before its denoiser loads)."""
+
+    sets: dict[str, SampleSet]
+    plan: EncodingPlan
+    step: int  # samples per encoder call, as scoring batches them
+
+    def run(self, models: ModelSource, role: str, start: int, stop: int) -> int:
+        """Return the chunk's sample count, after its encodings are stored (encoded here only when not already)."""
+        samples = self.sets[role]
+        if not stored_encodings_exist(self.plan, samples, role, start, stop):
+            chunk_encodings(self.plan, models.encoder, samples, role, start, stop, self.step)
+        return stop - start
+
+    def result_length(self, result: int) -> int:
+        """Return the chunk's sample count."""
+        return result
 
 
 def noise_keys(samples: SampleSet, role: str, start: int, stop: int) -> np.ndarray:

@@ -59,7 +59,7 @@ class SampleJob:
         digests, features = summarize_chunk(images, rows)
         notes = samples.log.of(samples.names[start:stop]) if samples.log is not None else {}
         if encode and self.encodings is not None:
-            encoded = encode_chunk(models.target(), images, samples.captions[start:stop], self.step, samples.names[start:stop])
+            encoded = encode_chunk(models.encoder(), images, samples.captions[start:stop], self.step, samples.names[start:stop])
             save_encodings(self.encodings, samples, role, start, stop, encoded)
         if stored is None and self.summary_root is not None:
             arrays = {"features": features} if features is not None else {}

@@ -12,11 +12,11 @@ import numpy as np
 from naa_guard.attacks import Attack
 from naa_guard.samples import SampleSet
 from naa_guard.scoring.chunks import ChunkStore, material_key
-from naa_guard.scoring.encodings import EncodingPlan, encoding_plan
+from naa_guard.scoring.encodings import EncodingPlan, encoding_plan, stored_encodings_exist
 from naa_guard.scoring.keyedfiles import store_warnings
 from naa_guard.scoring.keys import open_entry, sealed_entry
 from naa_guard.scoring.models import ModelSource
-from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
+from naa_guard.scoring.runner import CHUNK_SAMPLES, Chunk, ChunkRunner, EncodeJob, ScoreJob, chunk_bounds, chunk_size, model_batch, noise_keys
 from naa_guard.targets import AnyModelInfo
 from naa_guard.targets.devicekind import device_type
 
@@ -88,6 +88,7 @@ class Scorer:
                     missing.append((role, start, stop))
         if missing:
             plan = self.encoding_plan(sets)
+            self._encode_first(plan, sets, missing, label)
             job = ScoreJob(attack.name, attack.params, sets, runtime.batch_size, runtime.seed, self.store if store_key else None, store_key, plan)
             with _progress(sum(stop - start for _, start, stop in missing), f"{self.policy.name}: {label}", self.progress) as bar, store_warnings(self.cache_warnings):
                 found.update(zip(missing, self.runner.run(job, missing, self.models, bar)))
@@ -98,6 +99,24 @@ class Scorer:
             except OSError as exc:  # a read-only or full cache folder costs time, never the verdict
                 self.cache_warnings.append(f"could not write the score cache entry {key} ({label}): {exc}; the next run recomputes it")
         return scores, not missing
+
+    def encode_ahead(self, attacks: list[Attack], sets: dict[str, SampleSet], label: str) -> None:
+        """Store the sets' encodings now, when the model loads in parts and one of ``attacks`` will score them on the model.
+
+        Every chunk, in the order scoring lists them when none is stored (so each rank of a
+        distributed audit encodes the chunks it scores). Nothing is loaded for sets whose scores are all stored.
+        """
+        if self.models.in_parts and any(self.scores_missing(attack, sets) for attack in attacks):
+            size = chunk_size(model_batch(self.policy.runtime.batch_size), self.chunk_samples)
+            self._encode_first(self.encoding_plan(sets), sets, [(role, start, stop) for role, samples in sets.items() for start, stop in chunk_bounds(len(samples), size)], label)
+
+    def _encode_first(self, plan: EncodingPlan | None, sets: dict[str, SampleSet], chunks: list[Chunk], label: str) -> None:
+        """Store the encodings of ``chunks`` before any is scored (a model in parts: its text encoders, then its denoiser)."""
+        if plan is None or not self.models.in_parts or all(stored_encodings_exist(plan, sets[role], role, start, stop) for role, start, stop in chunks):
+            return
+        job = EncodeJob(sets, plan, model_batch(self.policy.runtime.batch_size))
+        with _progress(sum(stop - start for _, start, stop in chunks), f"{self.policy.name}: encoding for {label}", self.progress) as bar, store_warnings(self.cache_warnings):
+            self.runner.run(job, chunks, self.models, bar)
 
     def encoding_plan(self, sets: dict[str, SampleSet]) -> EncodingPlan | None:
         """Return where and how the sets' encodings are stored for this model (None: not stored; see scoring.encodings)."""

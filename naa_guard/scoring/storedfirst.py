@@ -48,6 +48,9 @@ class _NoModel:
     def target(self) -> Target:
         raise ModelNeeded(f"a chunk of {self._models.policy.name} needs the model")
 
+    def encoder(self) -> Target:
+        raise ModelNeeded(f"a chunk of {self._models.policy.name} needs the model's encoders")
+
 
 class StoredOnlyRunner:
     """Runs model-free chunk jobs here; raises ModelNeeded on the first chunk that needs the model."""

@@ -166,8 +166,12 @@ def raise_if_non_finite(out: torch.Tensor, t: int) -> None:
         raise error
 
 
-def probe_target(target: Target, where: str) -> float:
+def probe_target(target: Target, where: str, *, predict: bool = True) -> float:
     """Return the probe's seconds; raise TargetError if the model cannot take a batch of its own declared geometry.
+
+    ``predict=False``: the target encodes only (a flow model's text encoders and VAE, before its
+    transformer loads). A target with ``probe_inputs(images)`` gives its own ``(x0, cond)`` (a
+    flow model's transformer without its text encoders: a zero condition of the stored shape).
 
     One zero image is encoded and its noise predicted at timestep 0, unpadded (one image through
     the VAE and one UNet query: the cost of a query, not of a batch), before any scoring, so that
@@ -184,8 +188,10 @@ def probe_target(target: Target, where: str) -> float:
     started = time.perf_counter()
     try:
         with unpadded_model_calls():
-            x0, cond = target.encode(torch.zeros(shape, device=target.device), [""])
-            out = target.predict_noise(x0, 0, cond)
+            inputs = getattr(target, "probe_inputs", None)
+            zeros = torch.zeros(shape, device=target.device)
+            x0, cond = inputs(zeros) if callable(inputs) else target.encode(zeros, [""])
+            out = target.predict_noise(x0, 0, cond) if predict else x0
     except NonFiniteScoreError:
         return time.perf_counter() - started  # the forward pass itself worked; scoring reports the bad outputs with attack and sample names
     except TargetError:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from naa_guard.errors import TargetError
 from naa_guard.targets.base import padding_rows
-from naa_guard.targets.flow import FlowTarget
+from naa_guard.targets.flow import FlowTarget, config_value
 from naa_guard.targets.flow_info import FLUX_GUIDANCE, T5_TOKENS
 from naa_guard.targets.latent import tokenize
 
@@ -52,18 +52,24 @@ class FluxTarget(FlowTarget):
     """A Flux pipeline: latents in, ``e_hat`` out; the transformer sees packed latents at time input s."""
 
     def __init__(
-        self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype, *, t5_tokens: int = T5_TOKENS["flux"], guidance: float = FLUX_GUIDANCE,
+        self, parts: dict[str, Any], image_size: int, device: torch.device, dtype: torch.dtype, *, config: Any = None, t5: bool | None = None,
+        t5_tokens: int = T5_TOKENS["flux"], guidance: float = FLUX_GUIDANCE,
     ) -> None:  # fmt: skip
         """``guidance`` is fed to a guidance-distilled transformer only (``guidance_embeds``), as FluxPipeline feeds guidance_scale."""
         renamed = {("text_encoder_3" if name == "text_encoder_2" else "tokenizer_3" if name == "tokenizer_2" else name): part for name, part in parts.items()}
-        super().__init__(renamed, image_size, device, dtype, t5_tokens=t5_tokens)
-        self.guidance = float(guidance) if getattr(self.transformer.config, "guidance_embeds", False) else None
+        super().__init__(renamed, image_size, device, dtype, config=config, t5=True, t5_tokens=t5_tokens)  # Flux always has its T5
+        self.guidance = float(guidance) if config_value(self.transformer_config, "guidance_embeds", False) else None
+
+    def probe_tokens(self) -> int:
+        """Return the text tokens of a stored condition: T5's."""
+        return self.t5_tokens
 
     def _encode_texts(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
         """Return Flux's condition per text: T5's hidden states (``t5_tokens`` tokens) and CLIP's pooled output."""
         import torch
 
         count = len(texts)
+        self.require_text_encoders(count)
         batch = texts + [""] * padding_rows(count)
         with torch.inference_mode():
             clip = self.text_encoders[0](tokenize(self.tokenizers[0], batch).input_ids.to(self.device), output_hidden_states=False).pooler_output
@@ -81,6 +87,7 @@ class FluxTarget(FlowTarget):
 
         if not isinstance(cond, dict):
             raise TargetError("a Flux pipeline needs the condition its encode() returned; got none.")
+        self.require_transformer()
         count, c, h, w = x_s.shape
         padding = padding_rows(count)
         rows = count + padding

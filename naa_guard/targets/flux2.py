@@ -92,6 +92,10 @@ class Flux2KleinTarget(FlowTarget):
         self.bn_mean = self.vae.bn.running_mean.detach().to("cpu", torch.float32).view(1, -1, 1, 1)
         self.bn_std = torch.sqrt(self.vae.bn.running_var.detach().to("cpu", torch.float32).view(1, -1, 1, 1) + float(config.batch_norm_eps))
 
+    def probe_inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Return the probe's ``(x0, cond)``: the empty caption's (this target always holds its Qwen3 encoder)."""
+        return self.encode(images, [""])
+
     def _encode_images(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """Return each image's latent as the pipeline's ``_encode_vae_image``: mode, 2x2 patchify, batch-norm normalised."""
         import torch

@@ -79,7 +79,7 @@ class LatentTarget:
         import torch
 
         self.vae = parts["vae"].to(device=device, dtype=torch.float32).eval()  # encoding is always float32
-        self.unet = parts["unet"].to(device=device, dtype=dtype).eval()
+        self.unet = parts["unet"].to(device=device, dtype=dtype).eval() if "unet" in parts else None  # None: a flow target's text-encoder phase
         self.text_encoders = [parts[name].to(device=device, dtype=dtype).eval() for name in ("text_encoder", "text_encoder_2") if name in parts]  # as the UNet
         self.tokenizers = [parts[name] for name in ("tokenizer", "tokenizer_2") if name in parts]
         self.sdxl = len(self.text_encoders) == 2
