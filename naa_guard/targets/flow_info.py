@@ -15,6 +15,7 @@ from typing import Any
 from naa_guard.errors import PolicyError, TargetError
 from naa_guard.targets.base import read_json
 from naa_guard.targets.latent_info import LatentModelInfo, find_lora
+from naa_guard.targets.pipelinefolders import pipeline_folders
 from naa_guard.targets.variants import component_files
 
 SD3_PIPELINE = "StableDiffusion3Pipeline"
@@ -131,17 +132,7 @@ def read_sd3_info(root: Path, index: dict[str, Any], *, lora: Path | None, lora_
     if with_t5 and tuple(t5) != ("transformers", T5_ENCODER):
         raise TargetError(f"{index_file}: text_encoder_3 is {t5!r}; an SD3 pipeline's third text encoder is [\"transformers\", \"{T5_ENCODER}\"] or [null, null] (none).")
     names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"] + (["text_encoder_3", "tokenizer_3"] if with_t5 else [])
-    folders = {name: root / name for name in names}
-    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(
-            f"{root}: this SD3 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
-            f"It needs {', '.join(f'{name}/' for name in names)}; save the whole pipeline with save_pretrained."
-        )
-    for name in ("vae", "transformer", "text_encoder", "text_encoder_2") + (("text_encoder_3",) if with_t5 else ()):
-        if not (folders[name] / "config.json").is_file():
-            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    folders = pipeline_folders(root, names, "SD3 pipeline")
     scheduler_file = folders["scheduler"] / "scheduler_config.json"
     if not scheduler_file.is_file():
         raise TargetError(f"{folders['scheduler']}: no scheduler_config.json. Save the scheduler with save_pretrained.")
@@ -206,14 +197,8 @@ def _common_checks(root: Path, index: dict[str, Any], names: list[str], lora: Pa
     """Return (folders, transformer config, VAE config, their files) after the checks every flow pipeline shares."""
     if lora is not None and kind != "Flux":  # Flux LoRAs: checked layer by layer on loading (targets/lora.py, loralayers.py)
         raise TargetError(f"{root}: model.lora on a {kind} pipeline is not audited yet ({ISSUE}); remove model.lora, or merge the LoRA into the transformer and save it with save_pretrained.")
-    folders = {name: root / name for name in names}
-    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(f"{root}: this {kind} pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained.")
+    folders = pipeline_folders(root, names, f"{kind} pipeline")
     for name in names:
-        if not name.startswith("tokenizer") and name != "scheduler" and not (folders[name] / "config.json").is_file():
-            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
         if name.startswith("tokenizer") and not any(folders[name].glob("*.json")):
             raise TargetError(f"{folders[name]}: no tokenizer files (tokenizer_config.json, tokenizer.json, ...). Save the tokenizer with save_pretrained.")
     scheduler_file = folders["scheduler"] / "scheduler_config.json"

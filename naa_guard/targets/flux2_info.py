@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from naa_guard.errors import TargetError
+from naa_guard.targets.pipelinefolders import pipeline_folders
 from naa_guard.targets.base import read_json
 from naa_guard.targets.flow_info import FLOW_SCHEDULERS, ISSUE, FlowModelInfo
 
@@ -60,17 +61,7 @@ def read_flux2_klein_info(root: Path, index: dict[str, Any], *, lora: Path | Non
     if wrong:
         raise TargetError(f"{index_file}: a {KLEIN_PIPELINE} is not wired as naa-guard reproduces it: {'; '.join(wrong)}. Save the pipeline with save_pretrained.")
     names = ["vae", "transformer", "scheduler", "text_encoder", "tokenizer"]
-    folders = {name: root / name for name in names}
-    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(
-            f"{root}: this Flux 2 pipeline is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). "
-            f"It needs {', '.join(f'{n}/' for n in names)}; save the whole pipeline with save_pretrained."
-        )
-    for name in ("vae", "transformer", "text_encoder"):
-        if not (folders[name] / "config.json").is_file():
-            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    folders = pipeline_folders(root, names, "Flux 2 pipeline")
     if not (folders["tokenizer"] / "tokenizer_config.json").is_file() or not _chat_template(folders["tokenizer"]):
         raise TargetError(
             f"{folders['tokenizer']}: no tokenizer_config.json with a chat template (tokenizer_config.json's chat_template or chat_template.jinja). "

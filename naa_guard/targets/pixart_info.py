@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from naa_guard.errors import TargetError
+from naa_guard.targets.pipelinefolders import pipeline_folders
 from naa_guard.targets.base import read_json
 from naa_guard.targets.latent_info import LatentModelInfo
 
@@ -87,14 +88,7 @@ def read_pixart_info(root: Path, index: dict[str, Any], *, lora: Path | None, pi
 
     if lora is not None:
         raise TargetError(f"{root}: model.lora on a {pipeline} is not audited yet (naa-guard issue 26); remove model.lora, or fuse the LoRA into the transformer and save the pipeline with save_pretrained.")
-    folders = {name: root / name for name in NAMES}
-    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(f"{root}: this {pipeline} is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in NAMES)}; save the whole pipeline with save_pretrained.")
-    for name in ("vae", "transformer", "text_encoder"):
-        if not (folders[name] / "config.json").is_file():
-            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    folders = pipeline_folders(root, NAMES, pipeline)
     if not any(folders["tokenizer"].glob("*.json")):
         raise TargetError(f"{folders['tokenizer']}: no tokenizer files (tokenizer_config.json, tokenizer.json, ...). Save the tokenizer with save_pretrained.")
     scheduler_file = folders["scheduler"] / "scheduler_config.json"

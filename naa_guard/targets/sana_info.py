@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from naa_guard.errors import TargetError
+from naa_guard.targets.pipelinefolders import pipeline_folders
 from naa_guard.targets.base import read_json
 from naa_guard.targets.flow_info import FLOW_STEPS, ISSUE, PARAMETRIZATION, FlowModelInfo
 
@@ -86,14 +87,7 @@ def read_sana_info(root: Path, index: dict[str, Any], *, lora: Path | None) -> S
     """Return a Sana pipeline folder's components and geometry after checking its configs agree."""
     if lora is not None:
         raise TargetError(f"{root}: model.lora on a {SANA_PIPELINE} is not audited yet ({ISSUE}); remove model.lora, or fuse the LoRA into the transformer and save the pipeline with save_pretrained.")
-    folders = {name: root / name for name in NAMES}
-    missing = [f"{name}/" for name, folder in folders.items() if not folder.is_dir()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TargetError(f"{root}: this {SANA_PIPELINE} is missing {', '.join(missing)} (found: {', '.join(present) or 'no subfolders'}). It needs {', '.join(f'{n}/' for n in NAMES)}; save the whole pipeline with save_pretrained.")
-    for name in ("vae", "transformer", "text_encoder"):
-        if not (folders[name] / "config.json").is_file():
-            raise TargetError(f"{folders[name]}: no config.json. Save this component with save_pretrained.")
+    folders = pipeline_folders(root, NAMES, SANA_PIPELINE)
     tokenizer_file = folders["tokenizer"] / "tokenizer_config.json"
     if not tokenizer_file.is_file() or read_json(tokenizer_file).get("tokenizer_class") not in GEMMA_TOKENIZERS:
         found = read_json(tokenizer_file).get("tokenizer_class") if tokenizer_file.is_file() else "no tokenizer_config.json"
