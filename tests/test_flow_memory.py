@@ -155,3 +155,25 @@ def test_encoding_after_the_transformer_loaded_releases_it_first(tmp_path: Path,
     del encoders
     source.target()
     assert spy.alive_encoders() == []
+
+
+def test_text_encoders_are_built_in_the_audit_dtype_with_the_values_of_a_float32_load_cast(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A half-precision audit never holds a float32 copy of T5 (19 GB for T5-XXL): the encoder is built in runtime.dtype."""
+    import transformers
+
+    from naa_guard.targets import components
+
+    built: list[Any] = []
+    original = transformers.T5EncoderModel.from_pretrained
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        built.append(kwargs.get("dtype"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", spied)
+    half = load_target(read_model_info(models["sd3"]), allow_pickle=False, device="cpu", dtype="bfloat16")
+    assert built == [torch.bfloat16] and all(p.dtype == torch.bfloat16 for p in half.t5.parameters())
+    whole = components.load_component("text_encoder_3", models["sd3"] / "text_encoder_3", transformers, False)
+    assert all(p.dtype == torch.float32 for p in whole.parameters())  # the default: as stored, never config.json's dtype
+    for (name, a), (_, b) in zip(half.t5.state_dict().items(), whole.to(torch.bfloat16).state_dict().items()):
+        assert torch.equal(a, b), name

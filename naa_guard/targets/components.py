@@ -45,8 +45,12 @@ def _check_text_weights(module: Any, files: list[Path], where: Path) -> None:
         )
 
 
-def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool, variant: str | None = None) -> Any:
-    """Return one pipeline component loaded offline and strictly from its folder (the weight files of ``model.variant``)."""
+def load_component(name: str, folder: Path, transformers: Any, allow_pickle: bool, variant: str | None = None, dtype: Any = None) -> Any:
+    """Return one pipeline component loaded offline and strictly from its folder (the weight files of ``model.variant``).
+
+    A text encoder is built in ``dtype`` (the audit's; default float32): its stored weights cast once, never first
+    rounded to the dtype its config.json names, and never held in float32 for a half-precision audit (T5-XXL: 19 GB).
+    """
     import diffusers
     import torch
 
@@ -66,9 +70,9 @@ def load_component(name: str, folder: Path, transformers: Any, allow_pickle: boo
         if class_name not in ((T5_ENCODER,) if name == "text_encoder_3" else TEXT_ENCODER_CLASSES):
             raise TargetError(f"{config_file}: text encoder class {class_name!r} is not supported; expected one of {', '.join(TEXT_ENCODER_CLASSES)}.")
         use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS, variant)
-        # float32: the stored weights exactly (transformers would otherwise take config.json's dtype, e.g. float16, and round
-        # float32 weights to it); the target casts to runtime.dtype
-        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)
+        # the audit's dtype, not config.json's (transformers would otherwise take that, e.g. float16, and round float32
+        # weights to it before the target casts them): the same values as loading in float32 and casting to runtime.dtype
+        module = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32 if dtype is None else dtype)
         _check_text_weights(module, _text_weight_files(folder, variant), folder)
         return module
     # modelcheck.check_config_types is not applied: diffusers annotates these block lists as

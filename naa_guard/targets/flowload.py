@@ -36,7 +36,7 @@ def load_from_folder(info: FlowModelInfo, name: str, folder: Path, transformers:
     if name != "transformer":
         # Flux's T5 is text_encoder_2 / tokenizer_2: loaded under the names that select the T5 classes
         kind = {"text_encoder_2": "text_encoder_3", "tokenizer_2": "tokenizer_3"} if info.family == "flux" else {}
-        return load_component(kind.get(name, name), folder, transformers, allow_pickle, info.variant)
+        return load_component(kind.get(name, name), folder, transformers, allow_pickle, info.variant, torch_dtype)
     use_safetensors, variant = check_component_weights(folder, allow_pickle, variant=info.variant)
     transformer = getattr(diffusers, TRANSFORMERS[info.family]).from_pretrained(
         folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False, **({} if torch_dtype is None else {"torch_dtype": torch_dtype})
@@ -69,7 +69,7 @@ def load_flow_target(info: FlowModelInfo, *, allow_pickle: bool, device: str, dt
             if info.family == "flux2":
                 from naa_guard.targets.flux2load import load_flux2_parts
 
-                parts = {**load_flux2_parts(info.components, transformers, allow_pickle), "transformer": load_from_folder(info, "transformer", info.components["transformer"], transformers, allow_pickle, torch_dtype)}
+                parts = {**load_flux2_parts(info.components, transformers, allow_pickle, torch_dtype), "transformer": load_from_folder(info, "transformer", info.components["transformer"], transformers, allow_pickle, torch_dtype)}
             else:
                 skipped = ("scheduler",) + (("transformer",) if part == "encoders" else ()) + (("text_encoder", "text_encoder_2", "text_encoder_3") if part == "denoiser" else ())
                 parts = {

@@ -26,10 +26,9 @@ def load_qwen_tokenizer(folder: Path, transformers: Any) -> Any:
     return getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
 
 
-def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_pickle: bool) -> dict[str, Any]:
-    """Return the pipeline's vae, text_encoder and tokenizer, each loaded strictly from its folder."""
+def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_pickle: bool, dtype: Any) -> dict[str, Any]:
+    """Return the pipeline's vae, text_encoder (built in the audit's ``dtype``) and tokenizer, each loaded strictly from its folder."""
     import diffusers
-    import torch
 
     from naa_guard.targets.components import _check_text_weights, _text_weight_files
     from naa_guard.targets.modelcheck import check_weights_match
@@ -42,6 +41,6 @@ def load_flux2_parts(info_components: dict[str, Path], transformers: Any, allow_
     check_weights_match(vae, weight_files_for(vae_folder, use_safetensors, variant), vae_folder)
     encoder_folder = info_components["text_encoder"]
     use_safetensors, variant = check_component_weights(encoder_folder, allow_pickle, QWEN_WEIGHTS)
-    encoder = getattr(transformers, QWEN3_ENCODER).from_pretrained(encoder_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)  # the stored weights exactly, not config.json's dtype; the target casts to runtime.dtype
+    encoder = getattr(transformers, QWEN3_ENCODER).from_pretrained(encoder_folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=dtype)  # the audit's dtype, not config.json's
     _check_text_weights(encoder, _text_weight_files(encoder_folder, variant), encoder_folder)
     return {"vae": vae, "text_encoder": encoder, "tokenizer": tokenizer}

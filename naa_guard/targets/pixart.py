@@ -109,7 +109,7 @@ def load_pixart_target(info: PixArtModelInfo, *, allow_pickle: bool, device: str
         with offline_environment():
             # the T5 encoder and tokenizer load under the names that select the T5 classes (SD3's text_encoder_3)
             kind = {"text_encoder": "text_encoder_3", "tokenizer": "tokenizer_3"}
-            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
+            parts = {name: load_component(kind.get(name, name), path, transformers, allow_pickle, None, torch_dtype) for name, path in info.components.items() if name not in ("transformer", "scheduler")}
             use_safetensors, variant = check_component_weights(folder, allow_pickle)
             transformer = diffusers.PixArtTransformer2DModel.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, low_cpu_mem_usage=False)
             check_weights_match(transformer, weight_files_for(folder, use_safetensors, variant), folder)

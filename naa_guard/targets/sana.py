@@ -52,10 +52,8 @@ def tokenize_gemma(tokenizer: Any, texts: list[str]) -> Any:
     return tokenizer(prompts, padding="max_length", max_length=length, truncation=True, add_special_tokens=True, return_tensors="pt")
 
 
-def load_gemma(info: SanaModelInfo, transformers: Any, allow_pickle: bool) -> tuple[Any, Any]:
-    """Return the Gemma2 encoder (strictly from its weights) and its tokenizer, offline."""
-    import torch
-
+def load_gemma(info: SanaModelInfo, transformers: Any, allow_pickle: bool, dtype: Any) -> tuple[Any, Any]:
+    """Return the Gemma2 encoder (strictly from its weights, built in the audit's ``dtype``) and its tokenizer, offline."""
     from naa_guard.targets.base import read_json
     from naa_guard.targets.components import TEXT_WEIGHTS, _check_text_weights, _text_weight_files
 
@@ -65,7 +63,7 @@ def load_gemma(info: SanaModelInfo, transformers: Any, allow_pickle: bool) -> tu
         raise TargetError(f"{tokenizer_folder}: tokenizer class {class_name!r}; a SanaPipeline's tokenizer is a {' or '.join(GEMMA_TOKENIZERS)}.")
     tokenizer = getattr(transformers, class_name).from_pretrained(tokenizer_folder, local_files_only=True)
     use_safetensors, variant = check_component_weights(folder, allow_pickle, TEXT_WEIGHTS)
-    encoder = transformers.Gemma2Model.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=torch.float32)  # the stored weights exactly, not config.json's dtype; the target casts to runtime.dtype
+    encoder = transformers.Gemma2Model.from_pretrained(folder, local_files_only=True, use_safetensors=use_safetensors, variant=variant, dtype=dtype)  # the audit's dtype, not config.json's
     _check_text_weights(encoder, _text_weight_files(folder, variant), folder)
     return encoder, tokenizer
 
@@ -148,7 +146,7 @@ def load_sana_target(info: SanaModelInfo, *, allow_pickle: bool, device: str, dt
     transformers.logging.set_verbosity_error()
     try:
         with offline_environment():
-            encoder, tokenizer = load_gemma(info, transformers, allow_pickle)
+            encoder, tokenizer = load_gemma(info, transformers, allow_pickle, torch_dtype)
             modules = {}
             for name, cls in (("vae", diffusers.AutoencoderDC), ("transformer", diffusers.SanaTransformer2DModel)):
                 folder = info.components[name]
