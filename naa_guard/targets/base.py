@@ -236,9 +236,6 @@ def check_component_weights(folder: Path, allow_pickle: bool, safe_names: tuple[
     return choice.use_safetensors, choice.variant
 
 
-def weight_files(folder: Path) -> tuple[Path, ...]:
-    """Return the weight files (safetensors or pickle) directly inside a component folder, sorted."""
-    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)))
 
 
 def scheduler_class(scheduler_dir: Path, scheduler_config: dict[str, Any]) -> Any:

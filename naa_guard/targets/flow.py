@@ -32,8 +32,6 @@ from naa_guard.targets.latent import LatentTarget, tokenize
 if TYPE_CHECKING:
     import torch
 
-SHARDED_INDEX = "diffusion_pytorch_model.safetensors.index.json"
-
 
 def config_value(config: Any, key: str, default: Any) -> Any:
     """Return ``key`` of a model config (a loaded model's config object or its config.json dict), else ``default``."""
