@@ -168,3 +168,20 @@ def test_a_variant_loads_for_sd_and_flux_pipelines_too(tmp_path: Path, family: s
     pipeline.to(torch.float32).save_pretrained(tmp_path / "rounded")
     assert torch.equal(outputs(read_model_info(tmp_path / "both", variant="fp16")), outputs(read_model_info(tmp_path / "rounded")))
     assert not torch.equal(outputs(read_model_info(tmp_path / "both")), outputs(read_model_info(tmp_path / "rounded")))
+
+
+def test_the_reports_a_reviewer_reads_state_the_parametrization_and_the_variant(tmp_path: Path, sd3_folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """report.md and report.html say what was audited (the flow parametrization, the T5 length, the variant's files), as report.json does."""
+    sets = tmp_path / "sets"
+    members, nonmembers = write_set(sets, "a", 20, seed=1), write_set(sets, "b", 20, seed=2)
+    policy = write_policy(
+        tmp_path / "v.naa.yaml",
+        f"version: 1\nname: v\nmodel: {{path: {sd3_folders['both']}, variant: bf16}}\ndata: {{members: {members}, nonmembers: {nonmembers}}}\n"
+        "attacks: {loss: {}}\nthresholds: {auc: 0.99, tpr_at_1pct_fpr: null}\nchecks: {shift_auc: null}\n"
+        f"runtime: {{device: cpu, batch_size: 16, seed: 0}}\nreport: {{dir: {tmp_path / 'out'}}}\n",
+    )
+    assert main(["audit", str(policy), "--quiet"]) in (0, 1), capsys.readouterr().err
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "out" / name).read_text(encoding="utf-8")
+        assert "flow matching: x_s = (1 - s) z0 + s e" in text and "time input 1000 s" in text, name
+        assert "no T5: 256 zero tokens" in text and "the bf16 precision variant" in text, name

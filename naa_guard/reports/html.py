@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, REGRESSION_RULE, VERDICTS, epsilon_line, regression_rows, table_header, table_rows, verdict_sentence, verdict_word, worst_case_rows
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, REGRESSION_RULE, VERDICTS, epsilon_line, model_lines, regression_rows, table_header, table_rows, verdict_sentence, verdict_word, worst_case_rows
 from naa_guard.verdict.epsilon import DISCLAIMER
 
 if TYPE_CHECKING:
@@ -151,6 +151,11 @@ def _gallery(exposed: ExposedMembers | None) -> list[str]:
     ]  # fmt: skip
 
 
+def _model(result: AuditResult) -> list[str]:
+    lines = model_lines(result)
+    return ["<h2>Model</h2>", *(f'<p class="model">{escape(line)}</p>' for line in lines)] if lines else []
+
+
 def _environment(result: AuditResult) -> list[str]:
     rows = [[key, str(value)] for key, value in result.environment.items()]
     return ["<h2>Environment</h2>", _table(["", "value"], rows, table_id="environment", numeric=False)]
@@ -170,7 +175,7 @@ def to_html(result: AuditResult, *, figures: Mapping[str, bytes] | None = None) 
         f'<p id="verdict-sentence">verdict: {escape(verdict_sentence(result))}</p>',
         *([f'<p id="conditioning">text conditioning: {escape(result.conditioning)}</p>'] if result.conditioning is not None else []),
         *_gates(result), *_privacy(result), *_regression(result), *(_figures(result, figures) if result.attacks else []),
-        *_details(result), *_checks(result), *_gallery(result.exposed), *_environment(result),
+        *_details(result), *_checks(result), *_gallery(result.exposed), *_model(result), *_environment(result),
     ]  # fmt: skip
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'

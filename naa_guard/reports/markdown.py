@@ -7,7 +7,7 @@ import json
 from html import escape
 from typing import TYPE_CHECKING
 
-from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, candidate_rows, epsilon_line, regression_rows, split_note, table_header, table_rows, tuning_summary, verdict_sentence, verdict_word, worst_case_rows
+from naa_guard.reports.rows import EXPOSED_HEADER, REGRESSION_HEADER, candidate_rows, epsilon_line, model_lines, regression_rows, split_note, table_header, table_rows, tuning_summary, verdict_sentence, verdict_word, worst_case_rows
 
 if TYPE_CHECKING:
     from naa_guard.result import AuditResult
@@ -20,6 +20,7 @@ def to_markdown(result: AuditResult) -> str:
     lines.append(f"{result.n_members} members / {result.n_nonmembers} non-members" + (f", limit {result.limit} per side" if result.limit else "") + split_note(result))
     if result.conditioning is not None:
         lines.append(f"text conditioning: {_md(result.conditioning)}")
+    lines.extend(_md(line) for line in model_lines(result))
     lines.append("")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")

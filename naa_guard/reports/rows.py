@@ -177,3 +177,15 @@ def verdict_sentence(result: AuditResult) -> str:
     parts += [f"{len(regressed)} gate(s) rose beyond thresholds.max_increase since the baseline"] if regressed else []
     more = f"; {len(uncertified)} more NOT CERTIFIED (estimate within the limit, interval above it)" if uncertified else ""
     return f"FAILED: the model leaks membership beyond the policy's limits ({'; '.join(parts)}){more}"
+
+
+def model_lines(result: AuditResult) -> list[str]:
+    """Return what was audited, from the report's fingerprint: the layout (a flow model's parametrization and prompt
+    settings included), the precision variant and where each component's weights came from (a single file)."""
+    layout = (result.fingerprint or {}).get("model_layout") or {}
+    lines = [f"model: {layout['summary']}"] if layout.get("summary") else []
+    if layout.get("variant"):
+        lines.append(f"weights: the {layout['variant']} precision variant's files (model.variant)")
+    if isinstance(layout.get("weights"), dict):
+        lines.append("weights from: " + "; ".join(f"{name}: {source}" for name, source in layout["weights"].items()))
+    return lines
