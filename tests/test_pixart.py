@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_policy
 from tiny_pixart import make_tiny_pixart
-from tiny_sd import write_set
+from test_flow import _policy as flow_policy
 from tolerance import assert_scores_close
 from naa_guard.attacks import get_attack
 from naa_guard.attacks.common import forward_noise, sample_keys, seeded_noise
@@ -155,14 +154,8 @@ def test_the_other_attacks_run_and_do_not_depend_on_the_batch(target: PixArtTarg
 
 
 def _policy(tmp_path: Path, model: Path, attacks: str = "{loss: {}, sima: {}, pia: {}, naa: {}, secmi: {}}", extra: str = "", count: int = 20) -> Path:
-    sets = tmp_path / "sets"
-    members, nonmembers = write_set(sets, "a", count, seed=1), write_set(sets, "b", count, seed=2)
-    body = (
-        f"version: 1\nname: p\nmodel: {{path: {model}{extra}}}\ndata: {{members: {members}, nonmembers: {nonmembers}}}\n"
-        f"attacks: {attacks}\nthresholds: {{auc: 0.99, tpr_at_1pct_fpr: null}}\nchecks: {{shift_auc: null}}\n"
-        f"runtime: {{device: cpu, batch_size: 16, seed: 0}}\n"
-    )
-    return write_policy(tmp_path / "p.naa.yaml", body)
+    """Return the SD3 tests' policy (test_flow._policy) for this model, with every attack by default."""
+    return flow_policy(tmp_path, model, attacks, extra, count)
 
 
 def test_a_pixart_folder_is_audited_end_to_end_with_its_captions_and_a_reference(tmp_path: Path, pixart: Path, capsys: pytest.CaptureFixture[str]) -> None:
